@@ -1,0 +1,190 @@
+"""Altair charts with one colour per layer type and per model (Okabe-Ito, colour-blind safe), and
+download buttons: SVG/PNG of any chart (rendered on click with vl-convert) and CSV/Parquet of tables.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+# Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision deficiencies
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+NO_DATA = "#BBBBBB"
+LAYER_KINDS = {  # layer_types value -> (label, colour)
+    "full_attention": ("full", "#0072B2"),
+    "sliding_attention": ("SWA", "#E69F00"),
+    "mamba2": ("Mamba-2", "#009E73"),
+    "gated_deltanet": ("GDN", "#CC79A7"),
+}
+ATTENTION = ("full_attention", "sliding_attention")
+
+
+def kind_label(kind: str) -> str:
+    return LAYER_KINDS.get(kind, (kind, NO_DATA))[0]
+
+
+def kind_scale() -> alt.Scale:
+    return alt.Scale(domain=[v[0] for v in LAYER_KINDS.values()], range=[v[1] for v in LAYER_KINDS.values()])
+
+
+def model_scale(all_models: list[str]) -> alt.Scale:
+    """Same colour for a model in every chart: the domain is every model the store knows, sorted."""
+    domain = sorted(set(all_models))
+    return alt.Scale(domain=domain or ["-"], range=[OKABE_ITO[i % len(OKABE_ITO)] for i in range(len(domain) or 1)])
+
+
+def side_scale() -> alt.Scale:
+    return alt.Scale(domain=["A", "B"], range=[OKABE_ITO[0], OKABE_ITO[5]])
+
+
+# ---------------------------------------------------------------------------------------------
+# showing and downloading
+# ---------------------------------------------------------------------------------------------
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60] or "chart"
+
+
+def _svg(spec: dict) -> bytes:
+    import vl_convert
+
+    return vl_convert.vegalite_to_svg(spec).encode()
+
+
+def _png(spec: dict) -> bytes:
+    import vl_convert
+
+    return vl_convert.vegalite_to_png(spec, scale=2)
+
+
+def show(chart: alt.TopLevelMixin, name: str, **kwargs) -> object:
+    """Render ``chart`` with SVG/PNG download buttons (converted only when clicked)."""
+    out = st.altair_chart(chart, use_container_width=True, **kwargs)
+    spec = chart.to_dict()
+    slug = _slug(name)
+    c1, c2, _ = st.columns([1, 1, 6])
+    c1.download_button("SVG", lambda: _svg(spec), f"{slug}.svg", "image/svg+xml", key=f"svg-{slug}",
+                       on_click="ignore", help=f"Download '{name}' as SVG")
+    c2.download_button("PNG", lambda: _png(spec), f"{slug}.png", "image/png", key=f"png-{slug}",
+                       on_click="ignore", help=f"Download '{name}' as PNG")
+    return out
+
+
+def _parquet(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def table_downloads(df: pd.DataFrame, name: str) -> None:
+    """CSV and Parquet downloads of a table slice (built only when clicked)."""
+    slug = _slug(name)
+    c1, c2, _ = st.columns([1, 1, 6])
+    c1.download_button("CSV", lambda: df.to_csv(index=False).encode(), f"{slug}.csv", "text/csv",
+                       key=f"csv-{slug}", on_click="ignore")
+    c2.download_button("Parquet", lambda: _parquet(df), f"{slug}.parquet", "application/vnd.apache.parquet",
+                       key=f"pq-{slug}", on_click="ignore")
+
+
+# ---------------------------------------------------------------------------------------------
+# charts shared by several views
+# ---------------------------------------------------------------------------------------------
+def ppl_bars(df: pd.DataFrame, all_models: list[str]) -> alt.Chart:
+    """df: model, ablation, metric ("PPL"/"LongPPL"), value -> grouped bars, one panel per metric."""
+    d = df.assign(ablation=df["ablation"].replace("", "(none)"))
+    return alt.Chart(d).mark_bar().encode(
+        x=alt.X("ablation:N", title=None, axis=alt.Axis(labelAngle=-30, labelLimit=160)),
+        xOffset="model:N",
+        y=alt.Y("value:Q", title="perplexity", scale=alt.Scale(type="log")),
+        color=alt.Color("model:N", scale=model_scale(all_models), legend=alt.Legend(title="model")),
+        column=alt.Column("metric:N", title=None, sort=["PPL", "LongPPL"]),
+        tooltip=["model", "ablation", "metric", alt.Tooltip("value:Q", format=".3f")],
+    ).properties(width=260, height=240).resolve_scale(y="independent")
+
+
+def position_curves(df: pd.DataFrame, all_models: list[str]) -> alt.Chart:
+    """df: model, ablation, side, bucket_start, mean_nll -> loss vs position."""
+    d = df.assign(ablation=df["ablation"].replace("", "(none)"))
+    return alt.Chart(d).mark_line(point=alt.OverlayMarkDef(size=18)).encode(
+        x=alt.X("bucket_start:Q", title="token position"),
+        y=alt.Y("mean_nll:Q", title="mean loss (nats)", scale=alt.Scale(zero=False)),
+        color=alt.Color("model:N", scale=model_scale(all_models)),
+        strokeDash=alt.StrokeDash("ablation:N", title="ablation"),
+        detail="side:N",
+        tooltip=["model", "ablation", "side", "bucket_start", alt.Tooltip("mean_nll:Q", format=".3f")],
+    ).properties(height=280)
+
+
+def sweep_chart(df: pd.DataFrame, all_models: list[str], x_title: str = "receptive field k (tokens)",
+                y_title: str = "LongPPL") -> alt.Chart:
+    """df: model, name, x, y, label -> one line per (model, name), log-x."""
+    return alt.Chart(df).mark_line(point=True).encode(
+        x=alt.X("x:Q", title=x_title, scale=alt.Scale(type="log", base=2)),
+        y=alt.Y("y:Q", title=y_title, scale=alt.Scale(type="log")),
+        color=alt.Color("model:N", scale=model_scale(all_models)),
+        strokeDash=alt.StrokeDash("name:N", title="restricted layers"),
+        tooltip=["model", "name", "x", alt.Tooltip("y:Q", format=".3f"), "label"],
+    ).properties(height=280)
+
+
+def niah_heatmap(df: pd.DataFrame, title: str, delta: bool = False) -> alt.Chart:
+    """df: length, depth, acc (or delta) -> length x depth heatmap with the values written in."""
+    field = "delta" if delta else "acc"
+    scale = (alt.Scale(scheme="blueorange", domain=[-1, 1], reverse=True) if delta
+             else alt.Scale(scheme="viridis", domain=[0, 1]))
+    base = alt.Chart(df, title=title).encode(
+        x=alt.X("length:O", title="context length (tokens)"),
+        y=alt.Y("depth:O", title="needle depth", sort="ascending"),
+    )
+    rect = base.mark_rect().encode(
+        color=alt.Color(f"{field}:Q", scale=scale, title="Δ accuracy" if delta else "accuracy"),
+        tooltip=["length", "depth", alt.Tooltip(f"{field}:Q", format=".2f"), "n"],
+    )
+    text = base.mark_text(fontSize=11).encode(
+        text=alt.Text(f"{field}:Q", format=".2f"),
+        color=alt.condition(f"abs(datum.{field}) > 0.6" if delta else f"datum.{field} > 0.5",
+                            alt.value("black"), alt.value("white")),
+    )
+    return (rect + text).properties(height=220)
+
+
+def head_heatmap(df: pd.DataFrame, title: str, selected: tuple[int, int] | None = None) -> alt.TopLevelMixin:
+    """df: layer, head, layer_type, score (null for non-attention layers).
+
+    Left: one lane per layer coloured by its type. Right: score per (layer, head); heads of layers
+    without attention are grey and labelled (they have no attention to score, they are not zeros).
+    """
+    d = df.assign(kind=df["layer_type"].map(kind_label), attention=df["layer_type"].isin(ATTENTION))
+    y = alt.Y("layer:O", title="layer", sort="ascending")
+    lanes = d.drop_duplicates("layer")
+    lane = alt.Chart(lanes).mark_rect().encode(
+        y=y, x=alt.value(0), x2=alt.value(14),
+        color=alt.Color("kind:N", scale=kind_scale(), title="layer type"),
+        tooltip=["layer", "kind"],
+    ).properties(width=16)
+    lane_text = alt.Chart(lanes).mark_text(align="left", dx=2).encode(y=y, x=alt.value(18), text="kind:N")
+    pick = alt.selection_point(name="pick", fields=["layer", "head"], on="click", clear=False)
+    base = alt.Chart(d).encode(x=alt.X("head:O", title="head"), y=y)
+    attn = base.transform_filter("datum.attention").mark_rect().encode(
+        color=alt.Color("score:Q", scale=alt.Scale(scheme="viridis"), title="retrieval score"),
+        tooltip=["layer", "head", "kind", alt.Tooltip("score:Q", format=".3f")],
+        stroke=alt.condition(pick, alt.value("#D55E00"), alt.value(None)),
+        strokeWidth=alt.condition(pick, alt.value(2), alt.value(0)),
+    ).add_params(pick)
+    other = base.transform_filter("!datum.attention").mark_rect(color=NO_DATA, opacity=0.5).encode(
+        tooltip=["layer", "kind", alt.Tooltip("head:O", title="head")],
+    )
+    label = alt.Chart(d[~d["attention"]].drop_duplicates("layer")).mark_text(
+        align="left", dx=4, fontStyle="italic").encode(
+        y=y, x=alt.value(4), text=alt.Text("note:N"),
+    ).transform_calculate(note="datum.kind + ' · no attention'")
+    layers = [other, attn, label]
+    if selected is not None:
+        sel = d[(d["layer"] == selected[0]) & (d["head"] == selected[1])]
+        layers.append(alt.Chart(sel).mark_rect(fill=None, stroke="#D55E00", strokeWidth=3).encode(
+            x="head:O", y=y))
+    heat = alt.layer(*layers).properties(height=max(140, 22 * d["layer"].nunique()))
+    return alt.hconcat(lane + lane_text, heat, title=title).resolve_scale(color="independent")

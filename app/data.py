@@ -1,0 +1,170 @@
+"""The dashboard's read side: a cached StoreReader over the user store and precomputed/ (read-only).
+
+All queries are parameterised (``?`` placeholders); table names come from a fixed allow-list, never
+from the URL. Results are cached per store generation, so a new run shows up on the next rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from backend.schema import TABLES
+from backend.store_reader import SqlError, StoreReader
+from models.ablation import Ablation, AblationError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def store_dir() -> Path:
+    """The user store: $HYBRIDSCOPE_STORE, else the platform user cache dir (as the backend uses)."""
+    env = os.environ.get("HYBRIDSCOPE_STORE")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("hybridscope")) / "store"
+
+
+def precomputed_dir() -> Path:
+    return Path(os.environ.get("HYBRIDSCOPE_PRECOMPUTED", ROOT / "precomputed")).expanduser()
+
+
+def roots() -> tuple[str, ...]:
+    """User store first (it wins on equal run_ids), then the bundled store, read-only."""
+    pre = precomputed_dir()
+    pre_store = pre / "store" if (pre / "store" / "runs").is_dir() else pre
+    return str(store_dir()), str(pre_store)
+
+
+@st.cache_resource(show_spinner=False)
+def _reader(roots_key: tuple[str, ...]) -> StoreReader:
+    return StoreReader(list(roots_key))
+
+
+def reader() -> StoreReader:
+    return _reader(roots())
+
+
+_GEN: dict[tuple[str, ...], tuple[float, str]] = {}
+
+
+def generation(max_age_s: float = 1.0) -> str:
+    """Changes whenever a run appears, disappears or is replaced (rescans at most once a second)."""
+    key = roots()
+    now = time.monotonic()
+    if key in _GEN and now - _GEN[key][0] < max_age_s:
+        return _GEN[key][1]
+    r = _reader(key)
+    r.refresh()
+    gen = f"{len(r.manifests)}:{hash(tuple(sorted((k, m.get('created_at')) for k, m in r.manifests.items())))}"
+    _GEN[key] = (now, gen)
+    return gen
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _query(sql: str, params: tuple, gen: str, roots_key: tuple[str, ...], max_rows: int | None) -> pd.DataFrame:
+    return _reader(roots_key).sql(sql, list(params), max_rows=max_rows).to_pandas()
+
+
+def query(sql: str, params: tuple | list = (), max_rows: int | None = None) -> pd.DataFrame:
+    """Run a fixed, parameterised query (cached per store generation)."""
+    return _query(sql, tuple(params), generation(), roots(), max_rows)
+
+
+def user_sql(sql: str, max_rows: int = 10_000) -> pd.DataFrame:
+    """The Runs view's SQL box: read-only checks happen in StoreReader (SqlError on refusal)."""
+    return reader().sql(sql, max_rows=max_rows).to_pandas()
+
+
+def invalidate() -> None:
+    """Forget cached results (after a run was computed)."""
+    _query.clear()
+    _GEN.clear()
+    reader().refresh()
+
+
+def check_table(name: str) -> str:
+    """Allow-list a table name (the only identifiers ever placed into SQL text)."""
+    if name not in TABLES and name != "runs":
+        raise ValueError(f"table: unknown table {name!r}; allowed: runs, {', '.join(TABLES)}")
+    return name
+
+
+def canonical_ablation(text: str | None) -> str:
+    """The runs table holds the ablation as text or JSON; both map to the canonical text form."""
+    if not text:
+        return ""
+    try:
+        obj = json.loads(text) if text.lstrip().startswith("{") else None
+        return (Ablation(**obj) if isinstance(obj, dict) else Ablation.from_text(text)).to_text()
+    except (AblationError, ValueError):
+        return text
+
+
+def runs() -> pd.DataFrame:
+    """All runs (any status), newest first, with ``abl``: the canonical ablation text."""
+    df = query("SELECT run_id, model, probe, dataset, ablation, params, status, error, created_at, "
+               "duration_s, tables, n_rows, store FROM runs ORDER BY created_at DESC, run_id")
+    df["abl"] = [canonical_ablation(a) for a in df["ablation"]]
+    return df
+
+
+def known_models() -> list[str]:
+    """Models with runs in any store, plus the bundled and configured ones (sorted; zoo first)."""
+    names = set(runs()["model"].dropna())
+    try:
+        from backend.model_refs import list_models
+
+        names |= set(list_models())
+    except Exception:  # noqa: BLE001 - a broken model root must not break the dashboard
+        pass
+    return sorted(names, key=lambda m: (not m.startswith("zoo/"), m))
+
+
+def find_run(probe: str, model: str | None, abl: str, data: str | None = None,
+             params: dict[str, Any] | None = None) -> tuple[str | None, str | None]:
+    """(run_id of the best matching successful run, error of a matching failed run).
+
+    Matches probe, model and canonical ablation; ``data``/``params`` narrow when given (an exact
+    params match is preferred; with no params asked for, a run with default params is preferred).
+    """
+    if not model:
+        return None, None
+    df = runs()
+    df = df[(df["probe"] == probe) & (df["model"] == model) & (df["abl"] == canonical_ablation(abl))]
+    if data:
+        df = df[df["dataset"] == data]
+    want = json.dumps(params or {}, sort_keys=True, separators=(",", ":"))
+    exact = df[df["params"] == want]
+    if params:
+        df = exact
+    elif not exact.empty:
+        df = exact
+    ok = df[df["status"] == "ok"]
+    if not ok.empty:
+        return str(ok.iloc[0]["run_id"]), None
+    failed = df[df["status"] == "error"]
+    return None, (str(failed.iloc[0]["error"]) if not failed.empty else None)
+
+
+def layer_types(run_id: str) -> list[str]:
+    """Layer kinds of a run's model, from its head_scores (empty when unknown)."""
+    df = query("SELECT layer, any_value(layer_type) AS t FROM head_scores WHERE run_id = ? "
+               "GROUP BY layer ORDER BY layer", (run_id,))
+    return list(df["t"])
+
+
+def labelled_random() -> bool:
+    """True when the bundled traces come from randomly initialised models (labelled in the UI)."""
+    df = runs()
+    return bool(len(df)) and bool(df["model"].fillna("").str.startswith("tiny/").all())
+
+
+__all__ = ["SqlError", "query", "user_sql", "runs", "find_run", "known_models", "store_dir", "roots"]

@@ -1,0 +1,259 @@
+"""The run panel (sidebar, every view): models and ablations A/B, the ablation editor, dataset and
+probe parameters, and submission to the backend with a progress bar. Also the "missing traces"
+prompt the views show. The backend client is ``backend.client.default_client`` (in-process CLI
+child, or HTTP when ``HYBRIDSCOPE_BACKEND_URL`` is set); ``HYBRIDSCOPE_CLIENT=fake`` or
+:data:`CLIENT_FACTORY` swap in a fake for tests.
+"""
+
+from __future__ import annotations
+
+import os
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+from app import data, state
+from app.state import BUILTIN_DATA, RUN_PROBES, VIEW_PROBE, ViewState
+from backend.client import Client, RunFailed, default_client
+from backend.params import PROBES
+from backend.spec import RunSpec, SpecError
+from models.ablation import Ablation, AblationError
+from models.ablation_text import TEXT_EXAMPLE
+
+CLIENT_FACTORY: Callable[[], Client] | None = None  # tests may install a fake here
+DEMO_MODEL = "tiny/SSSF"  # a random tiny native model: always available, for trying things out
+FIELDS = {"window": "window", "pe": "pe", "rf": "receptive field", "sinks": "sinks", "skip": "skip layers",
+          "heads": "mask heads"}
+
+
+def client() -> Client:
+    if CLIENT_FACTORY is not None:
+        return CLIENT_FACTORY()
+    if os.environ.get("HYBRIDSCOPE_CLIENT") == "fake":
+        from app.fake_client import FakeClient
+
+        return FakeClient(data.store_dir())
+    return default_client(store=str(data.store_dir()))
+
+
+def limits() -> dict:
+    try:
+        return dict(client().limits())
+    except Exception as e:  # noqa: BLE001 - an unreachable backend is reported, not raised
+        return {"error": f"backend unreachable: {e}"}
+
+
+def limits_text(lim: dict) -> str:
+    if "error" in lim:
+        return str(lim["error"])
+    parts = [f"{k.replace('_', ' ')} {v}" for k, v in lim.items() if k != "device"]
+    return f"{lim.get('device', 'backend')}: " + (", ".join(parts) or "no limits")
+
+
+def over_limits(spec: RunSpec, lim: dict) -> str | None:
+    """Why ``spec`` is too large for this backend, or None when it fits."""
+    p = spec.typed_params
+    tokens = max([getattr(p, "max_tokens", 0), *getattr(p, "lengths", ())])
+    docs = getattr(p, "n_docs", 0)
+    if "max_tokens" in lim and tokens > int(lim["max_tokens"]):
+        return f"{tokens} tokens asked, at most {lim['max_tokens']} allowed"
+    if "max_docs" in lim and docs > int(lim["max_docs"]):
+        return f"{docs} documents asked, at most {lim['max_docs']} allowed"
+    return None
+
+
+def model_options(vs: ViewState) -> list[str]:
+    opts = data.known_models() or [DEMO_MODEL]
+    extra = [m for m in (vs.model, vs.model_b, *vs.models) if m and m not in opts]
+    return opts + extra
+
+
+def model_a(vs: ViewState) -> str | None:
+    return vs.model or (data.known_models() or [DEMO_MODEL])[0]
+
+
+def model_b(vs: ViewState) -> str | None:
+    return vs.model_b or model_a(vs)
+
+
+def sides(vs: ViewState) -> list[tuple[str, str | None, str]]:
+    """[(label, model, ablation text)] for A, and B when comparing."""
+    out = [("A", model_a(vs), vs.abl)]
+    if vs.cmp:
+        out.append(("B", model_b(vs), vs.abl_b))
+    return out
+
+
+def build_spec(vs: ViewState, model: str | None, abl: str, probe: str | None = None,
+               extra_params: dict | None = None) -> RunSpec:
+    probe = probe or vs.effective_probe
+    params = state.parse_params(vs.params, probe) if probe == vs.effective_probe else {}
+    return RunSpec.build(model=model or DEMO_MODEL, probe=probe, data=vs.data, ablation=abl,
+                         params={**params, **(extra_params or {})})
+
+
+def submit(spec: RunSpec) -> str | None:
+    """Send ``spec`` to the backend with a progress bar; rerun the app when the traces are in."""
+    lim = limits()
+    why = over_limits(spec, lim)
+    if why:
+        st.error(f"Refused: {why}. Limits of this backend — {limits_text(lim)}. Lower the probe parameters, "
+                 "or point the dashboard at a GPU backend (HYBRIDSCOPE_BACKEND_URL).")
+        return None
+    bar = st.progress(0.0, text=f"{spec.probe} on {spec.model}: starting")
+
+    def progress(frac: float, msg: str) -> None:
+        bar.progress(min(max(float(frac), 0.0), 1.0), text=f"{spec.probe} on {spec.model}: {msg[:120]}")
+
+    try:
+        run_id = client().submit(spec, on_progress=progress)
+    except (RunFailed, SpecError, OSError, ValueError) as e:
+        bar.empty()
+        st.error(f"Run failed: {state.shown(e, 300)}")
+        return None
+    data.invalidate()
+    st.rerun()
+    return run_id
+
+
+def missing(label: str, probe: str, model: str | None, abl: str, vs: ViewState, error: str | None = None,
+            extra_params: dict | None = None) -> None:
+    """The prompt shown where a view lacks traces: what is missing, and a button to compute it."""
+    what = f"**{label}**: `{state.shown(model)}`" + (f" with `{state.shown(abl, 80)}`" if abl else "")
+    if error:
+        st.warning(f"The last {probe} run for {what} failed: {state.shown(error, 200)}")
+    else:
+        st.info(f"No {probe} traces yet for {what}.")
+    try:
+        spec = build_spec(vs, model, abl, probe, extra_params)
+    except (SpecError, ValueError) as e:
+        st.error(f"Cannot compute it: {state.shown(e, 300)}")
+        return
+    why = over_limits(spec, lim := limits())
+    if why:
+        st.error(f"Cannot compute it here: {why} (limits — {limits_text(lim)}).")
+        return
+    if st.button(f"Compute {probe} for {label}", key=f"compute-{probe}-{label}"):
+        submit(spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# sidebar
+# ---------------------------------------------------------------------------------------------
+def render(vs: ViewState) -> None:
+    opts = model_options(vs)
+    st.selectbox("Model A", opts, **state.bind("model", to_widget=lambda v: v or opts[0]))
+    st.text_input("Ablation A", placeholder=TEXT_EXAMPLE, help="compact text form, e.g. " + TEXT_EXAMPLE,
+                  **state.bind("abl", from_widget=str.strip))
+    state.show_error("w_abl")
+    st.toggle("Compare A vs B", **state.bind("cmp"))
+    if vs.cmp:
+        same = "(same as A)"
+        st.selectbox("Model B", [same, *opts], **state.bind(
+            "model_b", to_widget=lambda v: v or same, from_widget=lambda v: None if v == same else v))
+        st.text_input("Ablation B", placeholder=TEXT_EXAMPLE, **state.bind("abl_b", from_widget=str.strip))
+        state.show_error("w_abl_b")
+    with st.expander("Ablation editor"):
+        editor(vs)
+    with st.expander("Compute a run"):
+        compute_form(vs)
+
+
+def _segment(field: str, vs: ViewState) -> str:
+    """The widgets of one editor row -> one text-form segment."""
+    if field in ("window", "pe", "rf"):
+        sel = st.selectbox("Layers", ["all", "full", "swa", "linear", "indices"], key="ed_sel")
+        if sel == "indices":
+            sel = st.text_input("Layer indices", "0", key="ed_idx", help="e.g. 0,4,8-11")
+        if field == "pe":
+            value = st.selectbox("Positional encoding", ["nope", "rope"], key="ed_pe")
+        elif field == "window":
+            value = st.text_input("Window (tokens, or none = full causal)", "64", key="ed_win")
+        else:
+            value = st.number_input("Last k tokens", 1, 1 << 20, 512, key="ed_rf")
+        return f"{field}[{sel}]={value}"
+    if field == "sinks":
+        return f"sinks={st.number_input('Sink tokens', 0, 1 << 16, 4, key='ed_sinks')}"
+    if field == "skip":
+        return "skip=" + st.text_input("Layers to skip", "0", key="ed_skip", help="e.g. 3,5-7")
+    return "heads=" + st.text_input("Heads to mask (layer.head)", "0.0", key="ed_heads", help="e.g. 2.1,5.0")
+
+
+def combine(current: str, segment: str) -> str:
+    """Add ``segment`` to ablation text ``current``: same field/selector is replaced, lists are merged."""
+    new = Ablation.from_text(segment)
+    keep = [s for s in current.split(";") if s]
+    if not (new.skip_layers or new.mask_heads):
+        head = new.to_text().split("=")[0] + "="
+        keep = [s for s in keep if not s.startswith(head)]
+    return Ablation.from_text(";".join(keep)).merge(new).to_text()
+
+
+def editor(vs: ViewState) -> None:
+    side = st.radio("Edit ablation", ["A", "B"] if vs.cmp else ["A"], horizontal=True, key="ed_side")
+    field = st.selectbox("Field", list(FIELDS), format_func=FIELDS.get, key="ed_field")
+    segment = _segment(field, vs)
+    c1, c2 = st.columns(2)
+    name = "abl" if side == "A" else "abl_b"
+    if c1.button("Add", key="ed_add"):
+        try:
+            state.update(**{name: combine(getattr(vs, name), segment)})
+        except (AblationError, ValueError) as e:
+            st.error(state.shown(e, 300))
+        else:
+            st.rerun()
+    if c2.button("Clear", key="ed_clear"):
+        state.update(**{name: ""})
+        st.rerun()
+
+
+def _param_widget(probe: str, name: str, info: Any, value: Any, apply: Callable[[Any], None]) -> None:
+    key = f"p_{probe}_{name}"
+    ann, args = info.annotation, typing.get_args(info.annotation)
+    lo = next((m.ge for m in info.metadata if hasattr(m, "ge")), None)
+    hi = next((m.le for m in info.metadata if hasattr(m, "le")), None)
+    if typing.get_origin(ann) is tuple:
+        st.text_input(name, help="comma-separated", **state.bind_value(key, ",".join(map(str, value)), apply))
+    elif typing.get_origin(ann) is typing.Literal:
+        st.selectbox(name, list(args), **state.bind_value(key, value, apply))
+    elif ann is int:
+        st.number_input(name, min_value=lo, max_value=hi, step=1, **state.bind_value(key, int(value), apply))
+    elif ann is float:
+        st.number_input(name, step=0.5, **state.bind_value(key, float(value), apply))
+    else:
+        st.text_input(name, help="empty = default", **state.bind_value(key, value or "", apply))
+    state.show_error(key)
+
+
+def compute_form(vs: ViewState) -> None:
+    view_probe = VIEW_PROBE[vs.view]
+    st.selectbox("Probe", RUN_PROBES, **state.bind(
+        "probe", to_widget=lambda v: v or view_probe, from_widget=lambda v: None if v == view_probe else v))
+    st.selectbox("Dataset", ["(probe default)", *BUILTIN_DATA], **state.bind(
+        "data", to_widget=lambda v: v or "(probe default)",
+        from_widget=lambda v: None if v == "(probe default)" else v))
+    probe = vs.effective_probe
+    model_cls = PROBES[probe][0]
+    current = {**model_cls().model_dump(mode="json"), **state.parse_params(vs.params, probe)}
+    for name, info in model_cls.model_fields.items():
+        def apply(v: Any, name: str = name) -> None:
+            text = v if not isinstance(v, str) else v.strip() or ("none" if name == "evaluator" else "")
+            raw = {**state.parse_params(state.current().params, probe), name: text}
+            merged = ";".join(f"{k}={v}" for k, v in raw.items() if v != "")
+            state.update(params=state.format_params(state.parse_params(merged, probe)))
+
+        _param_widget(probe, name, info, current[name], apply)
+    lim = limits()
+    st.caption(f"Limits here — {limits_text(lim)}")
+    labels = [s[0] for s in sides(vs)]
+    for col, (label, model, abl) in zip(st.columns(len(labels)), sides(vs)):
+        if col.button(f"Run {label}", key=f"run-{label}", help=f"{probe} on {model}"):
+            try:
+                spec = build_spec(vs, model, abl)
+            except (SpecError, ValueError) as e:
+                st.error(state.shown(e, 300))
+            else:
+                submit(spec)
+    del labels

@@ -1,0 +1,168 @@
+"""Command line: ``python -m backend models | run | show | sql | serve``.
+
+Bad input exits with code 2 and one line on stderr (``error: ...``); a failing probe exits 1.
+``--json`` prints machine-readable output on stdout; ``--progress`` writes JSON progress lines on
+stderr (what ``backend.client.LocalClient`` reads); otherwise progress is a tqdm bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+EXIT_BAD_INPUT, EXIT_FAILED = 2, 1
+
+
+def parse_param(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ValueError(f"--param: expected key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+
+    def one(v: str) -> Any:
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            return v
+
+    return key.strip(), [one(v) for v in raw.split(",")] if "," in raw else one(raw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m backend", description="HybridScope backend")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("models", help="list known model refs")
+    m.add_argument("--json", action="store_true")
+    r = sub.add_parser("run", help="run a probe (cached)")
+    r.add_argument("--model")
+    r.add_argument("--probe")
+    r.add_argument("--data")
+    r.add_argument("--ablation", default="")
+    r.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--spec-json", help="a whole RunSpec as JSON (instead of the flags above)")
+    for p in (r, sub.add_parser("show", help="show a stored run"), sub.add_parser("sql", help="read-only SQL")):
+        p.add_argument("--store", help="trace store directory (default: $HYBRIDSCOPE_STORE or a user cache dir)")
+        p.add_argument("--json", action="store_true")
+    r.add_argument("--progress", action="store_true", help="JSON progress lines on stderr")
+    sub.choices["show"].add_argument("run_id")
+    sub.choices["sql"].add_argument("query")
+    s = sub.add_parser("serve", help="HTTP backend (FastAPI) on 127.0.0.1")
+    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--store")
+    return ap
+
+
+def _spec(args):
+    from backend.spec import RunSpec, SpecError
+
+    if args.spec_json:
+        try:
+            return RunSpec.build(**json.loads(args.spec_json))
+        except json.JSONDecodeError as e:
+            raise SpecError(f"--spec-json: not valid JSON ({e.msg})") from None
+    if not args.model or not args.probe:
+        raise SpecError("run: --model and --probe are required (or --spec-json)")
+    params = dict(parse_param(p) for p in args.param)
+    return RunSpec.build(model=args.model, probe=args.probe, data=args.data, ablation=args.ablation, params=params)
+
+
+def cmd_run(args) -> int:
+    from backend.runner import Runner
+
+    spec = _spec(args)
+    runner = Runner(args.store)
+    if args.progress:
+        def progress(f: float, msg: str) -> None:
+            print(json.dumps({"progress": round(f, 4), "message": msg}), file=sys.stderr, flush=True)
+        res = runner.run(spec, progress)
+    else:
+        from tqdm import tqdm
+
+        with tqdm(total=100, desc=spec.probe, unit="%", file=sys.stderr) as bar:
+            def progress(f: float, msg: str) -> None:
+                bar.set_postfix_str(msg[:40])
+                bar.update(max(0, int(f * 100) - bar.n))
+            res = runner.run(spec, progress)
+    out = {"run_id": res.run_id, "cached": res.cached, "store": str(res.store.root), "spec": spec.canonical(),
+           "rows": res.manifest.get("rows", {}), "meta": res.manifest.get("meta", {})}
+    print(json.dumps(out) if args.json else _human(out))
+    return 0
+
+
+def _human(d: dict) -> str:
+    lines = [f"run_id  {d['run_id']}  ({'cached' if d['cached'] else 'computed'})", f"store   {d['store']}"]
+    lines += [f"rows    {k}: {v}" for k, v in d.get("rows", {}).items()]
+    lines += [f"meta    {k}: {v}" for k, v in d.get("meta", {}).items() if not isinstance(v, list | dict)]
+    return "\n".join(lines)
+
+
+def _reader(store: str | None):
+    from backend.runner import Runner
+    from backend.store_reader import StoreReader
+
+    r = Runner(store)
+    return StoreReader([r.store, *r.extra])
+
+
+def cmd_show(args) -> int:
+    from backend.runner import Runner
+    from backend.store import check_run_id
+
+    check_run_id(args.run_id)
+    r = Runner(args.store)
+    for store in [r.store, *r.extra]:
+        m = store.manifest(args.run_id)
+        if m:
+            print(json.dumps(m, indent=1) if args.json else _human({**m, "cached": True, "store": str(store.root)}))
+            return 0
+    raise LookupError(f"run_id: no run {args.run_id!r} in {', '.join(str(s.root) for s in [r.store, *r.extra])}")
+
+
+def cmd_sql(args) -> int:
+    table = _reader(args.store).sql(args.query)
+    if args.json:
+        print(json.dumps(table.to_pylist(), default=str))
+    else:
+        cols = table.column_names
+        print("\t".join(cols))
+        for row in table.to_pylist()[:1000]:
+            print("\t".join(str(row[c]) for c in cols))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from backend.model_refs import list_models
+
+    refs = list_models() + ["tiny/<pattern of F,S,M,G>"]
+    print(json.dumps(refs) if args.json else "\n".join(refs))
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from backend.server import make_app
+
+    uvicorn.run(make_app(args.store), host="127.0.0.1", port=args.port)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cmds = {"run": cmd_run, "show": cmd_show, "sql": cmd_sql, "models": cmd_models, "serve": cmd_serve}
+    try:
+        return cmds[args.cmd](args)
+    except (ValueError, LookupError, PermissionError) as e:
+        print(f"error: {_line(e)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as e:  # noqa: BLE001 - a failed probe: its message is stored with the run
+        from backend.store import StoreError
+
+        code = EXIT_BAD_INPUT if isinstance(e, StoreError) else EXIT_FAILED
+        print(f"error: {_line(e)}", file=sys.stderr)
+        return code
+
+
+def _line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

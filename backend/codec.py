@@ -1,0 +1,55 @@
+"""Tokenizer wrapper the probes use: ids with character offsets, so key spans survive a tokenizer change.
+
+``CharCodec`` serves the random ``tiny/<pattern>`` models (vocab 256: one id per character,
+non-Latin-1 characters map to '?'). ``HFCodec`` wraps any fast HF tokenizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Encoded:
+    ids: list[int]
+    offsets: list[tuple[int, int]]  # character [start, end) of each token in the source text
+
+
+class CharCodec:
+    vocab_size = 256
+    eos_id = 0
+
+    def encode(self, text: str) -> Encoded:
+        ids = [ord(c) if ord(c) < 256 else ord("?") for c in text]
+        return Encoded(ids, [(i, i + 1) for i in range(len(text))])
+
+    def count(self, text: str) -> int:
+        return len(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(chr(i) for i in ids)
+
+    def tokens(self, ids: list[int]) -> list[str]:
+        return [chr(i) for i in ids]
+
+
+class HFCodec:
+    def __init__(self, tokenizer) -> None:
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError("tokenizer: a fast (Rust) tokenizer is required for character offsets")
+        self.tok = tokenizer
+        self.vocab_size = len(tokenizer)
+        self.eos_id = tokenizer.eos_token_id
+
+    def encode(self, text: str) -> Encoded:
+        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        return Encoded(list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]])
+
+    def count(self, text: str) -> int:
+        return len(self.tok(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
+
+    def tokens(self, ids: list[int]) -> list[str]:
+        return [self.tok.decode([i]) for i in ids]

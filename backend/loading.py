@@ -1,0 +1,75 @@
+"""Load models (once per process) from local refs. Never downloads: local_files_only always."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import torch
+
+from backend.codec import CharCodec, HFCodec
+from backend.model_refs import ModelRef, fingerprint, resolve
+
+_LOCK = threading.Lock()
+_CACHE: dict[tuple[str, str, str], LoadedModel] = {}
+
+
+@dataclass
+class LoadedModel:
+    ref: ModelRef
+    model: torch.nn.Module
+    codec: CharCodec | HFCodec
+    fingerprint: str
+    device: torch.device
+
+
+def default_device() -> torch.device:
+    name = os.environ.get("HYBRIDSCOPE_DEVICE")
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _dtype(device: torch.device) -> torch.dtype:
+    name = os.environ.get("HYBRIDSCOPE_DTYPE")
+    if name:
+        return getattr(torch, name)
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def load(ref_str: str, device: torch.device | None = None) -> LoadedModel:
+    """Return the cached model for ``ref_str`` (loaded on first use), in eval mode."""
+    ref = resolve(ref_str)
+    device = device or default_device()
+    fp = fingerprint(ref)
+    key = (ref_str, fp, str(device))
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = _load(ref, fp, device)
+        return _CACHE[key]
+
+
+def _load(ref: ModelRef, fp: str, device: torch.device) -> LoadedModel:
+    import models.modeling  # noqa: F401  (registers the native family with the Auto classes)
+
+    if ref.path is None:
+        from models.tiny import tiny_model
+
+        model = tiny_model(ref.pattern, seed=0)
+        codec: CharCodec | HFCodec = CharCodec()
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        trust = os.environ.get("HYBRIDSCOPE_TRUST_REMOTE_CODE") == "1"
+        model = AutoModelForCausalLM.from_pretrained(
+            ref.path, local_files_only=True, trust_remote_code=trust, dtype=_dtype(device)
+        )
+        codec = HFCodec(AutoTokenizer.from_pretrained(ref.path, local_files_only=True, trust_remote_code=trust))
+    model = model.to(device).eval()
+    return LoadedModel(ref, model, codec, fp, device)
+
+
+def clear_cache() -> None:
+    with _LOCK:
+        _CACHE.clear()

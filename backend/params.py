@@ -1,0 +1,87 @@
+"""Probe names, versions and parameter schemas (pydantic, torch-free so the app can import them).
+
+A probe's ``version`` is part of every run_id: bump it whenever the probe's numbers could change.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_LEN = 1 << 20  # 1M tokens: a hard ceiling on any length parameter
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TokenLossParams(_Params):
+    n_docs: int = Field(4, ge=1, le=10_000)
+    max_tokens: int = Field(4096, ge=16, le=MAX_LEN)
+    bucket: int = Field(256, ge=1, le=MAX_LEN)
+    batch_tokens: int = Field(0, ge=0, le=MAX_LEN)  # 0 = the whole document in one forward
+
+
+class LongPPLParams(_Params):
+    n_docs: int = Field(4, ge=1, le=10_000)
+    max_tokens: int = Field(4096, ge=16, le=MAX_LEN)
+    trunc_len: int = Field(4096, ge=8, le=MAX_LEN)
+    stride: int = Field(1024, ge=1, le=MAX_LEN)
+    alpha: float = 2.0  # key token: log p_long - log p_short > alpha
+    beta: float = -2.0  # ... and log p_long > beta
+    evaluator: str | None = None  # model ref that picks key tokens; None = the evaluated model
+
+
+class KeyTokenParams(LongPPLParams):
+    """Internal probe: the key-token set of LongPPL, cached as its own run (evaluator-specific)."""
+
+
+class NIAHParams(_Params):
+    lengths: tuple[int, ...] = (256, 512, 1024)
+    depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    samples: int = Field(2, ge=1, le=1000)
+    haystack: Literal["repeat", "text"] = "repeat"
+    task: Literal["niah", "passkey"] = "niah"
+    max_new_tokens: int = Field(12, ge=1, le=256)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @field_validator("lengths")
+    @classmethod
+    def _lengths(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(not (16 <= x <= MAX_LEN) for x in v):
+            raise ValueError(f"each length must be in [16, {MAX_LEN}]")
+        return tuple(sorted(set(v)))
+
+    @field_validator("depths")
+    @classmethod
+    def _depths(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v or any(not (0.0 <= x <= 1.0) for x in v):
+            raise ValueError("each depth must be in [0, 1]")
+        return tuple(sorted(set(v)))
+
+
+class RetrievalHeadParams(NIAHParams):
+    lengths: tuple[int, ...] = (512,)
+    depths: tuple[float, ...] = (0.1, 0.5, 0.9)
+    metric: Literal["mass", "copy"] = "mass"
+
+
+class AttentionRowParams(_Params):
+    n_docs: int = Field(1, ge=1, le=100)
+    max_tokens: int = Field(1024, ge=16, le=MAX_LEN)
+    layers: tuple[int, ...] = ()  # empty = every attention layer
+    heads: tuple[int, ...] = ()  # empty = every head
+    queries: tuple[int, ...] = (-1,)  # positions; negative counts from the end
+    top_k: int = Field(16, ge=1, le=1024)
+
+
+PROBES: dict[str, tuple[type[_Params], str, str]] = {
+    # name: (params model, version, one-line description)
+    "token_loss": (TokenLossParams, "1", "per-token NLL with positions; loss-vs-position buckets"),
+    "key_tokens": (KeyTokenParams, "1", "LongPPL key tokens (character spans) chosen by an evaluator"),
+    "longppl": (LongPPLParams, "1", "LongPPL (Fang et al. 2025) and PPL per document"),
+    "niah": (NIAHParams, "1", "needle-in-a-haystack / passkey accuracy over length x depth"),
+    "retrieval_heads": (RetrievalHeadParams, "1", "attention mass from the query onto the needle, per head"),
+    "attention_rows": (AttentionRowParams, "1", "top-k attended keys and entropy for chosen heads/queries"),
+}

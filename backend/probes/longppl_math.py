@@ -1,0 +1,97 @@
+"""LongPPL maths (Fang et al., ICLR 2025), kept separate from the probe plumbing so it is testable.
+
+Target token t (1 <= t < L) is predicted from tokens < t. Its *long* log-probability uses the whole
+prefix. Its *short* log-probability uses a truncated context: windows of ``trunc_len`` tokens
+start at j*stride (j >= 1); window j scores the targets in [j*stride + trunc_len - stride,
+j*stride + trunc_len), so every target sees between trunc_len - stride and trunc_len - 1 tokens
+of context. Targets t < trunc_len see their full prefix in both cases and are never key tokens.
+Key token: log p_long - log p_short > alpha and log p_long > beta.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backend.forward import _parts, hidden_states
+
+
+def windows(n_tokens: int, trunc_len: int, stride: int) -> list[tuple[int, int, int, int]]:
+    """(start, end, first_target, last_target_exclusive) of every short-context window."""
+    if not 0 < stride < trunc_len:
+        raise ValueError(f"params.stride: must be in [1, trunc_len-1] (trunc_len={trunc_len}), got {stride}")
+    out = []
+    j = 1
+    while True:
+        s = j * stride
+        t0, t1 = max(trunc_len, s + trunc_len - stride), min(n_tokens, s + trunc_len)
+        if t0 >= n_tokens:
+            return out
+        out.append((s, min(n_tokens, s + trunc_len), t0, t1))
+        j += 1
+
+
+@torch.inference_mode()
+def short_logprobs_naive(model, ids: torch.Tensor, trunc_len: int, stride: int) -> np.ndarray:
+    """Slice-by-slice reference: one forward per window with full logits. NaN where t < trunc_len.
+    Returned array index t-1 holds target t."""
+    n = ids.shape[1]
+    out = np.full(n - 1, np.nan)
+    for s, e, t0, t1 in windows(n, trunc_len, stride):
+        logits = model(input_ids=ids[:, s:e]).logits[0].float()
+        lp = F.log_softmax(logits, -1)
+        tgt = ids[0, t0:t1]
+        out[t0 - 1 : t1 - 1] = lp[t0 - s - 1 : t1 - s - 1].gather(-1, tgt[:, None])[:, 0].cpu().numpy()
+    return out
+
+
+@torch.inference_mode()
+def short_logprobs(model, ids: torch.Tensor, trunc_len: int, stride: int, batch: int = 8) -> np.ndarray:
+    """Fast path: full-length windows batched together; the LM head runs only on scored positions."""
+    _, head = _parts(model)
+    n = ids.shape[1]
+    out = np.full(n - 1, np.nan)
+    wins = windows(n, trunc_len, stride)
+    full = [w for w in wins if w[1] - w[0] == trunc_len]
+    rest = [w for w in wins if w[1] - w[0] != trunc_len]
+    groups = [full[i : i + batch] for i in range(0, len(full), batch)] + [[w] for w in rest]
+    for group in groups:
+        x = torch.stack([ids[0, s:e] for s, e, _, _ in group])
+        h = hidden_states(model, x)
+        for b, (s, _, t0, t1) in enumerate(group):
+            logits = head(h[b, t0 - s - 1 : t1 - s - 1]).float()
+            lp = F.log_softmax(logits, -1).gather(-1, ids[0, t0:t1, None])[:, 0]
+            out[t0 - 1 : t1 - 1] = lp.cpu().numpy()
+    return out
+
+
+def key_mask(logp_long: np.ndarray, logp_short: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    """Boolean mask over targets (index t-1): LSD > alpha and log p_long > beta; NaN short = not key."""
+    lsd = np.nan_to_num(logp_long - logp_short, nan=-np.inf)
+    return (lsd > alpha) & (logp_long > beta)
+
+
+def spans_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> np.ndarray:
+    """Which tokens (by character interval) overlap any key span; spans sorted and disjoint."""
+    starts = [s for s, _ in spans]
+    out = np.zeros(len(offsets), dtype=bool)
+    for i, (a, b) in enumerate(offsets):
+        k = bisect.bisect_right(starts, b - 1) - 1  # last span starting before b
+        out[i] = k >= 0 and spans[k][1] > a and b > a
+    return out
+
+
+def longppl_value(nll: np.ndarray, key: np.ndarray) -> float | None:
+    """exp(mean NLL over key tokens), None when there is no key token."""
+    return float(np.exp(nll[key].mean())) if key.any() else None
+
+
+def corpus_longppl(n_key: list[int], values: list[float | None]) -> float | None:
+    """exp(sum n_key * ln LongPPL_doc / sum n_key) over documents with key tokens."""
+    pairs = [(n, v) for n, v in zip(n_key, values) if n and v is not None]
+    if not pairs:
+        return None
+    return float(np.exp(sum(n * np.log(v) for n, v in pairs) / sum(n for n, _ in pairs)))

@@ -1,0 +1,64 @@
+"""CLI for the zoo data: ``python -m backend.zoo build-data --out DIR`` / ``pack``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m backend.zoo", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build-data", help="rebuild corpus JSONL + tokenizer + manifest deterministically")
+    b.add_argument("--out", required=True, type=Path)
+    b.add_argument("--stdlib-root", type=Path, default=None, help="default: this Python's Lib directory")
+    b.add_argument("--max-files", type=int, default=None, help="first N kept files only (quick builds)")
+    b.add_argument("--val-frac", type=float, default=0.015)
+    b.add_argument("--test-frac", type=float, default=0.015)
+    b.add_argument("--vocab-size", type=int, default=8192)
+    b.add_argument("--synthetic-frac", type=float, default=0.03)
+    b.add_argument("--synthetic-max-tokens", type=int, default=4000)
+    b.add_argument("--seed", type=int, default=0)
+    k = sub.add_parser("pack", help="tokenize a split into a uint16 .npy stream of seq_len rows")
+    k.add_argument("--data", required=True, type=Path, help="a build-data output directory")
+    k.add_argument("--split", default="train", choices=("train", "val", "test"))
+    k.add_argument("--seq-len", type=int, default=4096)
+    k.add_argument("--out", required=True, type=Path, help="output .npy path")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; prints a JSON summary on stdout."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = _parser().parse_args(argv)
+    t0 = time.perf_counter()
+    if args.cmd == "build-data":
+        from backend.zoo.build import build_data
+
+        m = build_data(
+            args.out,
+            stdlib_root=args.stdlib_root,
+            max_files=args.max_files,
+            val_frac=args.val_frac,
+            test_frac=args.test_frac,
+            vocab_size=args.vocab_size,
+            synthetic_frac=args.synthetic_frac,
+            synthetic_max_tokens=args.synthetic_max_tokens,
+            seed=args.seed,
+        )
+        summary = {s: {k: v[k] for k in ("docs", "chars", "tokens")} for s, v in m["splits"].items()}
+    else:
+        from backend.zoo.tokenizer import pack_tokens
+
+        summary = pack_tokens(args.data / f"{args.split}.jsonl", args.data / "tokenizer", args.seq_len, args.out)
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""HF checkpoint adapters: apply LayerPlans (models/plan.py) to real transformers models.
+
+``adapter_for(model)`` picks the adapter of ``model.config.model_type``; one file per family
+registers itself in ``base.REGISTRY``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from models.adapters import gemma3, qwen3, smollm3  # noqa: F401  (register the families)
+from models.adapters.base import ATTN_NAME, REGISTRY, Adapter
+
+__all__ = ["ATTN_NAME", "Adapter", "adapter_for", "supported_model_types"]
+
+
+def supported_model_types() -> list[str]:
+    """The ``config.model_type`` values that have an adapter."""
+    return sorted(REGISTRY)
+
+
+def adapter_for(model: nn.Module) -> Adapter:
+    """The adapter for ``model``, chosen by ``model.config.model_type``."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    cls = REGISTRY.get(model_type)
+    if cls is None:
+        raise ValueError(
+            f"model.config.model_type: no HybridScope adapter for {model_type!r}; "
+            f"supported: {', '.join(supported_model_types())}"
+        )
+    return cls(model)
