@@ -62,7 +62,7 @@ def _png(spec: dict) -> bytes:
 
 def show(chart: alt.TopLevelMixin, name: str, **kwargs) -> object:
     """Render ``chart`` with SVG/PNG download buttons (converted only when clicked)."""
-    out = st.altair_chart(chart, use_container_width=True, **kwargs)
+    out = st.altair_chart(chart, width="stretch", **kwargs)
     spec = chart.to_dict()
     slug = _slug(name)
     c1, c2, _ = st.columns([1, 1, 6])
@@ -92,16 +92,20 @@ def table_downloads(df: pd.DataFrame, name: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # charts shared by several views
 # ---------------------------------------------------------------------------------------------
-def ppl_bars(df: pd.DataFrame, all_models: list[str]) -> alt.Chart:
-    """df: model, ablation, metric ("PPL"/"LongPPL"), value -> grouped bars, one panel per metric."""
+def ppl_bars(df: pd.DataFrame, all_models: list[str], by: str = "ablation") -> alt.Chart:
+    """df: model, ablation, metric ("PPL"/"LongPPL"), value -> grouped bars, one panel per metric.
+
+    ``by="ablation"``: groups are ablations, one bar per model; ``by="model"``: one bar per model.
+    """
     d = df.assign(ablation=df["ablation"].replace("", "(none)"))
+    enc = {"xOffset": "model:N"} if by == "ablation" else {}
     return alt.Chart(d).mark_bar().encode(
-        x=alt.X("ablation:N", title=None, axis=alt.Axis(labelAngle=-30, labelLimit=160)),
-        xOffset="model:N",
-        y=alt.Y("value:Q", title="perplexity", scale=alt.Scale(type="log")),
+        x=alt.X(f"{by}:N", title=None, axis=alt.Axis(labelAngle=-30, labelLimit=160)),
+        y=alt.Y("value:Q", title="perplexity"),
         color=alt.Color("model:N", scale=model_scale(all_models), legend=alt.Legend(title="model")),
         column=alt.Column("metric:N", title=None, sort=["PPL", "LongPPL"]),
         tooltip=["model", "ablation", "metric", alt.Tooltip("value:Q", format=".3f")],
+        **enc,
     ).properties(width=260, height=240).resolve_scale(y="independent")
 
 
@@ -162,11 +166,11 @@ def head_heatmap(df: pd.DataFrame, title: str, selected: tuple[int, int] | None 
     lanes = d.drop_duplicates("layer")
     lane = alt.Chart(lanes).mark_rect().encode(
         y=y, x=alt.value(0), x2=alt.value(14),
-        color=alt.Color("kind:N", scale=kind_scale(), title="layer type"),
+        color=alt.Color("kind:N", scale=kind_scale(), legend=None),
         tooltip=["layer", "kind"],
     ).properties(width=16)
     lane_text = alt.Chart(lanes).mark_text(align="left", dx=2).encode(y=y, x=alt.value(18), text="kind:N")
-    pick = alt.selection_point(name="pick", fields=["layer", "head"], on="click", clear=False)
+    pick = alt.selection_point(name="pick", fields=["layer", "head"], on="click", clear=False, empty=False)
     base = alt.Chart(d).encode(x=alt.X("head:O", title="head"), y=y)
     attn = base.transform_filter("datum.attention").mark_rect().encode(
         color=alt.Color("score:Q", scale=alt.Scale(scheme="viridis"), title="retrieval score"),

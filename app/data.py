@@ -128,6 +128,13 @@ def known_models() -> list[str]:
     return sorted(names, key=lambda m: (not m.startswith("zoo/"), m))
 
 
+def matching_runs(probe: str, model: str | None, abl: str, data: str | None = None) -> pd.DataFrame:
+    """Runs (any status, newest first) of ``probe`` on ``model`` with ablation ``abl`` (and dataset)."""
+    df = runs()
+    df = df[(df["probe"] == probe) & (df["model"] == model) & (df["abl"] == canonical_ablation(abl))]
+    return df[df["dataset"] == data] if data else df
+
+
 def find_run(probe: str, model: str | None, abl: str, data: str | None = None,
              params: dict[str, Any] | None = None) -> tuple[str | None, str | None]:
     """(run_id of the best matching successful run, error of a matching failed run).
@@ -137,15 +144,10 @@ def find_run(probe: str, model: str | None, abl: str, data: str | None = None,
     """
     if not model:
         return None, None
-    df = runs()
-    df = df[(df["probe"] == probe) & (df["model"] == model) & (df["abl"] == canonical_ablation(abl))]
-    if data:
-        df = df[df["dataset"] == data]
+    df = matching_runs(probe, model, abl, data)
     want = json.dumps(params or {}, sort_keys=True, separators=(",", ":"))
     exact = df[df["params"] == want]
-    if params:
-        df = exact
-    elif not exact.empty:
+    if params or not exact.empty:
         df = exact
     ok = df[df["status"] == "ok"]
     if not ok.empty:
@@ -161,10 +163,56 @@ def layer_types(run_id: str) -> list[str]:
     return list(df["t"])
 
 
-def labelled_random() -> bool:
-    """True when the bundled traces come from randomly initialised models (labelled in the UI)."""
-    df = runs()
-    return bool(len(df)) and bool(df["model"].fillna("").str.startswith("tiny/").all())
+def provenance() -> str | None:
+    """A label when traces are not from trained models: synthetic (fake) or random-init tiny models."""
+    df = query("SELECT model, meta FROM runs")
+    if df.empty:
+        return None
+    if df["meta"].fillna("").str.contains('"fake":true').any():
+        return "Some traces here are synthetic (fake numbers written by the test/demo client)."
+    if df["model"].fillna("").str.startswith("tiny/").all():
+        return ("These traces come from small randomly initialised models: they show how the views work, "
+                "not the paper's findings.")
+    return None
+
+
+def _latest(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    return df.sort_values("created_at", ascending=False).drop_duplicates(keys).sort_values(keys)
+
+
+def longppl_summary() -> pd.DataFrame:
+    """Corpus PPL and LongPPL per (model, ablation), newest run of each."""
+    df = query("""
+        SELECT r.run_id, r.model, r.ablation, r.created_at,
+               exp(sum(l.n_tokens * ln(l.ppl)) / sum(l.n_tokens)) AS ppl,
+               exp(sum(CASE WHEN l.n_key > 0 THEN l.n_key * ln(l.longppl) END)
+                   / nullif(sum(CASE WHEN l.n_key > 0 THEN l.n_key END), 0)) AS longppl,
+               sum(l.n_key) AS n_key, count(*) AS n_docs
+        FROM longppl l JOIN runs r USING (run_id) WHERE r.status = 'ok'
+        GROUP BY r.run_id, r.model, r.ablation, r.created_at""")
+    df["ablation"] = [canonical_ablation(a) for a in df["ablation"]]
+    return _latest(df, ["model", "ablation"])
+
+
+def sweeps() -> pd.DataFrame:
+    """Every sweep row with the model of its run."""
+    return query("SELECT r.model, s.name, s.x, s.y, s.label FROM sweep s JOIN runs r USING (run_id) "
+                 "WHERE r.status = 'ok' ORDER BY r.model, s.name, s.x")
+
+
+def position_curve(run_id: str) -> pd.DataFrame:
+    """Loss vs position of one token_loss run: its position_loss table, else buckets of 256 tokens."""
+    df = query("SELECT bucket_start, sum(mean_nll * n) / sum(n) AS mean_nll FROM position_loss "
+               "WHERE run_id = ? GROUP BY bucket_start ORDER BY bucket_start", (run_id,))
+    if df.empty:
+        df = query("SELECT (pos // 256) * 256 AS bucket_start, avg(nll) AS mean_nll FROM token_loss "
+                   "WHERE run_id = ? GROUP BY 1 ORDER BY 1", (run_id,))
+    return df
+
+
+def niah_grid(run_id: str) -> pd.DataFrame:
+    return query("SELECT length, depth, avg(CASE WHEN correct THEN 1.0 ELSE 0.0 END) AS acc, count(*) AS n "
+                 "FROM niah WHERE run_id = ? GROUP BY length, depth ORDER BY length, depth", (run_id,))
 
 
 __all__ = ["SqlError", "query", "user_sql", "runs", "find_run", "known_models", "store_dir", "roots"]

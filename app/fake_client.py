@@ -49,6 +49,7 @@ def synthetic_tables(probe: str, model: str, ablation: str = "", *, n_docs: int 
                      bucket: int = 64, seed: int = 0) -> dict[str, dict[str, Any]]:
     """Plausible-looking, deterministic tables of ``probe`` (numbers are fake)."""
     rng = np.random.default_rng(_seed(probe, model, ablation, seed))
+    text_rng = np.random.default_rng(_seed(model, seed))  # the text does not depend on the ablation
     kinds = layer_types(model)
     pen = _penalty(ablation)
     out: dict[str, dict[str, Any]] = {}
@@ -59,13 +60,13 @@ def synthetic_tables(probe: str, model: str, ablation: str = "", *, n_docs: int 
             loss = 2.0 + 3.0 * np.exp(-p / 150.0) + pen * (p > 64) + rng.gamma(2.0, 0.4, n_tokens)
             docs.append(np.full(n_tokens, d))
             pos.append(p)
-            tok.append(rng.integers(0, len(WORDS), n_tokens))
+            tok.append(text_rng.integers(0, len(WORDS), n_tokens))
             nll.append(loss)
         doc, p, t, n = (np.concatenate(x) for x in (docs, pos, tok, nll))
         text = [WORDS[i] for i in t]
         lens = np.array([len(s) for s in text])
         ends = np.concatenate([np.cumsum(lens[doc == d]) for d in range(n_docs)])
-        is_key = (rng.random(len(n)) < 0.05) & (p > 32)
+        is_key = (text_rng.random(len(n)) < 0.05) & (p > 32)
         tl = {"doc": doc, "pos": p, "token_id": t, "token": text, "char_start": ends - lens, "char_end": ends,
               "nll": n.astype(np.float32), "is_key": is_key}
         if probe == "token_loss":

@@ -121,7 +121,7 @@ def submit(spec: RunSpec) -> str | None:
 def missing(label: str, probe: str, model: str | None, abl: str, vs: ViewState, error: str | None = None,
             extra_params: dict | None = None) -> None:
     """The prompt shown where a view lacks traces: what is missing, and a button to compute it."""
-    what = f"**{label}**: `{state.shown(model)}`" + (f" with `{state.shown(abl, 80)}`" if abl else "")
+    what = f"**{label}**: {state.shown(model)}" + (f" with {state.shown(abl, 80)}" if abl else "")
     if error:
         st.warning(f"The last {probe} run for {what} failed: {state.shown(error, 200)}")
     else:
@@ -145,7 +145,7 @@ def missing(label: str, probe: str, model: str | None, abl: str, vs: ViewState, 
 def render(vs: ViewState) -> None:
     opts = model_options(vs)
     st.selectbox("Model A", opts, **state.bind("model", to_widget=lambda v: v or opts[0]))
-    st.text_input("Ablation A", placeholder=TEXT_EXAMPLE, help="compact text form, e.g. " + TEXT_EXAMPLE,
+    st.text_input("Ablation A", placeholder="none, e.g. rf[full]=512", help="compact text form, e.g. " + TEXT_EXAMPLE,
                   **state.bind("abl", from_widget=str.strip))
     state.show_error("w_abl")
     st.toggle("Compare A vs B", **state.bind("cmp"))
@@ -153,7 +153,8 @@ def render(vs: ViewState) -> None:
         same = "(same as A)"
         st.selectbox("Model B", [same, *opts], **state.bind(
             "model_b", to_widget=lambda v: v or same, from_widget=lambda v: None if v == same else v))
-        st.text_input("Ablation B", placeholder=TEXT_EXAMPLE, **state.bind("abl_b", from_widget=str.strip))
+        st.text_input("Ablation B", placeholder="none, e.g. pe[full]=nope", help="compact text form, e.g. " + TEXT_EXAMPLE,
+                       **state.bind("abl_b", from_widget=str.strip))
         state.show_error("w_abl_b")
     with st.expander("Ablation editor"):
         editor(vs)
@@ -161,7 +162,7 @@ def render(vs: ViewState) -> None:
         compute_form(vs)
 
 
-def _segment(field: str, vs: ViewState) -> str:
+def _segment(field: str) -> str:
     """The widgets of one editor row -> one text-form segment."""
     if field in ("window", "pe", "rf"):
         sel = st.selectbox("Layers", ["all", "full", "swa", "linear", "indices"], key="ed_sel")
@@ -194,7 +195,7 @@ def combine(current: str, segment: str) -> str:
 def editor(vs: ViewState) -> None:
     side = st.radio("Edit ablation", ["A", "B"] if vs.cmp else ["A"], horizontal=True, key="ed_side")
     field = st.selectbox("Field", list(FIELDS), format_func=FIELDS.get, key="ed_field")
-    segment = _segment(field, vs)
+    segment = _segment(field)
     c1, c2 = st.columns(2)
     name = "abl" if side == "A" else "abl_b"
     if c1.button("Add", key="ed_add"):
@@ -239,16 +240,15 @@ def compute_form(vs: ViewState) -> None:
     current = {**model_cls().model_dump(mode="json"), **state.parse_params(vs.params, probe)}
     for name, info in model_cls.model_fields.items():
         def apply(v: Any, name: str = name) -> None:
-            text = v if not isinstance(v, str) else v.strip() or ("none" if name == "evaluator" else "")
-            raw = {**state.parse_params(state.current().params, probe), name: text}
-            merged = ";".join(f"{k}={v}" for k, v in raw.items() if v != "")
+            texts = dict(seg.split("=", 1) for seg in state.url_state().params.split(";") if seg)
+            texts[name] = v.strip() if isinstance(v, str) else str(v)
+            merged = ";".join(f"{k}={t}" for k, t in texts.items() if t != "")
             state.update(params=state.format_params(state.parse_params(merged, probe)))
 
         _param_widget(probe, name, info, current[name], apply)
     lim = limits()
     st.caption(f"Limits here — {limits_text(lim)}")
-    labels = [s[0] for s in sides(vs)]
-    for col, (label, model, abl) in zip(st.columns(len(labels)), sides(vs)):
+    for col, (label, model, abl) in zip(st.columns(len(sides(vs))), sides(vs)):
         if col.button(f"Run {label}", key=f"run-{label}", help=f"{probe} on {model}"):
             try:
                 spec = build_spec(vs, model, abl)
@@ -256,4 +256,3 @@ def compute_form(vs: ViewState) -> None:
                 st.error(state.shown(e, 300))
             else:
                 submit(spec)
-    del labels

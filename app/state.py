@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import re
 import typing
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+import streamlit as st
 from pydantic import ValidationError
 
 from backend.params import PROBES
@@ -70,10 +72,15 @@ DEFAULT = ViewState()
 FIELDS = tuple(f.name for f in fields(ViewState))
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:;&=\"'/])")
+
+
 def shown(value: Any, limit: int = 40) -> str:
-    """A value made safe to echo inside a warning: odd characters replaced, length capped."""
-    s = re.sub(r"[^A-Za-z0-9 _.,:;=/\[\]+'\"-]", "?", str(value))
-    return s[:limit] + ("..." if len(s) > limit else "")
+    """A value made safe to echo in Markdown (warnings, errors): control and format characters dropped,
+    length capped, every Markdown/HTML special character backslash-escaped, so it shows as plain text."""
+    s = "".join(c for c in str(value) if unicodedata.category(c)[0] != "C" or c == " ")
+    s = s[:limit] + ("…" if len(s) > limit else "")
+    return _MD_SPECIAL.sub(r"\\\1", s)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,7 +169,7 @@ def parse_params(text: str, probe: str) -> dict[str, Any]:
     for seg in (s for s in text.split(";") if s):
         key, sep, value = seg.partition("=")
         if not sep or not _PARAM_KEY.match(key) or not _PARAM_VALUE.match(value):
-            raise ValueError(f"params: malformed entry {shown(seg)!r}; expected key=value")
+            raise ValueError(f"params: malformed entry {seg[:40]!r}; expected key=value")
         if key not in model.model_fields:
             raise ValueError(f"params: unknown parameter {key!r} for probe {probe}; allowed: "
                              f"{', '.join(model.model_fields)}")
@@ -199,7 +206,8 @@ def parse(query: Mapping[str, Any]) -> tuple[ViewState, list[str]]:
     warnings: list[str] = []
     unknown = [k for k in query if k not in PARSERS]
     if unknown:
-        warnings.append("Ignored unknown URL parameter(s): " + ", ".join(f"`{shown(k, 24)}`" for k in unknown[:5]))
+        names = ", ".join(f"“{shown(k, 24)}”" for k in unknown[:5])
+        warnings.append(f"Ignored unknown URL parameter(s): {names}.")
     for key in FIELDS:
         if key not in query:
             continue
@@ -211,14 +219,14 @@ def parse(query: Mapping[str, Any]) -> tuple[ViewState, list[str]]:
             values[key] = PARSERS[key](raw)
         except ValueError as e:
             default = getattr(DEFAULT, key)
-            warnings.append(f"Ignored URL parameter `{key}={shown(raw)}`: {shown(e, 160)}. "
+            warnings.append(f"Ignored URL parameter “{key}={shown(raw)}”: {shown(e, 160)}. "
                             f"Using the default ({shown(default) if default not in (None, '') else 'none'}).")
     state = replace(DEFAULT, **values)
     if state.params:
         try:
             state = replace(state, params=format_params(parse_params(state.params, state.effective_probe)))
         except ValueError as e:
-            warnings.append(f"Ignored URL parameter `params={shown(state.params)}`: {shown(e, 160)}. "
+            warnings.append(f"Ignored URL parameter “params={shown(state.params)}”: {shown(e, 160)}. "
                             "Using the probe's defaults.")
             state = replace(state, params="")
     return state, warnings
@@ -255,7 +263,7 @@ def with_changes(state: ViewState, **changes: Any) -> ViewState:
 
 
 # ---------------------------------------------------------------------------------------------
-# Streamlit glue (imported lazily so the parsing above stays testable without a script run)
+# Streamlit glue
 # ---------------------------------------------------------------------------------------------
 _CURRENT = "_hs_state"
 _SYNCED = "_hs_synced"
@@ -263,8 +271,6 @@ _SYNCED = "_hs_synced"
 
 def load() -> tuple[ViewState, list[str]]:
     """Parse the URL of this run, rewrite it in canonical form, and remember the state."""
-    import streamlit as st
-
     state, warnings = parse(st.query_params.to_dict())
     write(state)
     return state, warnings
@@ -272,36 +278,32 @@ def load() -> tuple[ViewState, list[str]]:
 
 def write(state: ViewState) -> None:
     """Make the URL hold exactly ``state`` (only non-default values), and make it current."""
-    import streamlit as st
-
     st.session_state[_CURRENT] = state
     want = encode(state)
     if st.query_params.to_dict() != want:
         st.query_params.from_dict(want)
 
 
-def current() -> ViewState:
-    import streamlit as st
+def url_state() -> ViewState:
+    """The state in the URL right now (in callbacks: including changes made earlier in this callback)."""
+    return parse(st.query_params.to_dict())[0]
 
+
+def current() -> ViewState:
     return st.session_state.get(_CURRENT, DEFAULT)
 
 
 def update(**changes: Any) -> ViewState:
     """Apply validated changes to the URL state (raises ValueError on bad values)."""
-    import streamlit as st
-
-    base, _ = parse(st.query_params.to_dict())
-    state = with_changes(base, **changes)
+    state = with_changes(url_state(), **changes)
     write(state)
     return state
 
 
 def fallback(field: str, reason: str) -> ViewState:
     """A URL value that the data rejects (e.g. a head out of range): warn and reset to the default."""
-    import streamlit as st
-
     state = current()
-    st.warning(f"Ignored URL parameter `{field}={shown(getattr(state, field))}`: {shown(reason, 160)}. "
+    st.warning(f"Ignored URL parameter “{field}={shown(getattr(state, field))}”: {shown(reason, 160)}. "
                "Using the default.")
     state = replace(state, **{field: getattr(DEFAULT, field)})
     write(state)
@@ -320,8 +322,6 @@ def bind_value(key: str, value: Any, apply: Callable[[Any], None]) -> dict[str, 
     updates the URL and may raise ValueError: then the widget keeps the rejected input and the
     message is kept under ``error_key(key)`` for the caller to show.
     """
-    import streamlit as st
-
     synced = st.session_state.setdefault(_SYNCED, {})
     if key not in st.session_state or synced.get(key) != value:
         st.session_state[key] = value
@@ -348,8 +348,6 @@ def bind(field: str, to_widget: Callable[[Any], Any] = lambda v: v,
 
 def show_error(key: str) -> None:
     """Show the message of a rejected widget input, if any."""
-    import streamlit as st
-
     msg = st.session_state.get(error_key(key))
     if msg:
         st.error(shown(msg, 300))

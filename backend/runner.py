@@ -68,9 +68,8 @@ class Runner:
     def fingerprints(self, spec: RunSpec) -> dict:
         ref = model_refs.resolve(spec.model)
         out = {"model": model_refs.fingerprint(ref), "data": ""}
-        if spec.probe not in SYNTHETIC or spec.data is not None:
-            p = spec.typed_params
-            _, _, out["data"] = datasets.resolve(spec.data, getattr(p, "n_docs", None))
+        if needs_docs(spec):
+            _, _, out["data"] = datasets.resolve(spec.data, getattr(spec.typed_params, "n_docs", None))
         return out
 
     def run_id(self, spec: RunSpec) -> str:
@@ -126,7 +125,7 @@ class Runner:
         lm = load(spec.model)
         params = spec.typed_params
         docs = None
-        if spec.probe not in SYNTHETIC or spec.data is not None:
+        if needs_docs(spec):
             _, docs, _ = datasets.resolve(spec.data, getattr(params, "n_docs", None))
         ctx = ProbeContext(spec, params, lm, docs, progress, self, meta={"_deps": deps})
         t1 = time.perf_counter()
@@ -142,6 +141,13 @@ class Runner:
             **ctx.meta,
         }
         return self.store.write_run(run_id, spec.canonical(), tables, meta=meta, overwrite=True)
+
+
+def needs_docs(spec: RunSpec) -> bool:
+    """Text probes read documents; synthetic ones only for a natural-text haystack."""
+    if spec.probe not in SYNTHETIC:
+        return True
+    return spec.data is not None or getattr(spec.typed_params, "haystack", "repeat") == "text"
 
 
 def _thread_lock(run_id: str) -> threading.Lock:

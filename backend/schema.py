@@ -7,6 +7,7 @@ all others must not. This module needs only pyarrow, so the app can import it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,6 +68,13 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 TABLES: tuple[str, ...] = tuple(SCHEMAS)
+
+
+def schema_id(table: str) -> str:
+    """Short hash of a table's current schema (names, types, nullability), recorded in manifests so a
+    reader knows when files of one table may differ in schema."""
+    desc = [(f.name, str(f.type), f.nullable) for f in SCHEMAS[table]]
+    return hashlib.sha256(repr(desc).encode()).hexdigest()[:16]
 
 _DUCKDB_TYPES = {
     pa.string(): "VARCHAR", pa.int16(): "SMALLINT", pa.int32(): "INTEGER", pa.int64(): "BIGINT",

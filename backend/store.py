@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from backend.schema import SCHEMAS, validate_table
+from backend.schema import SCHEMAS, schema_id, validate_table
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -198,6 +198,7 @@ class TraceStore:
         manifest = self._manifest(run_id, spec_d, "ok", None, meta)
         manifest["rows"] = {name: t.num_rows for name, t in validated.items()}
         manifest["files"] = {name: f"{name}.parquet" for name in validated}
+        manifest["schemas"] = {name: schema_id(name) for name in validated}
         d = self._clear(run_id, overwrite)
         for name, t in validated.items():
             _write_atomic(d / f"{name}.parquet", lambda p, t=t: pq.write_table(t, p, compression="zstd"))
@@ -210,7 +211,7 @@ class TraceStore:
         self._writable()
         check_run_id(run_id)
         manifest = self._manifest(run_id, _spec_dict(spec), "error", str(message), meta)
-        manifest["rows"], manifest["files"] = {}, {}
+        manifest["rows"], manifest["files"], manifest["schemas"] = {}, {}, {}
         d = self._clear(run_id, overwrite)
         self._write_manifest(d, manifest)
         return manifest

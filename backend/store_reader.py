@@ -4,10 +4,13 @@
 same run_id). It builds, on a private in-memory DuckDB connection:
 
 - ``runs``: one row per complete run (any status), spec fields flattened (see ``RUNS_SCHEMA``);
-- one view per table of ``backend.schema.SCHEMAS`` over ``read_parquet([...], union_by_name=true)`` of
-  the successful runs that have that table; a table no run has is an empty view with the right schema.
+- one view per table of ``backend.schema.SCHEMAS`` over ``read_parquet([...])`` of the successful runs
+  that have that table (``union_by_name=true`` only when the manifests' schema ids differ from the current
+  schema, because it reads every file's schema on every query); a table no run has is an empty view with
+  the right schema.
 
-Nothing is loaded into memory: the views scan Parquet at query time. After the views exist, the
+Nothing is loaded into memory: the views scan Parquet at query time (cost ~0.1 ms per run file per query
+for a view's file list, plus the data read). After the views exist, the
 connection may read only those exact files (``allowed_paths``), external access is disabled and the
 configuration is locked; ``sql()`` also accepts only one SELECT/WITH/DESCRIBE/SHOW/SUMMARIZE/EXPLAIN
 statement. The catalog holds no base tables, so even a data-modifying CTE has nothing to modify.
@@ -26,7 +29,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from backend.schema import SCHEMAS
+from backend.schema import SCHEMAS, schema_id
 from backend.store import MANIFEST, StoreError, TraceStore, canonical_json, read_manifest
 
 RUNS_SCHEMA = pa.schema([
@@ -190,18 +193,22 @@ class StoreReader:
 
     def _build(self, manifests: dict[str, dict], roots_of: dict[str, Path]) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:")
+        con.execute("SET parquet_metadata_cache=true")  # footers are read once, not on every query
         rows = [_runs_row(m, roots_of[rid]) for rid, m in sorted(manifests.items())]
         con.register("runs", pa.Table.from_pylist(rows, schema=RUNS_SCHEMA))
         allowed: list[str] = []
         ok = [rid for rid, m in sorted(manifests.items()) if m["status"] == "ok"]
         for table, schema in SCHEMAS.items():
-            files = [str(roots_of[rid] / "runs" / rid / f"{table}.parquet") for rid in ok
-                     if table in (manifests[rid].get("rows") or {})]
+            have = [rid for rid in ok if table in (manifests[rid].get("rows") or {})]
+            files = [str(roots_of[rid] / "runs" / rid / f"{table}.parquet") for rid in have]
             if files:
                 cols = ", ".join(f'"{c}"' for c in schema.names)
                 listing = ", ".join(_sql_str(f) for f in files)
+                # union_by_name reads every file's schema on every query: only when schemas may differ
+                sid = schema_id(table)
+                same = all((manifests[rid].get("schemas") or {}).get(table) == sid for rid in have)
                 con.execute(f'CREATE VIEW "{table}" AS SELECT {cols} FROM '
-                            f"read_parquet([{listing}], union_by_name=true)")
+                            f"read_parquet([{listing}], union_by_name={'false' if same else 'true'})")
                 allowed += files
             else:
                 con.register(table, schema.empty_table())

@@ -24,6 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import initialization as init
 
 from kernels.gated_deltanet import gdn
 from kernels.mamba2 import ssd
@@ -48,8 +49,6 @@ def recurrence_window(plan: LayerPlan, conv_kernel: int) -> int | None:
 
 def init_decay_params(A_log: torch.Tensor, dt_bias: torch.Tensor, dt_min: float = 1e-3, dt_max: float = 0.1):
     """Mamba-2 init: A ~ U[1, 16] (A_log = log A); dt ~ logU[dt_min, dt_max], dt_bias = softplus^-1(dt)."""
-    from transformers import initialization as init
-
     H = A_log.shape[0]
     A = torch.empty(H, dtype=torch.float32).uniform_(1.0, 16.0)
     init.copy_(A_log, torch.log(A))
@@ -71,11 +70,9 @@ class Mamba2Mixer(nn.Module):
         self.hidden_size = config.hidden_size
         self.num_heads, self.head_dim = config.linear_num_heads, config.linear_head_dim
         self.n_groups, self.state_size = config.mamba_n_groups, config.mamba_state_size
-        self.conv_kernel, self.chunk_size, self.backend = (
-            config.conv_kernel,
-            config.chunk_size,
-            config.linear_backend,
-        )
+        self.conv_kernel = config.conv_kernel
+        self.chunk_size = config.chunk_size
+        self.backend = config.linear_backend
         self.d_inner = self.num_heads * self.head_dim
         self.conv_dim = self.d_inner + 2 * self.n_groups * self.state_size
         self.in_proj = nn.Linear(
@@ -105,7 +102,7 @@ class Mamba2Mixer(nn.Module):
             xs = xs.reshape(Bsz, L, self.num_heads, self.head_dim)
             Bm = Bm.reshape(Bsz, L, self.n_groups, self.state_size)
             Cm = Cm.reshape(Bsz, L, self.n_groups, self.state_size)
-            dt = F.softplus(dt + self.dt_bias)
+            dt = F.softplus(dt.float() + self.dt_bias.float())
             A = -torch.exp(self.A_log.float())
             # ssd() routes window=w to ssd_chunked (or ssd_recurrent with the "recurrent" backend)
             y, _ = ssd(
@@ -132,16 +129,11 @@ class GatedDeltaNetMixer(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.hidden_size = config.hidden_size
-        self.num_heads, self.key_dim, self.value_dim = (
-            config.linear_num_heads,
-            config.linear_key_dim,
-            config.linear_head_dim,
-        )
-        self.conv_kernel, self.chunk_size, self.backend = (
-            config.conv_kernel,
-            config.chunk_size,
-            config.linear_backend,
-        )
+        self.num_heads = config.linear_num_heads
+        self.key_dim, self.value_dim = config.linear_key_dim, config.linear_head_dim
+        self.conv_kernel = config.conv_kernel
+        self.chunk_size = config.chunk_size
+        self.backend = config.linear_backend
         H, dk, dv, hs = self.num_heads, self.key_dim, self.value_dim, config.hidden_size
         self.q_proj = nn.Linear(hs, H * dk, bias=False)
         self.k_proj = nn.Linear(hs, H * dk, bias=False)

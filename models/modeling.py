@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
@@ -196,6 +196,11 @@ class HybridForCausalLM(HybridPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        """No KV cache: tells ``generate`` not to build a DynamicCache (it cannot hold recurrent layers)."""
+        return False
+
     def prepare_inputs_for_generation(
         self, input_ids: torch.LongTensor, attention_mask=None, **kwargs
     ) -> dict:
@@ -238,4 +243,16 @@ class HybridForCausalLM(HybridPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=out.hidden_states)
 
 
-__all__ = ["HybridPreTrainedModel", "HybridModel", "HybridDecoderLayer", "HybridForCausalLM", "check_plans"]
+# Importing this module registers the family with the Auto classes (see models/__init__.py).
+AutoConfig.register(HybridConfig.model_type, HybridConfig, exist_ok=True)
+AutoModel.register(HybridConfig, HybridModel, exist_ok=True)
+AutoModelForCausalLM.register(HybridConfig, HybridForCausalLM, exist_ok=True)
+
+__all__ = [
+    "HybridConfig",
+    "HybridPreTrainedModel",
+    "HybridModel",
+    "HybridDecoderLayer",
+    "HybridForCausalLM",
+    "check_plans",
+]

@@ -35,6 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; prints a JSON summary on stdout."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = _parser().parse_args(argv)
+    try:
+        summary = _run(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     if args.cmd == "build-data":
         from backend.zoo.build import build_data
@@ -54,10 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from backend.zoo.tokenizer import pack_tokens
 
-        summary = pack_tokens(args.data / f"{args.split}.jsonl", args.data / "tokenizer", args.seq_len, args.out)
+        summary = pack_tokens(
+            args.data / f"{args.split}.jsonl", args.data / "tokenizer", args.seq_len, args.out
+        )
     summary["seconds"] = round(time.perf_counter() - t0, 1)
-    print(json.dumps(summary, indent=2))
-    return 0
+    return summary
 
 
 if __name__ == "__main__":

@@ -97,16 +97,24 @@ def build_data(
     def count(text: str) -> int:
         return len(tok.encode(text, add_special_tokens=False).ids)
 
-    natural_train_tokens = sum(len(i) for i in encode_many(tok, [d.text for d in splits["train"]]))
+    n_tokens = {
+        d.id: len(i) for d, i in zip(natural, encode_many(tok, [d.text for d in natural]), strict=True)
+    }
+    natural_train_tokens = sum(n_tokens[d.id] for d in splits["train"])
     target = round(synthetic_frac / (1 - synthetic_frac) * natural_train_tokens)
-    synthetic = make_synthetic(
-        target,
-        [d.text for d in splits["train"]],
-        count,
-        seed=seed,
-        min_tokens=synthetic_min_tokens,
-        max_tokens=synthetic_max_tokens,
-    ) if target > 0 else []
+    synthetic = (
+        make_synthetic(
+            target,
+            [d.text for d in splits["train"]],
+            count,
+            seed=seed,
+            min_tokens=synthetic_min_tokens,
+            max_tokens=synthetic_max_tokens,
+        )
+        if target > 0
+        else []
+    )
+    n_tokens.update((d.id, count(d.text)) for d in synthetic)
     train = splits["train"] + synthetic
     random.Random(seed + 1).shuffle(train)
     splits["train"] = train
@@ -114,8 +122,7 @@ def build_data(
     stats = {}
     for name in SPLITS:
         write_jsonl(out / f"{name}.jsonl", splits[name])
-        lengths = [len(i) for i in encode_many(tok, [d.text for d in splits[name]])]
-        stats[name] = _split_stats(splits[name], lengths)
+        stats[name] = _split_stats(splits[name], [n_tokens[d.id] for d in splits[name]])
 
     manifest = {
         "format": MANIFEST_FORMAT,

@@ -153,7 +153,9 @@ def split_query(text: str) -> tuple[str, str, str]:
     return context, last[: q + 2], last[q + 2 :]
 
 
-def _fit_units(build: Callable[[int], str], max_units: int, max_tokens: int, count: Callable[[str], int]) -> str:
+def _fit_units(
+    build: Callable[[int], str], max_units: int, max_tokens: int, count: Callable[[str], int]
+) -> str:
     """Longest ``build(n)`` (n in [1, max_units]) whose token count is <= max_tokens (binary search)."""
     lo, hi = 1, max_units
     if count(build(lo)) > max_tokens:

@@ -47,7 +47,9 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 8192, min_frequency: int =
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     if not 258 <= vocab_size <= 65535:
-        raise ValueError(f"vocab_size: must be in [258, 65535] (256 bytes + 2 specials, uint16), got {vocab_size}")
+        raise ValueError(
+            f"vocab_size: must be in [258, 65535] (256 bytes + 2 specials, uint16), got {vocab_size}"
+        )
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -104,7 +106,9 @@ def encode_many(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
     return [e.ids for e in tok.encode_batch(list(texts), add_special_tokens=False)]
 
 
-def pack_ids(docs: Sequence[tuple[list[int], bool]], seq_len: int, eos_id: int, pad_id: int) -> tuple[list[int], dict]:
+def pack_ids(
+    docs: Sequence[tuple[list[int], bool]], seq_len: int, eos_id: int, pad_id: int
+) -> tuple[list[int], dict]:
     """Pack token docs into a stream of rows of ``seq_len``, each doc followed by ``eos_id``.
 
     ``docs`` is a list of (ids, aligned). Unaligned docs flow across row boundaries. An aligned doc
@@ -163,7 +167,9 @@ def pack_tokens(jsonl: Path | str, tokenizer: Any, seq_len: int, out_path: Path 
         raise ValueError(f"tokenizer: vocab size {tok.get_vocab_size()} does not fit uint16")
     docs = list(read_jsonl(jsonl))
     ids = encode_many(tok, [d.text for d in docs])
-    flat, stats = pack_ids([(i, d.source != STDLIB_SOURCE) for i, d in zip(ids, docs, strict=True)], seq_len, eos_id, pad_id)
+    flat, stats = pack_ids(
+        [(i, d.source != STDLIB_SOURCE) for i, d in zip(ids, docs, strict=True)], seq_len, eos_id, pad_id
+    )
     out_path = Path(out_path)
     if out_path.suffix != ".npy":
         raise ValueError(f"out_path: must end with .npy, got {out_path}")

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from backend.schema import SCHEMAS, SchemaError, validate_table
+from backend.schema import SCHEMAS, SchemaError, schema_id, validate_table
 from backend.store import StoreError, TraceStore
 from backend.store_reader import SqlError, StoreReader, check_sql
 
@@ -249,6 +249,28 @@ def test_readers_never_see_a_run_without_its_tables(tmp_path):
             break
     t.join()
     assert not errors and r["runs"] == n_runs and len(seen) > 1
+
+
+def test_files_of_an_older_schema_are_read_by_name(tmp_path):
+    store = TraceStore(tmp_path)
+    store.write_run("new", SPEC, {"sweep": sweep(2, 0)})
+    store.write_run("old", SPEC, {"sweep": sweep(3, 0)})
+    assert store.manifest("new")["schemas"] == {"sweep": schema_id("sweep")}
+    reader = StoreReader([tmp_path])
+    view_sql = "SELECT sql FROM duckdb_views() WHERE view_name = 'sweep'"
+    assert "(union_by_name = false)" in reader.sql(view_sql)[0][0].as_py()
+    # an "old" run: written before the nullable column 'label' existed, manifest without schema ids
+    path = store.table_path("old", "sweep")
+    pq.write_table(pq.read_table(path).drop_columns(["label"]).select(["x", "run_id", "name", "y"]), path)
+    m = json.loads((store.run_dir("old") / "manifest.json").read_text())
+    del m["schemas"]
+    (store.run_dir("old") / "manifest.json").write_text(json.dumps(m))
+    reader.refresh()
+    assert "(union_by_name = true)" in reader.sql(view_sql)[0][0].as_py()
+    got = reader.sql("SELECT run_id, count(*) AS n, count(label) AS labelled, sum(x) > 0 AS has_x FROM sweep "
+                     "GROUP BY run_id ORDER BY run_id").to_pylist()
+    assert got == [{"run_id": "new", "n": 2, "labelled": 2, "has_x": True},
+                   {"run_id": "old", "n": 3, "labelled": 0, "has_x": True}]
 
 
 def test_two_roots_merged_first_wins(tmp_path):

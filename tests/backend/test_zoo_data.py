@@ -24,8 +24,15 @@ from backend.zoo.corpus import (
 )
 from backend.zoo.tokenizer import backend_of, encode_many, load_tokenizer, pack_ids, pack_tokens, train_bpe
 
-SMALL = dict(max_files=14, val_frac=0.2, test_frac=0.2, vocab_size=700, synthetic_frac=0.08,
-             synthetic_max_tokens=900, seed=3)
+SMALL = dict(
+    max_files=14,
+    val_frac=0.2,
+    test_frac=0.2,
+    vocab_size=700,
+    synthetic_frac=0.08,
+    synthetic_max_tokens=900,
+    seed=3,
+)
 CODE_SAMPLE = (
     "def f(x: int) -> str:\n\t'''Docstring with ünïcödé, emoji 🐍 and  two spaces.'''   \n"
     "    return {'a': [1, 2.5e-3, 0x1F]}[x]  # trailing\r\n\n\n\x0cclass C(object): pass\n"
@@ -48,8 +55,15 @@ def test_two_builds_are_byte_identical(builds: tuple[Path, Path, dict]) -> None:
     a, b, manifest = builds
     names = _files(a)
     assert names == _files(b)
-    assert {"train.jsonl", "val.jsonl", "test.jsonl", "manifest.json", "tokenizer/tokenizer.json",
-            "tokenizer/tokenizer_config.json", "tokenizer/special_tokens_map.json"} <= set(names)
+    assert {
+        "train.jsonl",
+        "val.jsonl",
+        "test.jsonl",
+        "manifest.json",
+        "tokenizer/tokenizer.json",
+        "tokenizer/tokenizer_config.json",
+        "tokenizer/special_tokens_map.json",
+    } <= set(names)
     for n in names:
         assert (a / n).read_bytes() == (b / n).read_bytes(), n
     for n, digest in manifest["sha256"].items():
@@ -82,7 +96,9 @@ def test_split_of_is_a_pure_function_of_the_key() -> None:
         split_of("x", 0.6, 0.5)
 
 
-def test_synthetic_docs_hold_their_answer_exactly_once_before_the_query(builds: tuple[Path, Path, dict]) -> None:
+def test_synthetic_docs_hold_their_answer_exactly_once_before_the_query(
+    builds: tuple[Path, Path, dict],
+) -> None:
     a, _, manifest = builds
     tok = backend_of(load_tokenizer(a / "tokenizer"))
     synth = [d for d in read_jsonl(a / "train.jsonl") if d.source != STDLIB_SOURCE]
@@ -123,7 +139,12 @@ def test_synthetic_generators_fit_the_token_budget_and_vary_depth() -> None:
 def test_tokenizer_round_trips_code_and_loads_with_auto_tokenizer(builds: tuple[Path, Path, dict]) -> None:
     a, _, _ = builds
     hf = load_tokenizer(a / "tokenizer")
-    assert (hf.eos_token, hf.eos_token_id, hf.pad_token, hf.pad_token_id) == ("<|endoftext|>", 0, "<|pad|>", 1)
+    assert (hf.eos_token, hf.eos_token_id, hf.pad_token, hf.pad_token_id) == (
+        "<|endoftext|>",
+        0,
+        "<|pad|>",
+        1,
+    )
     ids = hf.encode(CODE_SAMPLE, add_special_tokens=False)
     assert hf.decode(ids) == CODE_SAMPLE
     real = next(read_jsonl(a / "val.jsonl")).text
@@ -141,10 +162,14 @@ def test_pack_ids_known_values() -> None:
     rows, stats = pack_ids([([5, 6], False), ([7, 8], True), ([9, 9, 9], True)], 4, eos_id=0, pad_id=1)
     assert rows == [5, 6, 0, 1, 7, 8, 0, 1, 9, 9, 9, 0] and stats["pad_tokens"] == 2
     rows, stats = pack_ids([([5, 6, 7, 8, 9], False), ([1, 2, 3, 4], True)], 4, eos_id=0, pad_id=1)
-    assert rows == [5, 6, 7, 8, 9, 0, 1, 2] and stats["aligned_too_long"] == 1 and stats["dropped_tokens"] == 3
+    assert (
+        rows == [5, 6, 7, 8, 9, 0, 1, 2] and stats["aligned_too_long"] == 1 and stats["dropped_tokens"] == 3
+    )
 
 
-def test_pack_tokens_keeps_synthetic_docs_inside_one_row(builds: tuple[Path, Path, dict], tmp_path: Path) -> None:
+def test_pack_tokens_keeps_synthetic_docs_inside_one_row(
+    builds: tuple[Path, Path, dict], tmp_path: Path
+) -> None:
     a, _, _ = builds
     seq_len = 1024
     out = tmp_path / "train.npy"
@@ -161,7 +186,7 @@ def test_pack_tokens_keeps_synthetic_docs_inside_one_row(builds: tuple[Path, Pat
     flat_natural = [t for i, d in zip(ids, docs, strict=True) if d.source == STDLIB_SOURCE for t in i + [0]]
     for s in synth:  # removing every synthetic doc (one per row start) leaves the natural stream in order
         r = next(k for k, row in enumerate(rows) if row[: len(s)] == s)
-        rows[r] = rows[r][len(s):]
+        rows[r] = rows[r][len(s) :]
     kept = [t for row in rows for t in row if t != stats["pad_id"]]  # pads only follow late synthetic docs
     assert kept == flat_natural[: len(kept)]
     with pytest.raises(ValueError, match="out_path"):

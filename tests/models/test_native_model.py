@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-import models  # noqa: F401  (registers the Auto classes)
+import models.modeling  # noqa: F401  (registers the Auto classes)
 from models.capture import capture
 from models.config import HybridConfig
 from models.generate import greedy_generate
 from models.tiny import tiny_config, tiny_model
 
 PATTERN = "SMGF"  # one layer of every kind
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _ids(batch: int = 2, length: int = 24, seed: int = 0, vocab: int = 256) -> torch.Tensor:
@@ -77,7 +81,21 @@ def test_config_errors_list_allowed_values():
         HybridConfig.from_pattern("SXF")
 
 
-# ---------------------------------------------------------------- save / load
+# ---------------------------------------------------------------- registration, save / load
+
+
+def test_import_models_is_torch_free_and_modeling_registers():
+    code = (
+        "import sys, models, models.plan\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
+        "from transformers import AutoConfig, AutoModelForCausalLM\n"
+        "import models.modeling\n"
+        "cfg = AutoConfig.for_model('hybridscope', vocab_size=32, hidden_size=16, intermediate_size=32,\n"
+        "    num_hidden_layers=1, layer_types=['full_attention'], num_attention_heads=2,\n"
+        "    num_key_value_heads=1, head_dim=8)\n"
+        "assert type(AutoModelForCausalLM.from_config(cfg)) is models.HybridForCausalLM\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
 @pytest.mark.parametrize("tie", [True, False])
@@ -153,8 +171,8 @@ def test_greedy_generate_matches_argmax_and_hf_generate():
     assert out.shape == (1, 10) and torch.equal(out[:, :6], ids)
     for t in range(6, 10):
         assert out[0, t] == _logits(model, out[:, :t])[0, -1].argmax()
-    hf = model.generate(ids, max_new_tokens=4, do_sample=False, use_cache=False)
-    assert torch.equal(hf, out)
+    assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False), out)
+    assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False, use_cache=False), out)
 
 
 def test_backends_agree():

@@ -1,0 +1,76 @@
+"""retrieval_heads probe: per layer x head, how much the model retrieves the needle.
+
+For each synthetic sample the prompt is followed by the expected answer (teacher forcing). The
+*answer rows* are the positions whose next token is an answer token (the last prompt token and
+all but the last answer token). Needle tokens are the context tokens overlapping the needle
+value's character span(s).
+
+- ``mass`` (the paper's tracing definition): mean over answer rows and samples of the attention
+  probability on the needle tokens.
+- ``copy`` (Wu et al. 2024): fraction of answer rows whose top-1 key is a needle token carrying
+  the very token being predicted, averaged over samples.
+
+Probabilities come from ``backend.attention_probe.row_probs`` (only the needed rows; never an
+L x L matrix). Non-attention layers are reported with a null score and their layer type.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from backend.attention_probe import row_probs
+from backend.probes.context import ProbeContext
+from backend.probes.niah import samples_for
+from models.capture import current_plans
+
+
+def needle_positions(offsets: list[tuple[int, int]], spans) -> list[int]:
+    return [i for i, (a, b) in enumerate(offsets) if b > a and any(a < e and b > s for s, e in spans)]
+
+
+def sample_scores(model, codec, prompt: str, answer: str, spans, metric: str, device) -> dict[int, np.ndarray]:
+    """{layer: score per head} for one sample."""
+    enc = codec.encode(prompt + " " + answer)
+    ids, offsets = enc.ids, enc.offsets
+    first_answer = next(i for i, (a, _) in enumerate(offsets) if a >= len(prompt))
+    rows = list(range(first_answer - 1, len(ids) - 1))
+    needles = needle_positions(offsets, spans)
+    if not needles:
+        raise ValueError("data: the needle did not survive tokenisation (no token overlaps its span)")
+    x = torch.tensor([ids], device=device)
+    need = torch.tensor(needles, device=device)
+    targets = torch.tensor([ids[r + 1] for r in rows], device=device)
+
+    def reduce(layer: int, probs: torch.Tensor) -> np.ndarray:  # probs [H, nq, L]
+        if metric == "mass":
+            return probs[:, :, need].sum(-1).mean(-1).cpu().numpy()
+        top = probs.argmax(-1)  # [H, nq]
+        is_needle = (top[..., None] == need).any(-1)
+        copied = x[0, top] == targets[None, :]
+        return (is_needle & copied).float().mean(-1).cpu().numpy()
+
+    return row_probs(model, x, rows, reduce=reduce)
+
+
+def run(ctx: ProbeContext) -> dict:
+    p = ctx.params
+    samples = samples_for(ctx)
+    plans = current_plans(ctx.model)
+    heads = ctx.lm.model.model_info().num_heads if hasattr(ctx.model, "model_info") else None
+    total: dict[int, np.ndarray] = {}
+    for n, s in enumerate(samples):
+        ctx.progress(n / len(samples), f"retrieval heads: length {s.length} depth {s.depth:.2f}")
+        scores = sample_scores(ctx.model, ctx.lm.codec, s.prompt, s.answer, s.answer_spans, p.metric, ctx.lm.device)
+        for layer, v in scores.items():
+            total[layer] = total.get(layer, 0) + v
+    rows = {k: [] for k in ("layer", "head", "layer_type", "score", "n_samples", "metric")}
+    for layer, plan in enumerate(plans):
+        n_heads = len(total[layer]) if layer in total else (heads[layer] if heads else 1)
+        for h in range(n_heads):
+            score = float(total[layer][h] / len(samples)) if layer in total else None
+            for k, v in (("layer", layer), ("head", h), ("layer_type", plan.kind), ("score", score),
+                         ("n_samples", len(samples)), ("metric", p.metric)):
+                rows[k].append(v)
+    ctx.meta.update(n_samples=len(samples))
+    return {"head_scores": rows}

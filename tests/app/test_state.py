@@ -1,0 +1,113 @@
+"""URL <-> view state: round trips, canonical forms, and every kind of malformed or hostile value."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from app.state import DEFAULT, VIEWS, ViewState, encode, format_params, parse, parse_params, with_changes
+
+
+def plain(text: str) -> str:
+    """What a reader sees: Markdown backslash escapes removed."""
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def test_default_state_writes_nothing():
+    assert encode(DEFAULT) == {}
+    assert parse({}) == (DEFAULT, [])
+
+
+def test_round_trip_of_a_full_state():
+    s = ViewState(view="retrieval_heads", model="zoo/swa64", abl="rf[full]=512;window[swa]=64", cmp=True,
+                  model_b="zoo/gdn", abl_b="pe[full]=nope", data="stdlib", probe="attention_rows",
+                  params="max_tokens=2048;queries=-1,100", doc=3, start=512, layer=3, head=1,
+                  models=("zoo/a", "zoo/b"))
+    q = encode(s)
+    assert q["cmp"] == "1" and q["models"] == "zoo/a|zoo/b" and q["layer"] == "3"
+    back, warnings = parse(q)
+    assert warnings == []
+    # ablation text is canonicalised (selector order all, full, swa, linear)
+    assert back == ViewState(**{**s.__dict__, "abl": "window[swa]=64;rf[full]=512"})
+
+
+def test_random_states_round_trip():
+    rng = random.Random(0)
+    for _ in range(200):
+        s = ViewState(
+            view=rng.choice(list(VIEWS)), model=rng.choice([None, "zoo/x", "tiny/SSSF"]),
+            abl=rng.choice(["", "rf[full]=64", "skip=1-3;heads=0.1"]), cmp=rng.random() < 0.5,
+            doc=rng.randrange(0, 1000), start=rng.randrange(0, 1 << 20), layer=rng.choice([None, 0, 7]),
+            head=rng.choice([None, 0, 15]), models=tuple(rng.sample(["zoo/a", "zoo/b", "zoo/c"], rng.randrange(4))),
+        )
+        back, warnings = parse(encode(s))
+        assert warnings == [] and encode(back) == encode(s)
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("view", "bogus", "unknown view"),
+    ("view", "<script>", "unknown view"),
+    ("abl", "window[swaa]=64", "unknown selector"),
+    ("abl", "rf[full]=-5", "ablation.receptive_field"),
+    ("abl", "x" * 600, "longer than 512"),
+    ("doc", "99999999999999999999", "integer in [0, 1000000]"),
+    ("doc", "-1", "integer in [0, 1000000]"),
+    ("start", "1e9", "integer in [0, 1048576]"),
+    ("layer", "3; DROP TABLE runs", "integer in [0, 4095]"),
+    ("head", "1 OR 1=1", "integer in [0, 4095]"),
+    ("model", "zoo/x'; DROP TABLE runs;--", "not a model/dataset ref"),
+    ("model", "../../etc/passwd", "not a model/dataset ref"),
+    ("data", "file:/etc/passwd", "file datasets are off"),
+    ("cmp", "maybe", "must be 1 or 0"),
+    ("probe", "rm -rf", "unknown probe"),
+    ("models", "|".join(f"zoo/m{i}" for i in range(20)), "at most 16 models"),
+])
+def test_malformed_values_warn_and_fall_back(key, value, needle):
+    state, warnings = parse({key: value, "model_b": "zoo/ok"})
+    assert len(warnings) == 1 and needle in plain(warnings[0]), warnings
+    assert getattr(state, key) == getattr(DEFAULT, key)
+    assert state.model_b == "zoo/ok"  # the good parameter survives
+    w = warnings[0]
+    for special in "<>[]`*;'":  # echoed input is escaped: it renders as plain text, never Markdown/HTML
+        assert special not in w.replace("\\" + special, ""), (special, w)
+
+
+def test_unknown_keys_are_reported_and_dropped():
+    state, warnings = parse({"view": "niah", "evil": "1", "<img src=x>": "2"})
+    assert state == ViewState(view="niah")
+    assert len(warnings) == 1 and "unknown URL parameter" in warnings[0]
+    assert "\\<img src\\=x\\>" in warnings[0] and "<" not in warnings[0].replace("\\<", "")
+
+
+def test_params_are_validated_against_the_views_probe():
+    state, warnings = parse({"view": "token_loss", "params": "max_tokens=2048;n_docs=2"})
+    assert warnings == [] and state.params == "max_tokens=2048;n_docs=2"
+    state, warnings = parse({"view": "token_loss", "params": "max_tokens=99999999"})
+    assert state.params == "" and "params.max_tokens" in plain(warnings[0])
+    state, warnings = parse({"view": "niah", "params": "lengths=512,256;haystack=text"})
+    assert warnings == [] and state.params == "haystack=text;lengths=256,512"
+    _, warnings = parse({"view": "niah", "params": "nope=1"})
+    assert "unknown parameter 'nope'" in plain(warnings[0])
+
+
+def test_parse_params_values():
+    assert parse_params("", "longppl") == {}
+    assert parse_params("evaluator=zoo/big;alpha=1.5", "longppl") == {"alpha": 1.5, "evaluator": "zoo/big"}
+    assert parse_params("trunc_len=4096", "longppl") == {}  # defaults are dropped
+    assert format_params({"lengths": [256, 512], "samples": 3}) == "lengths=256,512;samples=3"
+    with pytest.raises(ValueError, match="params: malformed entry"):
+        parse_params("max_tokens", "token_loss")
+    with pytest.raises(ValueError, match="params.haystack"):
+        parse_params("haystack=ocean", "niah")
+
+
+def test_with_changes_validates_and_drops_params_that_do_not_fit_a_new_probe():
+    s = ViewState(view="niah", params="samples=3")
+    assert with_changes(s, view="niah", doc=2).params == "samples=3"
+    assert with_changes(s, view="token_loss").params == ""
+    with pytest.raises(ValueError, match="unknown selector"):
+        with_changes(s, abl="window[bogus]=1")
+    with pytest.raises(ValueError, match="integer in"):
+        with_changes(s, head=10_000)

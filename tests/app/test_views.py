@@ -1,0 +1,154 @@
+"""AppTest: every view renders from a synthetic store, widgets write the URL, permalinks round-trip,
+and malformed links warn and fall back."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.app.conftest import charts, make_app, run_app, texts
+
+VIEW_HEADERS = {"overview": "What each layer does at long context", "longppl": "LongPPL",
+                "token_loss": "Per-token loss", "retrieval_heads": "Retrieval heads",
+                "niah": "Needle in a haystack", "runs": "Runs"}
+MIN_CHARTS = {"overview": 4, "longppl": 3, "token_loss": 1, "retrieval_heads": 1, "niah": 1, "runs": 0}
+
+
+def plain(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+@pytest.mark.parametrize("view", list(VIEW_HEADERS))
+def test_every_view_renders(store, view):
+    at = run_app(**({} if view == "overview" else {"view": view}))
+    assert texts(at, "header") == [VIEW_HEADERS[view]]
+    assert len(charts(at)) >= MIN_CHARTS[view]
+    assert at.warning.len == 0 and at.error.len == 0
+    assert at.query_params == ({} if view == "overview" else {"view": view})
+
+
+def test_view_radio_switches_page_and_url(store):
+    at = run_app()
+    at.radio(key="w_view").set_value("niah").run()
+    assert not at.exception
+    assert at.query_params == {"view": "niah"}
+    assert texts(at, "header") == ["Needle in a haystack"]
+    at.radio(key="w_view").set_value("overview").run()
+    assert at.query_params == {} and texts(at, "header") == [VIEW_HEADERS["overview"]]
+
+
+def test_widgets_write_only_non_default_values(store):
+    at = run_app(view="niah")
+    at.toggle(key="w_cmp").set_value(True).run()
+    assert at.query_params == {"view": "niah", "cmp": "1"}
+    assert len(charts(at)) == 3  # A, B and B - A
+    at.text_input(key="w_abl_b").input("rf[full]=64").run()
+    assert at.query_params["abl_b"] == "rf[full]=64"
+    at.selectbox(key="w_model").select("zoo/swa64").run()
+    assert at.query_params["model"] == "zoo/swa64"
+    at.toggle(key="w_cmp").set_value(False).run()
+    assert "cmp" not in at.query_params and len(charts(at)) == 1
+
+
+def test_permalink_round_trip_restores_widgets(store):
+    link = {"view": "token_loss", "model": "zoo/swa64", "abl": "rf[full]=64", "cmp": "1",
+            "model_b": "zoo/gdn", "doc": "1", "start": "256"}
+    at = run_app(**link)
+    assert at.query_params == link
+    assert at.selectbox(key="w_model").value == "zoo/swa64"
+    assert at.text_input(key="w_abl").value == "rf[full]=64"
+    assert at.toggle(key="w_cmp").value is True
+    assert at.selectbox(key="w_model_b").value == "zoo/gdn"
+    assert at.number_input(key="w_doc").value == 1 and at.number_input(key="w_start").value == 256
+    html = at.get("html")[0].proto.body
+    assert 'title="token' in html and "position 256" in html
+    # the sidebar permalink pins the model and holds the whole state
+    code = at.sidebar.code[0].value
+    for k, v in link.items():
+        assert f"{k}=" in code, (k, code)
+
+
+def test_ablation_text_is_canonicalised_in_the_url(store):
+    at = run_app(view="longppl", abl="skip=3,1,2; window[swa]=64")
+    assert at.query_params["abl"] == "window[swa]=64;skip=1-3"
+    assert at.warning.len == 0
+
+
+@pytest.mark.parametrize("query,needle,expect", [
+    ({"view": "bogus"}, "unknown view", {}),
+    ({"view": "niah", "abl": "window[swaa]=64"}, "unknown selector", {"view": "niah"}),
+    ({"view": "niah", "doc": "1" * 40}, "must be an integer", {"view": "niah"}),
+    ({"view": "niah", "abl": "9" * 600}, "longer than 512", {"view": "niah"}),
+    ({"view": "niah", "head": "1e99"}, "integer in [0, 4095]", {"view": "niah"}),
+    ({"view": "runs", "model": "x'); DROP TABLE runs; --"}, "not a model/dataset ref", {"view": "runs"}),
+    ({"view": "token_loss", "data": "file:/etc/passwd"}, "file datasets are off", {"view": "token_loss"}),
+    ({"view": "niah", "<script>": "alert(1)"}, "unknown URL parameter", {"view": "niah"}),
+])
+def test_malformed_links_warn_and_fall_back(store, query, needle, expect):
+    at = run_app(**query)
+    warnings = [plain(w) for w in texts(at, "warning")]
+    assert any(needle in w for w in warnings), warnings
+    assert at.query_params == expect
+
+
+def test_out_of_range_head_and_non_attention_layer_fall_back(store):
+    at = run_app(view="retrieval_heads", model="zoo/gdn", layer="3", head="99")
+    assert any("layer 3 has heads 0..3" in plain(w) for w in texts(at, "warning"))
+    assert at.query_params == {"view": "retrieval_heads", "model": "zoo/gdn", "layer": "3"}
+    at = run_app(view="retrieval_heads", model="zoo/gdn", layer="0", head="1")
+    assert any("layer 0 is GDN: it has no attention heads" in plain(w) for w in texts(at, "warning"))
+    assert "layer" not in at.query_params
+    at = run_app(view="retrieval_heads", model="zoo/gdn", layer="4000")
+    assert any("layers 0..7" in plain(w) for w in texts(at, "warning"))
+
+
+def test_retrieval_heads_select_head_shows_rows_and_entropy(store):
+    at = run_app(view="retrieval_heads", model="zoo/swa64")
+    n = len(charts(at))
+    at.selectbox(key="w_layer").select(3).run()
+    at.selectbox(key="w_head").select(2).run()
+    assert at.query_params == {"view": "retrieval_heads", "model": "zoo/swa64", "layer": "3", "head": "2"}
+    assert texts(at, "subheader")[-1] == "Layer 3, head 2"
+    assert len(charts(at)) == n + 2  # attention rows + entropy of the layer
+    assert at.metric[0].label == "Attention entropy (nats)"
+    # non-attention (GDN) layers are drawn as such: a grey, labelled layer, not zero scores
+    at = run_app(view="retrieval_heads", model="zoo/gdn")
+    spec = charts(at)[0].proto.spec
+    assert "no attention" in spec and '"filter": "!datum.attention"' in spec
+
+
+def test_token_view_escapes_tokens_and_shades_delta(store):
+    at = run_app(view="token_loss", model="zoo/swa64", cmp="1", abl_b="rf[full]=64")
+    html = at.get("html")[0].proto.body
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "B − A" in html  # delta in the hover titles
+    assert any("B − A loss per token" in c for c in texts(at, "caption"))
+
+
+def test_doc_out_of_range_falls_back(store):
+    at = run_app(view="token_loss", model="zoo/swa64", doc="7")
+    assert any("documents 0..1" in plain(w) for w in texts(at, "warning"))
+    assert "doc" not in at.query_params
+
+
+def test_runs_view_sql_box_is_read_only(store):
+    at = run_app(view="runs")
+    assert at.dataframe[0].value.shape[0] == 22
+    at.text_area(key="sql_box").input("SELECT count(*) AS n FROM token_loss").run()
+    at.button(key="sql_run").click().run()
+    assert int(at.dataframe[1].value["n"][0]) == 2 * 2 * 2 * 600
+    at.text_area(key="sql_box").input("DROP VIEW runs").run()
+    at.button(key="sql_run").click().run()
+    assert any("only read-only statements" in plain(e) for e in texts(at, "error"))
+    at.multiselect(key="w_models").select("zoo/gdn").run()
+    assert at.query_params["models"] == "zoo/gdn" and at.dataframe[0].value.shape[0] == 11
+
+
+def test_overview_shows_findings_md(store, tmp_path, monkeypatch):
+    pre = tmp_path / "pre2"
+    pre.mkdir()
+    (pre / "FINDINGS.md").write_text("# Zoo findings\n\nFinding 2 reproduces: LongPPL x3.\n")
+    monkeypatch.setenv("HYBRIDSCOPE_PRECOMPUTED", str(pre))
+    at = run_app()
+    assert any("Finding 2 reproduces" in m for m in texts(at, "markdown"))
