@@ -256,10 +256,18 @@ def with_changes(state: ViewState, **changes: Any) -> ViewState:
             parse_params(candidate.params, candidate.effective_probe)
         except ValueError:
             candidate = replace(candidate, params="")
-    parsed, warnings = parse(encode(candidate))
-    if warnings:
-        raise ValueError(warnings[0])
-    return parsed
+    encoded = encode(candidate)
+    for key in changes:
+        if key in encoded:
+            if len(encoded[key]) > MAX_VALUE_LEN:
+                raise ValueError(f"{key}: longer than {MAX_VALUE_LEN} characters")
+            try:
+                PARSERS[key](encoded[key])
+            except ValueError as e:
+                raise ValueError(str(e) if str(e).startswith(("ablation", "params")) else f"{key}: {e}") from None
+    if candidate.params:
+        parse_params(candidate.params, candidate.effective_probe)
+    return parse(encoded)[0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,15 +5,27 @@ A probe's ``version`` is part of every run_id: bump it whenever the probe's numb
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_LEN = 1 << 20  # 1M tokens: a hard ceiling on any length parameter
 
 
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scalars_to_tuples(cls, data: Any) -> Any:
+        """A single value where a list is expected (``lengths=512`` on the CLI or in a URL) is a 1-list."""
+        if isinstance(data, dict):
+            data = dict(data)
+            for name, field in cls.model_fields.items():
+                is_tuple = get_origin(field.annotation) is tuple
+                if is_tuple and name in data and isinstance(data[name], int | float | str):
+                    data[name] = (data[name],)
+        return data
 
 
 class TokenLossParams(_Params):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kernels import fla_available
 from kernels.mamba2 import check_window
 
 BACKENDS = ("auto", "recurrent", "chunked", "fla")
@@ -251,14 +252,14 @@ def gdn_fla(q, k, v, g, beta, scale=None, initial_state=None, window=None):
 
 
 def gdn(q, k, v, g, beta, scale=None, initial_state=None, window=None, chunk_size=64, backend="auto"):
-    """Dispatch. ``auto`` = fla on CUDA, chunked on CPU; ``recurrent``/``chunked``/``fla`` force.
+    """Dispatch. ``auto`` = fla on CUDA (when installed), chunked otherwise; ``recurrent``/``chunked``/``fla`` force.
 
     With ``window`` the chunked backend is :func:`gdn_windowed` and ``final_state`` is None.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        backend = "fla" if q.is_cuda else "chunked"
+        backend = "fla" if q.is_cuda and fla_available() else "chunked"
     if backend == "recurrent":
         return gdn_recurrent(q, k, v, g, beta, scale, initial_state, window)
     if backend == "fla":

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kernels import fla_available
+
 BACKENDS = ("auto", "recurrent", "chunked", "fla")
 
 
@@ -218,11 +220,11 @@ def ssd_fla(x, dt, A, Bm, Cm, D=None, initial_state=None, chunk_size=64, window=
 
 
 def ssd(x, dt, A, Bm, Cm, D=None, initial_state=None, chunk_size=64, window=None, backend="auto"):
-    """Dispatch: ``auto`` = fla on CUDA, chunked on CPU; or force ``recurrent``/``chunked``/``fla``."""
+    """Dispatch: ``auto`` = fla on CUDA (when installed), chunked otherwise; or force ``recurrent``/``chunked``/``fla``."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        backend = "fla" if x.is_cuda else "chunked"
+        backend = "fla" if x.is_cuda and fla_available() else "chunked"
     if backend == "recurrent":
         return ssd_recurrent(x, dt, A, Bm, Cm, D, initial_state, window)
     if backend == "fla":

@@ -29,14 +29,18 @@ CAPTURE_NAMES = ("q", "k", "mixer_out")
 class Capture:
     """Dict-like store ``(layer_idx, name) -> tensor`` filled by the mixers."""
 
-    def __init__(self, names: tuple[str, ...], layers: tuple[int, ...]) -> None:
-        self.names, self.layers = names, layers
+    def __init__(self, names: tuple[str, ...], layers: tuple[int, ...], on_record=None) -> None:
+        self.names, self.layers, self.on_record = names, layers, on_record
         self._data: dict[tuple[int, str], torch.Tensor] = {}
 
     def record(self, layer_idx: int, name: str, tensor: torch.Tensor) -> None:
-        """Called by a mixer; keeps the tensor if ``name`` was requested."""
+        """Called by a mixer; keeps the tensor if ``name`` was requested (or streams it to
+        ``on_record(layer_idx, name, tensor)`` without keeping it)."""
         if name in self.names:
-            self._data[(layer_idx, name)] = tensor.detach()
+            if self.on_record is not None:
+                self.on_record(layer_idx, name, tensor.detach())
+            else:
+                self._data[(layer_idx, name)] = tensor.detach()
 
     def __getitem__(self, key: tuple[int, str]) -> torch.Tensor:
         if key not in self._data:
@@ -76,9 +80,13 @@ def _mixers(model: nn.Module) -> dict[int, nn.Module]:
 
 @contextmanager
 def capture(
-    model: nn.Module, names: Iterable[str] = CAPTURE_NAMES, layers: Iterable[int] | None = None
+    model: nn.Module, names: Iterable[str] = CAPTURE_NAMES, layers: Iterable[int] | None = None,
+    on_record=None,
 ) -> Iterator[Capture]:
-    """Record ``names`` at ``layers`` (None = all) of a native model for forwards run inside the block."""
+    """Record ``names`` at ``layers`` (None = all) of a native model for forwards run inside the block.
+
+    With ``on_record(layer_idx, name, tensor)`` the tensors are streamed to the callback as each
+    layer produces them and not kept (probes use this to stay within a plain forward's memory)."""
     names = tuple(names)
     bad = [n for n in names if n not in CAPTURE_NAMES]
     if bad or not names:
@@ -91,7 +99,7 @@ def capture(
     busy = [i for i in layers if mixers[i]._capture is not None]
     if busy:
         raise RuntimeError(f"layers: {busy} are already being captured (nested capture on the same layers)")
-    cap = Capture(names, layers)
+    cap = Capture(names, layers, on_record)
     for i in layers:
         mixers[i]._capture = cap
     try:
@@ -99,3 +107,20 @@ def capture(
     finally:
         for i in layers:
             mixers[i]._capture = None
+
+
+def current_plans(model: nn.Module) -> list:
+    """The LayerPlans the model follows right now (after any ablation in effect)."""
+    if hasattr(model, "current_plans"):
+        return model.current_plans()
+    from models.adapters import adapter_for
+
+    return adapter_for(model).current_plans()
+
+
+def attention_scale(model: nn.Module, layer: int) -> float:
+    """Softmax scale of an attention layer (what multiplies q.k before the softmax)."""
+    mixers = _mixers(model)
+    m = mixers[layer]
+    scale = getattr(m, "scaling", None)
+    return float(scale) if scale is not None else float(m.head_dim) ** -0.5

@@ -1,0 +1,137 @@
+"""Browser tests: Playwright (sync API) driving Debian's /usr/bin/chromium against a served app.
+
+The server is ``streamlit run app/main.py`` on 127.0.0.1 and a free port, over the synthetic store,
+started by a fixture and stopped by its PID. Skips cleanly when chromium or playwright is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.app.conftest import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHART = '[data-testid="stVegaLiteChart"]'
+TIMEOUT_MS = 60_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (/usr/bin/chromium)"),
+]
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(store: Path, precomputed: Path) -> tuple[subprocess.Popen, str]:
+    """Start the dashboard; returns (process, base URL) once /_stcore/health answers."""
+    port = free_port()
+    env = {**os.environ, "HYBRIDSCOPE_STORE": str(store), "HYBRIDSCOPE_PRECOMPUTED": str(precomputed),
+           "HYBRIDSCOPE_CLIENT": "fake", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.address", "127.0.0.1",
+           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, base
+        except OSError:
+            time.sleep(0.3)
+    stop_server(proc)
+    raise RuntimeError("streamlit did not become healthy within 60 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(base_store, tmp_path_factory):
+    pre = tmp_path_factory.mktemp("precomputed")
+    proc, base = start_server(base_store[0], pre)
+    yield base
+    stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    yield pg
+    ctx.close()
+
+
+def wait_charts(page, n: int) -> None:
+    page.wait_for_function(f"document.querySelectorAll('{CHART}').length >= {n}", timeout=TIMEOUT_MS)
+
+
+def test_permalink_opens_its_chart(server, page):
+    page.goto(f"{server}/?view=retrieval_heads&model=zoo%2Fswa64&layer=3&head=2")
+    page.get_by_text("Layer 3, head 2").wait_for()
+    wait_charts(page, 3)  # head map + attention rows + entropy
+    assert "layer=3" in page.url and "head=2" in page.url and "/retrieval_heads" in page.url
+    assert page.locator(f"{CHART} canvas, {CHART} svg").count() >= 3
+
+
+def test_toggle_changes_url_and_reload_restores_view(server, page):
+    page.goto(f"{server}/?view=niah")
+    wait_charts(page, 1)
+    toggle = page.get_by_role("switch", name="Compare A vs B")
+    assert not toggle.is_checked()
+    page.get_by_text("Compare A vs B").click()
+    page.wait_for_url("**cmp=1**")
+    wait_charts(page, 3)  # A, B and B - A
+    url = page.url
+    page.goto("about:blank")
+    page.goto(url)
+    wait_charts(page, 3)
+    assert page.get_by_role("switch", name="Compare A vs B").is_checked()
+    assert page.get_by_text("Needle in a haystack").count() == 1
+    assert page.url == url
+
+
+def test_malformed_link_shows_warning_and_falls_back(server, page):
+    page.goto(f"{server}/?view=bogus&head=1%3BDROP%20TABLE%20runs")
+    page.get_by_text("unknown view").wait_for()
+    page.get_by_text("What each layer does at long context").wait_for()
+    alerts = page.locator('[data-testid="stAlert"]').all_inner_texts()
+    assert any("Ignored URL parameter" in a and "view=bogus" in a for a in alerts), alerts
+    assert any("head=1;DROP TABLE runs" in a for a in alerts), alerts
+    assert "view=" not in page.url and "head=" not in page.url

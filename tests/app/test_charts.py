@@ -1,0 +1,53 @@
+"""Chart colours are consistent and colour-blind safe; chart and table downloads produce real files."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from app import charts
+
+
+def test_model_colours_do_not_depend_on_which_models_a_chart_shows():
+    everything = ["zoo/c", "zoo/a", "zoo/b"]
+    scale = charts.model_scale(everything).to_dict()
+    assert scale["domain"] == ["zoo/a", "zoo/b", "zoo/c"]
+    assert scale["range"] == charts.OKABE_ITO[:3]
+    many = charts.model_scale([f"m{i:02d}" for i in range(10)]).to_dict()
+    assert many["range"][8] == many["range"][0]  # the 8 Okabe-Ito colours cycle
+
+
+def test_layer_type_colours_and_labels():
+    scale = charts.kind_scale().to_dict()
+    assert scale["domain"] == ["full", "SWA", "Mamba-2", "GDN"]
+    assert len(set(scale["range"])) == 4 and set(scale["range"]) <= set(charts.OKABE_ITO)
+    assert charts.kind_label("gated_deltanet") == "GDN" and charts.kind_label("weird") == "weird"
+
+
+def test_svg_and_png_downloads_render_the_chart():
+    df = pd.DataFrame({"model": ["zoo/a"] * 3, "name": ["restrict_full"] * 3, "x": [16.0, 64.0, 256.0],
+                       "y": [40.0, 20.0, 10.0], "label": ["a", "b", "c"]})
+    spec = charts.sweep_chart(df, ["zoo/a"]).to_dict()
+    svg = charts._svg(spec).decode()
+    assert svg.startswith("<svg") and "restrict_full" in svg
+    assert charts._png(spec)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_head_heatmap_keeps_null_scores_for_non_attention_layers():
+    df = pd.DataFrame({"layer": [0, 0, 1, 1], "head": [0, 1, 0, 1],
+                       "layer_type": ["mamba2", "mamba2", "full_attention", "full_attention"],
+                       "score": [None, None, 0.2, 0.7]})
+    spec = charts.head_heatmap(df, "t", selected=(1, 1)).to_dict()
+    rows = next(iter(spec["datasets"].values()))
+    mamba = [r for r in rows if r["layer_type"] == "mamba2"]
+    assert all(r["score"] is None and r["kind"] == "Mamba-2" and r["attention"] is False for r in mamba)
+    svg = charts._svg(spec).decode()
+    assert "Mamba-2 · no attention" in svg
+
+
+def test_parquet_download_round_trips():
+    df = pd.DataFrame({"a": [1, 2], "b": ["x", "<y>"]})
+    back = pq.read_table(io.BytesIO(charts._parquet(df))).to_pandas()
+    pd.testing.assert_frame_equal(back, df)

@@ -1,0 +1,115 @@
+"""The run panel: computing missing traces (fake client), limits, the ablation editor, probe params."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from app.run_panel import combine, over_limits
+from backend.spec import RunSpec
+from tests.app.conftest import charts, run_app, texts
+
+
+def plain(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def test_missing_traces_offer_to_compute_and_the_view_updates(empty_store, env):
+    at = run_app(view="niah")
+    assert any("No niah traces yet" in plain(i) for i in texts(at, "info"))
+    assert charts(at) == []
+    at.button(key="compute-niah-A").click().run()
+    assert not at.exception
+    assert len(charts(at)) == 1  # the fake run's traces are in the store and shown
+    logged = [json.loads(line) for line in env.read_text().splitlines()]
+    assert logged == [{"model": "tiny/SSSF", "probe": "niah"}]
+    assert (empty_store / "runs").is_dir()
+
+
+def test_failed_run_is_reported(empty_store, env):
+    at = run_app(view="niah", model="zoo/will-fail")
+    at.button(key="compute-niah-A").click().run()
+    assert any("Run failed: model: fake failure for zoo/will-fail" in plain(e) for e in texts(at, "error"))
+
+
+def test_runs_above_the_cpu_limits_are_refused_with_the_limits(empty_store, env, monkeypatch):
+    monkeypatch.setenv("HYBRIDSCOPE_MAX_TOKENS", "1000")
+    at = run_app(view="token_loss", params="max_tokens=4096")
+    errors = [plain(e) for e in texts(at, "error")]
+    assert any("Cannot compute it here: 4096 tokens asked, at most 1000 allowed" in e
+               and "cpu: max tokens 1000, max docs 8" in e for e in errors), errors
+    at.button(key="run-A").click().run()
+    assert any(e.startswith("Refused: 4096 tokens asked") for e in map(plain, texts(at, "error")))
+    assert not env.exists()  # nothing was submitted
+
+
+def test_over_limits_counts_tokens_lengths_and_docs():
+    lim = {"device": "cpu", "max_tokens": 2048, "max_docs": 4}
+    assert over_limits(RunSpec.build(model="zoo/a", probe="token_loss"), lim) == \
+        "4096 tokens asked, at most 2048 allowed"
+    assert over_limits(RunSpec.build(model="zoo/a", probe="niah", params={"lengths": [512, 4096]}), lim) == \
+        "4096 tokens asked, at most 2048 allowed"
+    assert over_limits(RunSpec.build(model="zoo/a", probe="niah"), lim) is None
+    spec = RunSpec.build(model="zoo/a", probe="token_loss", params={"max_tokens": 1024, "n_docs": 9})
+    assert over_limits(spec, lim) == "9 documents asked, at most 4 allowed"
+
+
+def test_ablation_editor_adds_replaces_and_clears(store):
+    at = run_app(view="longppl")
+    at.selectbox(key="ed_field").select("rf").run()
+    at.selectbox(key="ed_sel").select("full").run()
+    at.number_input(key="ed_rf").set_value(512).run()
+    at.button(key="ed_add").click().run()
+    assert at.query_params["abl"] == "rf[full]=512"
+    assert at.text_input(key="w_abl").value == "rf[full]=512"
+    at.selectbox(key="ed_field").select("window").run()
+    at.selectbox(key="ed_sel").select("swa").run()
+    at.text_input(key="ed_win").input("none").run()
+    at.button(key="ed_add").click().run()
+    assert at.query_params["abl"] == "window[swa]=none;rf[full]=512"
+    at.selectbox(key="ed_field").select("rf").run()
+    at.selectbox(key="ed_sel").select("full").run()
+    at.number_input(key="ed_rf").set_value(64).run()
+    at.button(key="ed_add").click().run()
+    assert at.query_params["abl"] == "window[swa]=none;rf[full]=64"
+    at.button(key="ed_clear").click().run()
+    assert "abl" not in at.query_params
+
+
+def test_bad_ablation_text_keeps_the_input_and_the_url(store):
+    at = run_app(view="niah", abl="rf[full]=64")
+    at.text_input(key="w_abl").input("rf[ful]=64").run()
+    assert at.query_params["abl"] == "rf[full]=64"
+    assert at.text_input(key="w_abl").value == "rf[ful]=64"
+    assert any("unknown selector 'ful'" in plain(e) for e in texts(at, "error"))
+
+
+def test_probe_params_widgets_write_canonical_params(store):
+    at = run_app(view="token_loss")
+    at.number_input(key="p_token_loss_max_tokens").set_value(2048).run()
+    assert at.query_params["params"] == "max_tokens=2048"
+    at.number_input(key="p_token_loss_n_docs").set_value(2).run()
+    assert at.query_params["params"] == "max_tokens=2048;n_docs=2"
+    at.number_input(key="p_token_loss_max_tokens").set_value(4096).run()  # back to the default
+    assert at.query_params["params"] == "n_docs=2"
+    at.selectbox(key="w_probe").select("niah").run()
+    assert at.query_params["probe"] == "niah" and "params" not in at.query_params
+    at.text_input(key="p_niah_lengths").input("1024,256").run()
+    assert at.query_params["params"] == "lengths=256,1024"
+    at.text_input(key="p_niah_lengths").input("5,abc").run()
+    assert at.query_params["params"] == "lengths=256,1024"
+    assert at.error.len == 1
+
+
+@pytest.mark.parametrize("current,segment,expect", [
+    ("", "rf[full]=512", "rf[full]=512"),
+    ("rf[full]=512", "rf[full]=64", "rf[full]=64"),
+    ("rf[full]=512", "window[swa]=32", "window[swa]=32;rf[full]=512"),
+    ("skip=1", "skip=3", "skip=1,3"),
+    ("heads=2.1", "heads=0.0", "heads=0.0,2.1"),
+    ("sinks=4", "sinks=8", "sinks=8"),
+])
+def test_combine(current, segment, expect):
+    assert combine(current, segment) == expect
