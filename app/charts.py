@@ -63,12 +63,11 @@ def _png(spec: dict) -> bytes:
 def show(chart: alt.TopLevelMixin, name: str, **kwargs) -> object:
     """Render ``chart`` with SVG/PNG download buttons (converted only when clicked)."""
     out = st.altair_chart(chart, width="stretch", **kwargs)
-    spec = chart.to_dict()
     slug = _slug(name)
     c1, c2, _ = st.columns([1, 1, 6])
-    c1.download_button("SVG", lambda: _svg(spec), f"{slug}.svg", "image/svg+xml", key=f"svg-{slug}",
+    c1.download_button("SVG", lambda: _svg(chart.to_dict()), f"{slug}.svg", "image/svg+xml", key=f"svg-{slug}",
                        on_click="ignore", help=f"Download '{name}' as SVG")
-    c2.download_button("PNG", lambda: _png(spec), f"{slug}.png", "image/png", key=f"png-{slug}",
+    c2.download_button("PNG", lambda: _png(chart.to_dict()), f"{slug}.png", "image/png", key=f"png-{slug}",
                        on_click="ignore", help=f"Download '{name}' as PNG")
     return out
 

@@ -86,6 +86,8 @@ def user_sql(sql: str, max_rows: int = 10_000) -> pd.DataFrame:
 def invalidate() -> None:
     """Forget cached results (after a run was computed)."""
     _query.clear()
+    _runs.clear()
+    _known_models.clear()
     _GEN.clear()
     reader().refresh()
 
@@ -108,17 +110,23 @@ def canonical_ablation(text: str | None) -> str:
         return text
 
 
-def runs() -> pd.DataFrame:
-    """All runs (any status), newest first, with ``abl``: the canonical ablation text."""
-    df = query("SELECT run_id, model, probe, dataset, ablation, params, status, error, created_at, "
-               "duration_s, tables, n_rows, store FROM runs ORDER BY created_at DESC, run_id")
+@st.cache_data(show_spinner=False, max_entries=16)
+def _runs(gen: str, roots_key: tuple[str, ...]) -> pd.DataFrame:
+    df = _reader(roots_key).sql(
+        "SELECT run_id, model, probe, dataset, ablation, params, status, error, created_at, duration_s, "
+        "tables, n_rows, store FROM runs ORDER BY created_at DESC, run_id").to_pandas()
     df["abl"] = [canonical_ablation(a) for a in df["ablation"]]
     return df
 
 
-def known_models() -> list[str]:
-    """Models with runs in any store, plus the bundled and configured ones (sorted; zoo first)."""
-    names = set(runs()["model"].dropna())
+def runs() -> pd.DataFrame:
+    """All runs (any status), newest first, with ``abl``: the canonical ablation text."""
+    return _runs(generation(), roots())
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _known_models(gen: str, roots_key: tuple[str, ...], pre: str) -> list[str]:
+    names = set(_runs(gen, roots_key)["model"].dropna())
     try:
         from backend.model_refs import list_models
 
@@ -126,6 +134,11 @@ def known_models() -> list[str]:
     except Exception:  # noqa: BLE001 - a broken model root must not break the dashboard
         pass
     return sorted(names, key=lambda m: (not m.startswith("zoo/"), m))
+
+
+def known_models() -> list[str]:
+    """Models with runs in any store, plus the bundled and configured ones (sorted; zoo first)."""
+    return _known_models(generation(), roots(), str(precomputed_dir()))
 
 
 def matching_runs(probe: str, model: str | None, abl: str, data: str | None = None) -> pd.DataFrame:

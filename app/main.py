@@ -1,13 +1,14 @@
 """HybridScope dashboard: ``streamlit run app/main.py``.
 
 The URL is the permalink: :mod:`app.state` parses ``st.query_params`` (warning about and dropping bad
-values), the sidebar widgets write back to it, and ``st.navigation`` runs the page of the ``view``
-parameter (pages also have their own paths, e.g. ``/niah?view=niah``).
+values) and the widgets write back to it. ``st.navigation`` shows one page per view (``app/views/``,
+paths like ``/niah``); the ``view`` parameter repeats the page so a link stays valid without its path.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -19,25 +20,12 @@ import streamlit as st  # noqa: E402
 
 from app import data, run_panel, state  # noqa: E402
 from app.state import VIEWS  # noqa: E402
-from app.views import longppl, niah, overview, retrieval_heads, runs, token_loss  # noqa: E402
 
-MODULES = {"overview": overview, "longppl": longppl, "token_loss": token_loss,
-           "retrieval_heads": retrieval_heads, "niah": niah, "runs": runs}
 _PENDING = "_hs_pending_warnings"
-
-
-def _page(name: str):
-    def page() -> None:
-        MODULES[name].render(state.current())
-
-    page.__name__ = f"view_{name}"
-    return page
 
 
 def permalink(vs: state.ViewState) -> str:
     """The full link of this view, with the model made explicit so the link keeps its meaning."""
-    from dataclasses import replace
-
     pinned = replace(vs, model=run_panel.model_a(vs))
     query = urlencode(state.encode(pinned))
     base = (st.context.url or "").split("?")[0]
@@ -46,8 +34,6 @@ def permalink(vs: state.ViewState) -> str:
 
 def sidebar(vs: state.ViewState) -> None:
     with st.sidebar:
-        st.title("HybridScope")
-        st.radio("View", list(VIEWS), format_func=VIEWS.get, **state.bind("view"))
         run_panel.render(vs)
         st.caption("Permalink (copy with the icon)")
         st.code(permalink(vs), language=None, wrap_lines=True)
@@ -58,16 +44,22 @@ def sidebar(vs: state.ViewState) -> None:
 
 def main() -> None:
     st.set_page_config(page_title="HybridScope", page_icon="🔭", layout="wide")
-    vs, warnings = state.load()
-    warnings = st.session_state.pop(_PENDING, []) + warnings
-    pages = {name: st.Page(_page(name), title=title, url_path=name, default=name == "overview")
+    raw = st.query_params.to_dict()
+    vs, warnings = state.parse(raw)
+    pages = {name: st.Page(f"views/{name}.py", title=title, url_path=name, default=name == "overview")
              for name, title in VIEWS.items()}
-    pg = st.navigation(list(pages.values()), position="hidden")
-    shown = next((name for name, p in pages.items() if p is pg), "overview")
-    if shown != vs.view:  # the URL's view parameter wins over the page path
+    pg = st.navigation(list(pages.values()), position="sidebar")
+    page_view = next((name for name, p in pages.items() if p is pg), "overview")
+    prev = st.session_state.get(state.CURRENT)
+    if not raw and prev is not None:  # a navigation link was clicked (it clears the query string)
+        vs = replace(prev, view=page_view)
+    elif raw.get("view") in VIEWS and vs.view != page_view:  # e.g. /?view=niah: go to that page
         st.session_state[_PENDING] = warnings
         st.switch_page(pages[vs.view], query_params=state.encode(vs))
-    for w in warnings:
+    else:  # the path decides the view
+        vs = replace(vs, view=page_view)
+    state.write(vs)
+    for w in st.session_state.pop(_PENDING, []) + warnings:
         st.warning(w, icon="⚠️")
     sidebar(vs)
     pg.run()

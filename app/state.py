@@ -273,20 +273,13 @@ def with_changes(state: ViewState, **changes: Any) -> ViewState:
 # ---------------------------------------------------------------------------------------------
 # Streamlit glue
 # ---------------------------------------------------------------------------------------------
-_CURRENT = "_hs_state"
+CURRENT = "_hs_state"
 _SYNCED = "_hs_synced"
-
-
-def load() -> tuple[ViewState, list[str]]:
-    """Parse the URL of this run, rewrite it in canonical form, and remember the state."""
-    state, warnings = parse(st.query_params.to_dict())
-    write(state)
-    return state, warnings
 
 
 def write(state: ViewState) -> None:
     """Make the URL hold exactly ``state`` (only non-default values), and make it current."""
-    st.session_state[_CURRENT] = state
+    st.session_state[CURRENT] = state
     want = encode(state)
     if st.query_params.to_dict() != want:
         st.query_params.from_dict(want)
@@ -298,7 +291,7 @@ def url_state() -> ViewState:
 
 
 def current() -> ViewState:
-    return st.session_state.get(_CURRENT, DEFAULT)
+    return st.session_state.get(CURRENT, DEFAULT)
 
 
 def update(**changes: Any) -> ViewState:

@@ -105,3 +105,17 @@ def model_card(ref: ModelRef) -> dict:
         return {"ref": ref.ref, "kind": "random tiny native model", "pattern": ref.pattern}
     cfg = json.loads((ref.path / "config.json").read_text())
     return {"ref": ref.ref, "model_type": cfg.get("model_type"), "layer_types": cfg.get("layer_types")}
+
+
+_LETTERS = {"F": "full_attention", "S": "sliding_attention", "M": "mamba2", "G": "gated_deltanet"}
+
+
+def layer_types(ref: ModelRef) -> list[str]:
+    """HF ``layer_types`` of a model without loading it (tiny pattern or config.json)."""
+    if ref.path is None:
+        return [_LETTERS[c] for c in ref.pattern]
+    cfg = json.loads((ref.path / "config.json").read_text())
+    cfg = cfg.get("text_config", cfg)
+    if "layer_types" in cfg:
+        return list(cfg["layer_types"])
+    return ["full_attention"] * int(cfg.get("num_hidden_layers", 0))

@@ -44,6 +44,12 @@ class LongPPLParams(_Params):
     beta: float = -2.0  # ... and log p_long > beta
     evaluator: str | None = None  # model ref that picks key tokens; None = the evaluated model
 
+    @model_validator(mode="after")
+    def _stride(self) -> LongPPLParams:
+        if self.stride >= self.trunc_len:
+            raise ValueError(f"stride must be < trunc_len ({self.trunc_len}), got {self.stride}")
+        return self
+
 
 class KeyTokenParams(LongPPLParams):
     """Internal probe: the key-token set of LongPPL, cached as its own run (evaluator-specific)."""
@@ -88,12 +94,28 @@ class AttentionRowParams(_Params):
     top_k: int = Field(16, ge=1, le=1024)
 
 
+class SweepParams(LongPPLParams):
+    """Receptive-field sweep: LongPPL when the full layers, or the efficient (SWA + recurrent) layers,
+    may only use the last k tokens (each point is a cached longppl run)."""
+
+    ks: tuple[int, ...] = (64, 256, 1024)
+    restrict: tuple[Literal["full", "efficient"], ...] = ("full", "efficient")
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or len(v) > 32 or any(not (1 <= x <= MAX_LEN) for x in v):
+            raise ValueError(f"give 1-32 values, each in [1, {MAX_LEN}]")
+        return tuple(sorted(set(v)))
+
+
 PROBES: dict[str, tuple[type[_Params], str, str]] = {
     # name: (params model, version, one-line description)
     "token_loss": (TokenLossParams, "1", "per-token NLL with positions; loss-vs-position buckets"),
     "key_tokens": (KeyTokenParams, "1", "LongPPL key tokens (character spans) chosen by an evaluator"),
     "longppl": (LongPPLParams, "1", "LongPPL (Fang et al. 2025) and PPL per document"),
     "niah": (NIAHParams, "1", "needle-in-a-haystack / passkey accuracy over length x depth"),
-    "retrieval_heads": (RetrievalHeadParams, "1", "attention mass from the query onto the needle, per head"),
+    "retrieval_heads": (RetrievalHeadParams, "2", "attention mass from the query onto the needle, per head"),
     "attention_rows": (AttentionRowParams, "1", "top-k attended keys and entropy for chosen heads/queries"),
+    "sweep": (SweepParams, "1", "LongPPL vs receptive field k of the full vs the efficient layers"),
 }

@@ -60,7 +60,8 @@ class RunSpec(BaseModel):
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(x) for x in err["loc"])
-            raise ValueError(f"params.{loc}: {err['msg']} (probe {self.probe})") from None
+            msg = err["msg"].removeprefix("Value error, ")
+            raise ValueError(f"params{'.' + loc if loc else ''}: {msg} (probe {self.probe})") from None
         # canonical: only non-default values, in sorted order
         object.__setattr__(self, "params", json.loads(typed.model_dump_json(exclude_defaults=True)))
         return self

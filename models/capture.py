@@ -1,4 +1,4 @@
-"""Capture intermediate tensors of a native hybrid model during forward passes.
+"""Capture intermediate tensors of a model during forward passes.
 
     with capture(model, names=("q", "k", "mixer_out"), layers=[3]) as cap:
         model(ids)
@@ -13,6 +13,11 @@ Capture points (recorded by the mixers themselves, detached):
 
 Outside the context, each mixer's ``_capture`` is None and the only cost is that attribute check.
 A later forward pass inside the same context overwrites earlier entries.
+
+Native models record through their mixers; HF models with an adapter (models/adapters/) are
+handled by :mod:`models.capture_hf` (same names and shapes; q/k via a wrapping attention
+implementation, mixer_out via a hook on the attention module). For those, enter any ablation
+before the capture.
 """
 
 from __future__ import annotations
@@ -66,16 +71,14 @@ class Capture:
         return self._data.items()
 
 
-def _mixers(model: nn.Module) -> dict[int, nn.Module]:
-    """The native mixers of ``model`` by layer index (modules with ``layer_idx``, ``plan``, ``_capture``)."""
-    found = {
+def _native_mixers(model: nn.Module) -> dict[int, nn.Module]:
+    """The native mixers of ``model`` by layer index (modules with ``layer_idx``, ``plan``, ``_capture``);
+    empty for other models."""
+    return {
         m.layer_idx: m
         for m in model.modules()
         if hasattr(m, "layer_idx") and hasattr(m, "plan") and hasattr(m, "_capture")
     }
-    if not found:
-        raise TypeError(f"model: {type(model).__name__} has no native HybridScope mixers to capture from")
-    return found
 
 
 @contextmanager
@@ -83,7 +86,8 @@ def capture(
     model: nn.Module, names: Iterable[str] = CAPTURE_NAMES, layers: Iterable[int] | None = None,
     on_record=None,
 ) -> Iterator[Capture]:
-    """Record ``names`` at ``layers`` (None = all) of a native model for forwards run inside the block.
+    """Record ``names`` at ``layers`` (None = all) of a native or adapted HF model for forwards run
+    inside the block.
 
     With ``on_record(layer_idx, name, tensor)`` the tensors are streamed to the callback as each
     layer produces them and not kept (probes use this to stay within a plain forward's memory)."""
@@ -91,7 +95,13 @@ def capture(
     bad = [n for n in names if n not in CAPTURE_NAMES]
     if bad or not names:
         raise ValueError(f"names: {bad or names!r} not allowed; choose from {list(CAPTURE_NAMES)}")
-    mixers = _mixers(model)
+    mixers = _native_mixers(model)
+    if not mixers:
+        from models.capture_hf import capture_hf
+
+        with capture_hf(model, names, None if layers is None else tuple(layers), on_record) as cap:
+            yield cap
+        return
     layers = tuple(sorted(mixers)) if layers is None else tuple(layers)
     missing = [i for i in layers if i not in mixers]
     if missing:
@@ -110,7 +120,8 @@ def capture(
 
 
 def current_plans(model: nn.Module) -> list:
-    """The LayerPlans the model follows right now (after any ablation in effect)."""
+    """The LayerPlans the model follows right now (after any ablation in effect; for an HF model
+    the plans of its active ``Adapter.apply()``, else its native plans)."""
     if hasattr(model, "current_plans"):
         return model.current_plans()
     from models.adapters import adapter_for
@@ -120,7 +131,11 @@ def current_plans(model: nn.Module) -> list:
 
 def attention_scale(model: nn.Module, layer: int) -> float:
     """Softmax scale of an attention layer (what multiplies q.k before the softmax)."""
-    mixers = _mixers(model)
+    mixers = _native_mixers(model)
+    if not mixers:
+        from models.capture_hf import attention_scale_hf
+
+        return attention_scale_hf(model, layer)
     m = mixers[layer]
     scale = getattr(m, "scaling", None)
     return float(scale) if scale is not None else float(m.head_dim) ** -0.5

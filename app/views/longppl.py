@@ -59,3 +59,7 @@ def render(vs: ViewState) -> None:
     else:
         charts.show(charts.sweep_chart(sweep, models), "receptive field sweep")
         charts.table_downloads(sweep, "receptive field sweep")
+
+
+if __name__ == "__main__":  # run as a page by st.navigation
+    render(state.current())

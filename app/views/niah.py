@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import charts, data
+from app import charts, data, state
 from app.state import ViewState
 from app.views import header, side_runs
 
@@ -32,3 +32,7 @@ def render(vs: ViewState) -> None:
         with st.expander(f"{side.name}: {len(fails)} failed samples"):
             st.dataframe(fails, hide_index=True, width="stretch")
             charts.table_downloads(fails, f"niah failures {side.label}")
+
+
+if __name__ == "__main__":  # run as a page by st.navigation
+    render(state.current())

@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app import charts, data
+from app import charts, data, state
 from app.state import ViewState
 from app.views import header
 
@@ -113,3 +113,7 @@ def render(vs: ViewState) -> None:
             st.markdown(findings.read_text(encoding="utf-8", errors="replace")[:50_000])
     if not len(pd.DataFrame(data.runs())):
         st.info("The store is empty. Pick a model in the sidebar and compute a run, or bundle precomputed/.")
+
+
+if __name__ == "__main__":  # run as a page by st.navigation
+    render(state.current())

@@ -123,3 +123,7 @@ def render(vs: ViewState) -> None:
                         selection_mode="pick")
     if selected:
         _head_detail(vs, a)
+
+
+if __name__ == "__main__":  # run as a page by st.navigation
+    render(state.current())

@@ -70,3 +70,7 @@ def render(vs: ViewState) -> None:
     charts.table_downloads(df.drop(columns=["abl"]), "runs")
     _sql_box()
     _slice(df[df["status"] == "ok"]["run_id"].tolist())
+
+
+if __name__ == "__main__":  # run as a page by st.navigation
+    render(state.current())

@@ -105,3 +105,7 @@ def render(vs: ViewState) -> None:
               for s in found if s.run_id]
     if curves:
         charts.show(charts.position_curves(pd.concat(curves), data.known_models()), "per token loss vs position")
+
+
+if __name__ == "__main__":  # run as a page by st.navigation
+    render(state.current())

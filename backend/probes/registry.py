@@ -8,7 +8,7 @@ from backend.spec import RunSpec
 
 
 def probe_function(name: str) -> Callable:
-    from backend.probes import attention_rows, longppl, niah, retrieval_heads, token_loss
+    from backend.probes import attention_rows, longppl, niah, retrieval_heads, sweep, token_loss
 
     return {
         "token_loss": token_loss.run,
@@ -17,6 +17,7 @@ def probe_function(name: str) -> Callable:
         "niah": niah.run,
         "retrieval_heads": retrieval_heads.run,
         "attention_rows": attention_rows.run,
+        "sweep": sweep.run,
     }[name]
 
 
@@ -25,4 +26,8 @@ def dependencies(spec: RunSpec) -> list[RunSpec]:
         from backend.probes.longppl import dependencies as deps
 
         return deps(spec)
+    if spec.probe == "sweep":
+        from backend.probes.sweep import dependencies as sweep_deps
+
+        return sweep_deps(spec)
     return []

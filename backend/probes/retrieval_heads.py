@@ -33,7 +33,8 @@ def sample_scores(model, codec, prompt: str, answer: str, spans, metric: str, de
     """{layer: score per head} for one sample."""
     enc = codec.encode(prompt + " " + answer)
     ids, offsets = enc.ids, enc.offsets
-    first_answer = next(i for i, (a, _) in enumerate(offsets) if a >= len(prompt))
+    start = len(prompt) + 1  # the answer's first character (after the separating space)
+    first_answer = next(i for i, (a, b) in enumerate(offsets) if b > start and b > a)
     rows = list(range(first_answer - 1, len(ids) - 1))
     needles = needle_positions(offsets, spans)
     if not needles:

@@ -34,8 +34,8 @@ PE_VALUES = ("rope", "nope")
 
 # attention module -> plan it must obey while a kernel-switching apply() is active
 _ACTIVE_PLANS: weakref.WeakKeyDictionary[nn.Module, LayerPlan] = weakref.WeakKeyDictionary()
-# models inside an apply() (nesting is refused)
-_ACTIVE_MODELS: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+# models inside an apply() (nesting is refused) -> the plans they follow there
+_APPLIED_PLANS: weakref.WeakKeyDictionary[nn.Module, tuple[LayerPlan, ...]] = weakref.WeakKeyDictionary()
 # model_type -> adapter class (filled by the @register decorator of each family file)
 REGISTRY: dict[str, type[Adapter]] = {}
 
@@ -251,6 +251,11 @@ class Adapter:
     def native_plans(self) -> list[LayerPlan]:
         return native_plans(self.info())
 
+    def current_plans(self) -> list[LayerPlan]:
+        """The plans the model follows now: those of the active apply(), else the native ones."""
+        active = _APPLIED_PLANS.get(self.model)
+        return list(active) if active is not None else self.native_plans()
+
     # ---- validation
     def validate(self, plans: Sequence[LayerPlan], info: ModelInfo) -> None:
         """Raise ValueError naming the first bad field of ``plans``."""
@@ -284,7 +289,7 @@ class Adapter:
         """
         info = self.info()
         self.validate(plans, info)
-        if self.model in _ACTIVE_MODELS:
+        if self.model in _APPLIED_PLANS:
             raise RuntimeError(
                 "Adapter.apply: this model is already inside an apply(); nesting is not supported"
             )
@@ -292,8 +297,8 @@ class Adapter:
             p.window != info.windows[i] or (p.window is not None and p.sinks > 0) for i, p in enumerate(plans)
         )
         with contextlib.ExitStack() as stack:
-            _ACTIVE_MODELS.add(self.model)
-            stack.callback(_ACTIVE_MODELS.discard, self.model)
+            _APPLIED_PLANS[self.model] = tuple(plans)
+            stack.callback(_APPLIED_PLANS.pop, self.model, None)
             if needs_kernel:
                 self._switch_attention(plans, stack)
             self._install_hooks(plans, info, stack)

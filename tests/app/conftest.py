@@ -58,6 +58,10 @@ def env(monkeypatch, tmp_path):
     monkeypatch.setenv("HYBRIDSCOPE_FAKE_LOG", str(log))
     monkeypatch.delenv("HYBRIDSCOPE_BACKEND_URL", raising=False)
     monkeypatch.delenv("HYBRIDSCOPE_ALLOW_FILE_DATA", raising=False)
+    monkeypatch.delenv("HYBRIDSCOPE_MODEL_ROOTS", raising=False)
+    import backend.model_refs
+
+    monkeypatch.setattr(backend.model_refs, "PRECOMPUTED", pre)  # no bundled zoo models in tests
     _clear_caches()
     yield log
     _clear_caches()

@@ -28,14 +28,26 @@ def test_every_view_renders(store, view):
     assert at.query_params == ({} if view == "overview" else {"view": view})
 
 
-def test_view_radio_switches_page_and_url(store):
-    at = run_app()
-    at.radio(key="w_view").set_value("niah").run()
+def click_nav(at, view: str):
+    """What a click on a navigation link does in the browser: clear the query string, switch page."""
+    at.query_params.clear()
+    return at.switch_page(f"views/{view}.py").run()
+
+
+def test_navigation_keeps_the_state_and_writes_the_view(store):
+    at = run_app(view="longppl", model="zoo/swa64", cmp="1")
+    click_nav(at, "niah")
     assert not at.exception
-    assert at.query_params == {"view": "niah"}
-    assert texts(at, "header") == ["Needle in a haystack"]
-    at.radio(key="w_view").set_value("overview").run()
-    assert at.query_params == {} and texts(at, "header") == [VIEW_HEADERS["overview"]]
+    assert at.query_params == {"view": "niah", "model": "zoo/swa64", "cmp": "1"}
+    assert texts(at, "header") == ["Needle in a haystack"] and len(charts(at)) == 3
+    click_nav(at, "overview")
+    assert at.query_params == {"model": "zoo/swa64", "cmp": "1"}
+    assert texts(at, "header") == [VIEW_HEADERS["overview"]]
+
+
+def test_view_parameter_opens_its_page(store):
+    at = run_app(view="runs", models="zoo/gdn")
+    assert texts(at, "header") == ["Runs"] and at.query_params == {"view": "runs", "models": "zoo/gdn"}
 
 
 def test_widgets_write_only_non_default_values(store):

@@ -1,0 +1,278 @@
+"""capture / current_plans / attention_scale on adapted HF models (tiny random configs, fp32, no downloads).
+
+References that do not use the capture: the attention module's own input (pre-hook) through its
+v_proj / o_proj with kernels.attention.attention_reference, and the explicit masked softmax that
+transformers' eager attention returns (output_attentions=True) of a model *configured* with the
+ablated setting.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import (
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    SmolLM3Config,
+    SmolLM3ForCausalLM,
+)
+from transformers.masking_utils import AttentionMaskInterface
+from transformers.modeling_utils import AttentionInterface
+
+import models.capture_hf as chf
+from backend.attention_probe import row_probs
+from kernels.attention import attention_reference
+from models.adapters import adapter_for
+from models.apply import apply_ablation
+from models.capture import attention_scale, capture, current_plans
+from models.plan import FULL, SWA
+
+FAMILIES = ("qwen3", "smollm3", "gemma3")
+BASE = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16, initializer_range=0.3)
+LAYER_TYPES = [SWA, FULL, SWA, FULL]
+ABLATIONS = ("", "window[swa]=3", "pe[full]=nope", "window[all]=5;sinks=2;pe[swa]=nope")
+
+
+def build(family: str, attn: str = "sdpa", source: torch.nn.Module | None = None, **over) -> torch.nn.Module:
+    """Tiny ``family`` model (SWA, FULL, SWA, FULL; window 8); ``source`` copies weights; ``over``
+    edits the config."""
+    kw = dict(layer_types=LAYER_TYPES, sliding_window=8)
+    if family == "qwen3":
+        model_cls, cfg = Qwen3ForCausalLM, Qwen3Config(
+            **{**BASE, **kw, "use_sliding_window": True, "max_window_layers": 0, **over})
+    elif family == "smollm3":
+        kw.update(use_sliding_window=True, no_rope_layers=[1, 1, 1, 0], pad_token_id=0, bos_token_id=1,
+                  eos_token_id=2)
+        model_cls, cfg = SmolLM3ForCausalLM, SmolLM3Config(**{**BASE, **kw, **over})
+    else:  # query_pre_attn_scalar 9: scaling 1/3, not head_dim ** -0.5
+        kw.update(query_pre_attn_scalar=9)
+        model_cls, cfg = Gemma3ForCausalLM, Gemma3TextConfig(**{**BASE, **kw, **over})
+    torch.manual_seed(0)
+    model = model_cls(cfg).eval()
+    if source is not None:
+        model.load_state_dict(source.state_dict())
+    if attn != "sdpa":
+        model.set_attn_implementation(attn)
+    return model
+
+
+def tokens(seed: int = 0, batch: int = 2, length: int = 20) -> torch.Tensor:
+    return torch.randint(3, 128, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def state(model) -> tuple:
+    """Everything a capture may touch: configs' implementations, hooks, registrations, module tables."""
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    impls = tuple(c._attn_implementation_internal for c in adapter_for(model)._configs())
+    registered = (chf.CAPTURE_ATTN_NAME in AttentionInterface._global_mapping,
+                  chf.CAPTURE_ATTN_NAME in AttentionMaskInterface._global_mapping)
+    return hooks, impls, registered, len(chf._CAPTURES), len(chf._SWITCHED)
+
+
+def module_inputs(model) -> tuple[dict, list]:
+    """Record each attention module's hidden_states input (pre-hooks; remove the returned handles)."""
+    seen: dict[int, torch.Tensor] = {}
+    handles = []
+    for i in range(4):
+        attn = model.model.layers[i].self_attn
+
+        def hook(m, args, kwargs, i=i):
+            seen[i] = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+
+        handles.append(attn.register_forward_pre_hook(hook, with_kwargs=True))
+    return seen, handles
+
+
+# ----------------------------------------------------------------------------- q/k reproduce the layer
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS)
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("family", FAMILIES)
+@torch.no_grad()
+def test_captured_qk_reproduce_attention_output(family, attn, ablation):
+    model, ids = build(family, attn), tokens()
+    seen, handles = module_inputs(model)
+    with apply_ablation(model, ablation) as plans:
+        assert current_plans(model) == plans
+        with capture(model) as cap:
+            model(ids)
+    for h in handles:
+        h.remove()
+    B, L = ids.shape
+    for i, plan in enumerate(plans):
+        attn_mod = model.model.layers[i].self_attn
+        q, k = cap[(i, "q")], cap[(i, "k")]
+        assert q.shape == (B, 4, L, 16) and k.shape == (B, 2, L, 16)
+        v = attn_mod.v_proj(seen[i]).view(B, L, 2, 16).transpose(1, 2)
+        scale = attention_scale(model, i)
+        assert scale == attn_mod.scaling == (1 / 3 if family == "gemma3" else 0.25)
+
+        def through_o_proj(window, sinks, q=q, k=k, v=v, attn_mod=attn_mod, scale=scale):
+            o = attention_reference(q, k, v, window=window, sinks=sinks, scale=scale)
+            return attn_mod.o_proj(o.transpose(1, 2).reshape(B, L, 64))
+
+        sinks = plan.sinks if plan.window is not None else 0
+        ref = through_o_proj(plan.window, sinks)
+        assert (cap[(i, "mixer_out")] - ref).abs().max() < 1e-5, f"layer {i}"
+        wrong = through_o_proj(None if plan.window else 2, 0)  # the comparison can tell windows apart
+        assert (cap[(i, "mixer_out")] - wrong).abs().max() > 1e-3, f"layer {i}"
+
+
+@pytest.mark.parametrize("family", ["qwen3", "gemma3"])
+@torch.no_grad()
+def test_nope_queries_are_unrotated(family):
+    """Under pe=nope the captured q/k are exactly the normalised projections (no rotation)."""
+    model, ids = build(family), tokens()
+    seen, handles = module_inputs(model)
+    with apply_ablation(model, "pe[1]=nope"), capture(model, names=("q", "k"), layers=[0, 1]) as cap:
+        model(ids)
+    for h in handles:
+        h.remove()
+    B, L = ids.shape
+    for i in (0, 1):
+        m = model.model.layers[i].self_attn
+        q = m.q_norm(m.q_proj(seen[i]).view(B, L, 4, 16).transpose(1, 2))
+        k = m.k_norm(m.k_proj(seen[i]).view(B, L, 2, 16).transpose(1, 2))
+        rotated = i == 0
+        assert torch.equal(cap[(i, "q")], q) != rotated and torch.equal(cap[(i, "k")], k) != rotated
+        assert torch.allclose(cap[(i, "q")][:, :, 0], q[:, :, 0], atol=1e-6)  # position 0: no rotation
+
+
+# ----------------------------------------------------------------------------- no side effects
+
+
+@pytest.mark.parametrize("ablation", ["", "window[swa]=3;pe[full]=nope"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("family", FAMILIES)
+@torch.no_grad()
+def test_logits_identical_and_everything_restored(family, attn, ablation):
+    model, ids = build(family, attn), tokens()
+    with apply_ablation(model, ablation):
+        before, st = model(ids).logits, state(model)
+        with capture(model) as cap:
+            assert model.config._attn_implementation == chf.CAPTURE_ATTN_NAME
+            during = model(ids).logits
+        assert state(model) == st
+        after = model(ids).logits
+    assert len(cap) == 12
+    assert torch.equal(during, before) and torch.equal(after, before)
+    assert model.config._attn_implementation == attn
+    assert state(model)[2:] == ((False, False), 0, 0)
+
+
+def test_padded_batch_and_output_attentions_unchanged():
+    """The mask function delegates: a padded 2D mask and eager's weights come out as without capture."""
+    model, ids = build("qwen3", "eager"), tokens()
+    pad = torch.ones_like(ids)
+    pad[0, :4] = 0
+    with torch.no_grad():
+        ref = model(ids, attention_mask=pad, output_attentions=True)
+        with capture(model, names=("k",)):
+            out = model(ids, attention_mask=pad, output_attentions=True)
+    assert torch.equal(out.logits, ref.logits)
+    assert all(torch.equal(a, b) for a, b in zip(out.attentions, ref.attentions))
+
+
+def test_exception_inside_block_restores():
+    model, ids = build("smollm3", "eager"), tokens()
+    st = state(model)
+    with pytest.raises(KeyError, match="boom"):
+        with torch.no_grad(), capture(model, layers=[1, 3]):
+            model(ids)
+            raise KeyError("boom")
+    assert state(model) == st and state(model)[2:] == ((False, False), 0, 0)
+
+
+def test_ablation_entered_inside_capture_is_refused():
+    model, ids = build("qwen3"), tokens()
+    st = state(model)
+    with capture(model, names=("q",)) as cap:
+        with apply_ablation(model, "window[swa]=3"):
+            with pytest.raises(RuntimeError, match="enter Adapter.apply.*first, then capture"):
+                model(ids)
+        model(ids)  # fine again once the inner ablation is gone
+    assert cap[(0, "q")].shape == (2, 4, 20, 16)
+    assert state(model) == st
+
+
+def test_nested_captures_layers_and_errors():
+    model, ids = build("gemma3"), tokens()
+    st = state(model)
+    with torch.no_grad(), capture(model, names=("q",), layers=[0]) as outer:
+        with capture(model, names=("k", "mixer_out"), layers=[1, 2]) as inner:
+            ref = model(ids).logits
+        assert model.config._attn_implementation == chf.CAPTURE_ATTN_NAME  # the outer one still needs it
+        with pytest.raises(RuntimeError, match=r"layers: \[0\] are already being captured"):
+            with capture(model, layers=[0, 3]):
+                pass
+    assert sorted(outer) == [(0, "q")]
+    assert sorted(inner) == [(1, "k"), (1, "mixer_out"), (2, "k"), (2, "mixer_out")]
+    assert state(model) == st
+    assert torch.equal(model(ids).logits.detach(), ref)
+    with pytest.raises(ValueError, match=r"layers: \[4\] out of range; the model has layers 0\.\.3"):
+        with capture(model, layers=[4]):
+            pass
+    with pytest.raises(ValueError, match=r"layer: 7 out of range"):
+        attention_scale(model, 7)
+
+
+@torch.no_grad()
+def test_kv_cache_decode_records_cached_keys():
+    model, ids = build("qwen3"), tokens()
+    out = model(ids[:, :12], use_cache=True)
+    with capture(model, names=("q", "k"), layers=[1]) as cap:
+        model(ids[:, 12:13], past_key_values=out.past_key_values, use_cache=True)
+    assert cap[(1, "q")].shape == (2, 4, 1, 16) and cap[(1, "k")].shape == (2, 2, 13, 16)
+
+
+# ----------------------------------------------------------------------------- current_plans, probes
+
+
+def test_current_plans_outside_and_inside_apply():
+    model = build("smollm3")
+    native = adapter_for(model).native_plans()
+    assert current_plans(model) == native
+    with apply_ablation(model, "skip=2") as plans:  # hook-only ablation (no kernel switch)
+        assert current_plans(model) == plans != native
+        with torch.no_grad(), capture(model, names=("mixer_out",), layers=[1, 2]) as cap:
+            model(tokens())
+    assert not cap[(2, "mixer_out")].any() and cap[(1, "mixer_out")].abs().min() > 0  # after the skip
+    assert current_plans(model) == native
+
+
+EAGER_REFS = {  # ablation -> config edits of a natively configured eager reference
+    "": {},
+    "window[swa]=3": {"sliding_window": 3},
+}
+
+
+@pytest.mark.parametrize("ablation", list(EAGER_REFS))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_row_probs_equal_eager_softmax_rows(family, ablation):
+    model, ids = build(family), tokens(batch=1)
+    ref_model = build(family, "eager", source=model, **EAGER_REFS[ablation])
+    with torch.no_grad():
+        eager = ref_model(ids, output_attentions=True).attentions  # [1, H, L, L] per layer
+    positions = [0, 5, 19]
+    with apply_ablation(model, ablation):
+        rows = row_probs(model, ids, positions)
+    assert sorted(rows) == [0, 1, 2, 3]
+    for i in range(4):
+        assert rows[i].shape == (4, 3, 20)
+        assert (rows[i] - eager[i][0][:, positions]).abs().max() < 1e-5, f"layer {i}"
+    assert (rows[0] - rows[1]).abs().max() > 1e-3  # rows differ between layers: the check can fail
+
+
+def test_smollm3_row_probs_under_nope_equal_native_no_rope_layer():
+    model, ids = build("smollm3"), tokens(batch=1)
+    ref_model = build("smollm3", "eager", source=model, no_rope_layers=[1, 0, 1, 0])
+    with torch.no_grad():
+        eager = ref_model(ids, output_attentions=True).attentions
+    with apply_ablation(model, "pe[1]=nope"):
+        rows = row_probs(model, ids, [7, 19], layers=[1])
+    assert list(rows) == [1]
+    assert (rows[1] - eager[1][0][:, [7, 19]]).abs().max() < 1e-5
