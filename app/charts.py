@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
+from typing import Any
 
 import altair as alt
 import pandas as pd
@@ -34,7 +36,9 @@ def kind_scale() -> alt.Scale:
 def model_scale(all_models: list[str]) -> alt.Scale:
     """Same colour for a model in every chart: the domain is every model the store knows, sorted."""
     domain = sorted(set(all_models))
-    return alt.Scale(domain=domain or ["-"], range=[OKABE_ITO[i % len(OKABE_ITO)] for i in range(len(domain) or 1)])
+    return alt.Scale(
+        domain=domain or ["-"], range=[OKABE_ITO[i % len(OKABE_ITO)] for i in range(len(domain) or 1)]
+    )
 
 
 def side_scale() -> alt.Scale:
@@ -60,15 +64,43 @@ def _png(spec: dict) -> bytes:
     return vl_convert.vegalite_to_png(spec, scale=2)
 
 
-def show(chart: alt.TopLevelMixin, name: str, **kwargs) -> object:
-    """Render ``chart`` with SVG/PNG download buttons (converted only when clicked)."""
-    out = st.altair_chart(chart, width="stretch", **kwargs)
+@st.cache_data(show_spinner=False, max_entries=512)
+def _spec(key: str, _make: Callable[..., alt.TopLevelMixin], args: tuple, kwargs: dict) -> dict:
+    """The Vega-Lite spec of ``_make(*args, **kwargs)``, cached on ``key`` and the (hashed) inputs:
+    building and validating Altair charts is the slowest part of a rerun."""
+    return _make(*args, **kwargs).to_dict()
+
+
+def show(
+    name: str,
+    make: Callable[..., alt.TopLevelMixin],
+    *args: Any,
+    st_kwargs: dict | None = None,
+    **kwargs: Any,
+) -> object:
+    """Render ``make(*args, **kwargs)`` with SVG/PNG download buttons (converted only when clicked)."""
+    spec = _spec(f"{make.__module__}.{make.__qualname__}", make, args, kwargs)
+    out = st.vega_lite_chart(spec=spec, width="stretch", **(st_kwargs or {}))
     slug = _slug(name)
-    c1, c2, _ = st.columns([1, 1, 6])
-    c1.download_button("SVG", lambda: _svg(chart.to_dict()), f"{slug}.svg", "image/svg+xml", key=f"svg-{slug}",
-                       on_click="ignore", help=f"Download '{name}' as SVG")
-    c2.download_button("PNG", lambda: _png(chart.to_dict()), f"{slug}.png", "image/png", key=f"png-{slug}",
-                       on_click="ignore", help=f"Download '{name}' as PNG")
+    c1 = c2 = st.container(horizontal=True, gap="small")
+    c1.download_button(
+        "SVG",
+        lambda: _svg(spec),
+        f"{slug}.svg",
+        "image/svg+xml",
+        key=f"svg-{slug}",
+        on_click="ignore",
+        help=f"Download '{name}' as SVG",
+    )
+    c2.download_button(
+        "PNG",
+        lambda: _png(spec),
+        f"{slug}.png",
+        "image/png",
+        key=f"png-{slug}",
+        on_click="ignore",
+        help=f"Download '{name}' as PNG",
+    )
     return out
 
 
@@ -81,11 +113,23 @@ def _parquet(df: pd.DataFrame) -> bytes:
 def table_downloads(df: pd.DataFrame, name: str) -> None:
     """CSV and Parquet downloads of a table slice (built only when clicked)."""
     slug = _slug(name)
-    c1, c2, _ = st.columns([1, 1, 6])
-    c1.download_button("CSV", lambda: df.to_csv(index=False).encode(), f"{slug}.csv", "text/csv",
-                       key=f"csv-{slug}", on_click="ignore")
-    c2.download_button("Parquet", lambda: _parquet(df), f"{slug}.parquet", "application/vnd.apache.parquet",
-                       key=f"pq-{slug}", on_click="ignore")
+    c1 = c2 = st.container(horizontal=True, gap="small")
+    c1.download_button(
+        "CSV",
+        lambda: df.to_csv(index=False).encode(),
+        f"{slug}.csv",
+        "text/csv",
+        key=f"csv-{slug}",
+        on_click="ignore",
+    )
+    c2.download_button(
+        "Parquet",
+        lambda: _parquet(df),
+        f"{slug}.parquet",
+        "application/vnd.apache.parquet",
+        key=f"pq-{slug}",
+        on_click="ignore",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,48 +142,71 @@ def ppl_bars(df: pd.DataFrame, all_models: list[str], by: str = "ablation") -> a
     """
     d = df.assign(ablation=df["ablation"].replace("", "(none)"))
     enc = {"xOffset": "model:N"} if by == "ablation" else {}
-    return alt.Chart(d).mark_bar().encode(
-        x=alt.X(f"{by}:N", title=None, axis=alt.Axis(labelAngle=-30, labelLimit=160)),
-        y=alt.Y("value:Q", title="perplexity"),
-        color=alt.Color("model:N", scale=model_scale(all_models), legend=alt.Legend(title="model")),
-        column=alt.Column("metric:N", title=None, sort=["PPL", "LongPPL"]),
-        tooltip=["model", "ablation", "metric", alt.Tooltip("value:Q", format=".3f")],
-        **enc,
-    ).properties(width=260, height=240).resolve_scale(y="independent")
+    return (
+        alt.Chart(d)
+        .mark_bar()
+        .encode(
+            x=alt.X(f"{by}:N", title=None, axis=alt.Axis(labelAngle=-30, labelLimit=160)),
+            y=alt.Y("value:Q", title="perplexity"),
+            color=alt.Color("model:N", scale=model_scale(all_models), legend=alt.Legend(title="model")),
+            column=alt.Column("metric:N", title=None, sort=["PPL", "LongPPL"]),
+            tooltip=["model", "ablation", "metric", alt.Tooltip("value:Q", format=".3f")],
+            **enc,
+        )
+        .properties(width=260, height=240)
+        .resolve_scale(y="independent")
+    )
 
 
 def position_curves(df: pd.DataFrame, all_models: list[str]) -> alt.Chart:
     """df: model, ablation, side, bucket_start, mean_nll -> loss vs position."""
     d = df.assign(ablation=df["ablation"].replace("", "(none)"))
-    return alt.Chart(d).mark_line(point=alt.OverlayMarkDef(size=18)).encode(
-        x=alt.X("bucket_start:Q", title="token position"),
-        y=alt.Y("mean_nll:Q", title="mean loss (nats)", scale=alt.Scale(zero=False)),
-        color=alt.Color("model:N", scale=model_scale(all_models)),
-        strokeDash=alt.StrokeDash("ablation:N", title="ablation"),
-        detail="side:N",
-        tooltip=["model", "ablation", "side", "bucket_start", alt.Tooltip("mean_nll:Q", format=".3f")],
-    ).properties(height=280)
+    return (
+        alt.Chart(d)
+        .mark_line(point=alt.OverlayMarkDef(size=18))
+        .encode(
+            x=alt.X("bucket_start:Q", title="token position"),
+            y=alt.Y("mean_nll:Q", title="mean loss (nats)", scale=alt.Scale(zero=False)),
+            color=alt.Color("model:N", scale=model_scale(all_models)),
+            strokeDash=alt.StrokeDash("ablation:N", title="ablation"),
+            detail="side:N",
+            tooltip=["model", "ablation", "side", "bucket_start", alt.Tooltip("mean_nll:Q", format=".3f")],
+        )
+        .properties(height=280)
+    )
 
 
-def sweep_chart(df: pd.DataFrame, all_models: list[str], x_title: str = "receptive field k (tokens)",
-                y_title: str = "LongPPL") -> alt.Chart:
+def sweep_chart(
+    df: pd.DataFrame,
+    all_models: list[str],
+    x_title: str = "receptive field k (tokens)",
+    y_title: str = "LongPPL",
+) -> alt.Chart:
     """df: model, name, x, y, label -> one line per (model, name), log-x."""
-    return alt.Chart(df).mark_line(point=True).encode(
-        x=alt.X("x:Q", title=x_title, scale=alt.Scale(type="log", base=2)),
-        y=alt.Y("y:Q", title=y_title, scale=alt.Scale(type="log")),
-        color=alt.Color("model:N", scale=model_scale(all_models)),
-        strokeDash=alt.StrokeDash("name:N", title="restricted layers"),
-        tooltip=["model", "name", "x", alt.Tooltip("y:Q", format=".3f"), "label"],
-    ).properties(height=280)
+    return (
+        alt.Chart(df)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("x:Q", title=x_title, scale=alt.Scale(type="log", base=2)),
+            y=alt.Y("y:Q", title=y_title, scale=alt.Scale(type="log")),
+            color=alt.Color("model:N", scale=model_scale(all_models)),
+            strokeDash=alt.StrokeDash("name:N", title="restricted layers"),
+            tooltip=["model", "name", "x", alt.Tooltip("y:Q", format=".3f"), "label"],
+        )
+        .properties(height=280)
+    )
 
 
 def niah_heatmap(df: pd.DataFrame, title: str, delta: bool = False) -> alt.Chart:
     """df: length, depth, acc (or delta) -> length x depth heatmap with the values written in."""
     field = "delta" if delta else "acc"
-    scale = (alt.Scale(scheme="blueorange", domain=[-1, 1], reverse=True) if delta
-             else alt.Scale(scheme="viridis", domain=[0, 1]))
+    scale = (
+        alt.Scale(scheme="blueorange", domain=[-1, 1], reverse=True)
+        if delta
+        else alt.Scale(scheme="viridis", domain=[0, 1])
+    )
     base = alt.Chart(df, title=title).encode(
-        x=alt.X("length:O", title="context length (tokens)"),
+        x=alt.X("length:O", title="context length (tokens)", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("depth:O", title="needle depth", sort="ascending"),
     )
     rect = base.mark_rect().encode(
@@ -148,46 +215,83 @@ def niah_heatmap(df: pd.DataFrame, title: str, delta: bool = False) -> alt.Chart
     )
     text = base.mark_text(fontSize=11).encode(
         text=alt.Text(f"{field}:Q", format=".2f"),
-        color=alt.condition(f"abs(datum.{field}) > 0.6" if delta else f"datum.{field} > 0.5",
-                            alt.value("black"), alt.value("white")),
+        color=alt.condition(  # dark cells get white text
+            f"abs(datum.{field}) <= 0.6" if delta else f"datum.{field} > 0.5",
+            alt.value("black"),
+            alt.value("white"),
+        ),
     )
-    return (rect + text).properties(height=220)
+    # fit-x: the height is the plot's own (with "fit" the axes and title would eat into it)
+    return (rect + text).properties(
+        height=36 * max(df["depth"].nunique(), 3),
+        autosize=alt.AutoSizeParams(type="fit-x", contains="padding"),
+    )
 
 
-def head_heatmap(df: pd.DataFrame, title: str, selected: tuple[int, int] | None = None) -> alt.TopLevelMixin:
+def head_heatmap(
+    df: pd.DataFrame, title: str, selected: tuple[int, int] | None = None, score_max: float | None = None
+) -> alt.TopLevelMixin:
     """df: layer, head, layer_type, score (null for non-attention layers).
 
     Left: one lane per layer coloured by its type. Right: score per (layer, head); heads of layers
     without attention are grey and labelled (they have no attention to score, they are not zeros).
+    ``score_max`` fixes the colour scale to [0, score_max] so that A and B maps compare.
     """
+    height = max(140, 24 * df["layer"].nunique())
+    score_scale = (
+        alt.Scale(scheme="viridis", domain=[0, score_max]) if score_max else alt.Scale(scheme="viridis")
+    )
     d = df.assign(kind=df["layer_type"].map(kind_label), attention=df["layer_type"].isin(ATTENTION))
     y = alt.Y("layer:O", title="layer", sort="ascending")
     lanes = d.drop_duplicates("layer")
-    lane = alt.Chart(lanes).mark_rect().encode(
-        y=y, x=alt.value(0), x2=alt.value(14),
-        color=alt.Color("kind:N", scale=kind_scale(), legend=None),
-        tooltip=["layer", "kind"],
-    ).properties(width=16)
+    lane = (
+        alt.Chart(lanes)
+        .mark_rect()
+        .encode(
+            y=y,
+            x=alt.value(0),
+            x2=alt.value(14),
+            color=alt.Color("kind:N", scale=kind_scale(), legend=None),
+            tooltip=["layer", "kind"],
+        )
+        .properties(width=16, height=height)
+    )
     lane_text = alt.Chart(lanes).mark_text(align="left", dx=2).encode(y=y, x=alt.value(18), text="kind:N")
     pick = alt.selection_point(name="pick", fields=["layer", "head"], on="click", clear=False, empty=False)
     base = alt.Chart(d).encode(x=alt.X("head:O", title="head"), y=y)
-    attn = base.transform_filter("datum.attention").mark_rect().encode(
-        color=alt.Color("score:Q", scale=alt.Scale(scheme="viridis"), title="retrieval score"),
-        tooltip=["layer", "head", "kind", alt.Tooltip("score:Q", format=".3f")],
-        stroke=alt.condition(pick, alt.value("#D55E00"), alt.value(None)),
-        strokeWidth=alt.condition(pick, alt.value(2), alt.value(0)),
-    ).add_params(pick)
-    other = base.transform_filter("!datum.attention").mark_rect(color=NO_DATA, opacity=0.5).encode(
-        tooltip=["layer", "kind", alt.Tooltip("head:O", title="head")],
+    attn = (
+        base.transform_filter("datum.attention")
+        .mark_rect()
+        .encode(
+            color=alt.Color("score:Q", scale=score_scale, title="retrieval score"),
+            tooltip=["layer", "head", "kind", alt.Tooltip("score:Q", format=".3f")],
+            stroke=alt.condition(pick, alt.value("#D55E00"), alt.value(None)),
+            strokeWidth=alt.condition(pick, alt.value(2), alt.value(0)),
+        )
+        .add_params(pick)
     )
-    label = alt.Chart(d[~d["attention"]].drop_duplicates("layer")).mark_text(
-        align="left", dx=4, fontStyle="italic").encode(
-        y=y, x=alt.value(4), text=alt.Text("note:N"),
-    ).transform_calculate(note="datum.kind + ' · no attention'")
+    other = (
+        base.transform_filter("!datum.attention")
+        .mark_rect(color=NO_DATA, opacity=0.5)
+        .encode(
+            tooltip=["layer", "kind", alt.Tooltip("head:O", title="head")],
+        )
+    )
+    label = (
+        alt.Chart(d[~d["attention"]].drop_duplicates("layer"))
+        .mark_text(align="left", dx=4, fontStyle="italic")
+        .encode(
+            y=y,
+            x=alt.value(4),
+            text=alt.Text("note:N"),
+        )
+        .transform_calculate(note="datum.kind + ' · no attention'")
+    )
     layers = [other, attn, label]
     if selected is not None:
         sel = d[(d["layer"] == selected[0]) & (d["head"] == selected[1])]
-        layers.append(alt.Chart(sel).mark_rect(fill=None, stroke="#D55E00", strokeWidth=3).encode(
-            x="head:O", y=y))
-    heat = alt.layer(*layers).properties(height=max(140, 22 * d["layer"].nunique()))
+        layers.append(
+            alt.Chart(sel).mark_rect(fill=None, stroke="#D55E00", strokeWidth=3).encode(x="head:O", y=y)
+        )
+    heat = alt.layer(*layers).properties(height=height, width=max(160, 32 * d["head"].nunique()))
     return alt.hconcat(lane + lane_text, heat, title=title).resolve_scale(color="independent")

@@ -63,13 +63,17 @@ def generation(max_age_s: float = 1.0) -> str:
         return _GEN[key][1]
     r = _reader(key)
     r.refresh()
-    gen = f"{len(r.manifests)}:{hash(tuple(sorted((k, m.get('created_at')) for k, m in r.manifests.items())))}"
+    gen = (
+        f"{len(r.manifests)}:{hash(tuple(sorted((k, m.get('created_at')) for k, m in r.manifests.items())))}"
+    )
     _GEN[key] = (now, gen)
     return gen
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _query(sql: str, params: tuple, gen: str, roots_key: tuple[str, ...], max_rows: int | None) -> pd.DataFrame:
+def _query(
+    sql: str, params: tuple, gen: str, roots_key: tuple[str, ...], max_rows: int | None
+) -> pd.DataFrame:
     return _reader(roots_key).sql(sql, list(params), max_rows=max_rows).to_pandas()
 
 
@@ -112,9 +116,14 @@ def canonical_ablation(text: str | None) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _runs(gen: str, roots_key: tuple[str, ...]) -> pd.DataFrame:
-    df = _reader(roots_key).sql(
-        "SELECT run_id, model, probe, dataset, ablation, params, status, error, created_at, duration_s, "
-        "tables, n_rows, store FROM runs ORDER BY created_at DESC, run_id").to_pandas()
+    df = (
+        _reader(roots_key)
+        .sql(
+            "SELECT run_id, model, probe, dataset, ablation, params, status, error, created_at, duration_s, "
+            "tables, n_rows, store FROM runs ORDER BY created_at DESC, run_id"
+        )
+        .to_pandas()
+    )
     df["abl"] = [canonical_ablation(a) for a in df["ablation"]]
     return df
 
@@ -148,8 +157,9 @@ def matching_runs(probe: str, model: str | None, abl: str, data: str | None = No
     return df[df["dataset"] == data] if data else df
 
 
-def find_run(probe: str, model: str | None, abl: str, data: str | None = None,
-             params: dict[str, Any] | None = None) -> tuple[str | None, str | None]:
+def find_run(
+    probe: str, model: str | None, abl: str, data: str | None = None, params: dict[str, Any] | None = None
+) -> tuple[str | None, str | None]:
     """(run_id of the best matching successful run, error of a matching failed run).
 
     Matches probe, model and canonical ablation; ``data``/``params`` narrow when given (an exact
@@ -171,8 +181,11 @@ def find_run(probe: str, model: str | None, abl: str, data: str | None = None,
 
 def layer_types(run_id: str) -> list[str]:
     """Layer kinds of a run's model, from its head_scores (empty when unknown)."""
-    df = query("SELECT layer, any_value(layer_type) AS t FROM head_scores WHERE run_id = ? "
-               "GROUP BY layer ORDER BY layer", (run_id,))
+    df = query(
+        "SELECT layer, any_value(layer_type) AS t FROM head_scores WHERE run_id = ? "
+        "GROUP BY layer ORDER BY layer",
+        (run_id,),
+    )
     return list(df["t"])
 
 
@@ -184,8 +197,10 @@ def provenance() -> str | None:
     if df["meta"].fillna("").str.contains('"fake":true').any():
         return "Some traces here are synthetic (fake numbers written by the test/demo client)."
     if df["model"].fillna("").str.startswith("tiny/").all():
-        return ("These traces come from small randomly initialised models: they show how the views work, "
-                "not the paper's findings.")
+        return (
+            "These traces come from small randomly initialised models: they show how the views work, "
+            "not the paper's findings."
+        )
     return None
 
 
@@ -209,23 +224,34 @@ def longppl_summary() -> pd.DataFrame:
 
 def sweeps() -> pd.DataFrame:
     """Every sweep row with the model of its run."""
-    return query("SELECT r.model, s.name, s.x, s.y, s.label FROM sweep s JOIN runs r USING (run_id) "
-                 "WHERE r.status = 'ok' ORDER BY r.model, s.name, s.x")
+    return query(
+        "SELECT r.model, s.name, s.x, s.y, s.label FROM sweep s JOIN runs r USING (run_id) "
+        "WHERE r.status = 'ok' ORDER BY r.model, s.name, s.x"
+    )
 
 
 def position_curve(run_id: str) -> pd.DataFrame:
     """Loss vs position of one token_loss run: its position_loss table, else buckets of 256 tokens."""
-    df = query("SELECT bucket_start, sum(mean_nll * n) / sum(n) AS mean_nll FROM position_loss "
-               "WHERE run_id = ? GROUP BY bucket_start ORDER BY bucket_start", (run_id,))
+    df = query(
+        "SELECT bucket_start, sum(mean_nll * n) / sum(n) AS mean_nll FROM position_loss "
+        "WHERE run_id = ? GROUP BY bucket_start ORDER BY bucket_start",
+        (run_id,),
+    )
     if df.empty:
-        df = query("SELECT (pos // 256) * 256 AS bucket_start, avg(nll) AS mean_nll FROM token_loss "
-                   "WHERE run_id = ? GROUP BY 1 ORDER BY 1", (run_id,))
+        df = query(
+            "SELECT (pos // 256) * 256 AS bucket_start, avg(nll) AS mean_nll FROM token_loss "
+            "WHERE run_id = ? GROUP BY 1 ORDER BY 1",
+            (run_id,),
+        )
     return df
 
 
 def niah_grid(run_id: str) -> pd.DataFrame:
-    return query("SELECT length, depth, avg(CASE WHEN correct THEN 1.0 ELSE 0.0 END) AS acc, count(*) AS n "
-                 "FROM niah WHERE run_id = ? GROUP BY length, depth ORDER BY length, depth", (run_id,))
+    return query(
+        "SELECT length, depth, avg(CASE WHEN correct THEN 1.0 ELSE 0.0 END) AS acc, count(*) AS n "
+        "FROM niah WHERE run_id = ? GROUP BY length, depth ORDER BY length, depth",
+        (run_id,),
+    )
 
 
 __all__ = ["SqlError", "query", "user_sql", "runs", "find_run", "known_models", "store_dir", "roots"]

@@ -22,18 +22,43 @@ from backend.client import RunFailed, cpu_limits
 from backend.store import TraceStore
 
 KIND_OF = {"F": "full_attention", "S": "sliding_attention", "M": "mamba2", "G": "gated_deltanet"}
-WORDS = ["the", " model", " attends", " to", " tokens", " far", " back", ",", " and", " a", " key", " is",
-         " 4821", ".", "\n", " <b>bold?</b>", " &amp;", " <script>alert(1)</script>", " é", " 🙂"]
-PROBE_TABLES = {"token_loss": ("token_loss", "position_loss"), "longppl": ("longppl", "key_tokens"),
-                "niah": ("niah",), "retrieval_heads": ("head_scores",),
-                "attention_rows": ("attention_rows", "head_entropy"), "sweep": ("sweep",)}
+WORDS = [
+    "the",
+    " model",
+    " attends",
+    " to",
+    " tokens",
+    " far",
+    " back",
+    ",",
+    " and",
+    " a",
+    " key",
+    " is",
+    " 4821",
+    ".",
+    "\n",
+    " <b>bold?</b>",
+    " &amp;",
+    " <script>alert(1)</script>",
+    " é",
+    " 🙂",
+]
+PROBE_TABLES = {
+    "token_loss": ("token_loss", "position_loss"),
+    "longppl": ("longppl", "key_tokens"),
+    "niah": ("niah",),
+    "retrieval_heads": ("head_scores",),
+    "attention_rows": ("attention_rows", "head_entropy"),
+    "sweep": ("sweep",),
+}
 
 
 def layer_types(model: str) -> list[str]:
     name = model.lower()
     if name.startswith("tiny/"):
         return [KIND_OF[c] for c in model[5:] if c in KIND_OF] or ["full_attention"]
-    mixer = ("G" if "gdn" in name else "M" if "mamba" in name else "F" if "full" in name else "S")
+    mixer = "G" if "gdn" in name else "M" if "mamba" in name else "F" if "full" in name else "S"
     return [KIND_OF[c] for c in (mixer * 3 + "F") * 2]
 
 
@@ -45,8 +70,16 @@ def _penalty(ablation: str) -> float:
     return 0.6 if "rf[full]" in ablation or "pe[full]" in ablation else 0.1 if ablation else 0.0
 
 
-def synthetic_tables(probe: str, model: str, ablation: str = "", *, n_docs: int = 2, n_tokens: int = 600,
-                     bucket: int = 64, seed: int = 0) -> dict[str, dict[str, Any]]:
+def synthetic_tables(
+    probe: str,
+    model: str,
+    ablation: str = "",
+    *,
+    n_docs: int = 2,
+    n_tokens: int = 600,
+    bucket: int = 64,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
     """Plausible-looking, deterministic tables of ``probe`` (numbers are fake)."""
     rng = np.random.default_rng(_seed(probe, model, ablation, seed))
     text_rng = np.random.default_rng(_seed(model, seed))  # the text does not depend on the ablation
@@ -67,50 +100,96 @@ def synthetic_tables(probe: str, model: str, ablation: str = "", *, n_docs: int 
         lens = np.array([len(s) for s in text])
         ends = np.concatenate([np.cumsum(lens[doc == d]) for d in range(n_docs)])
         is_key = (text_rng.random(len(n)) < 0.05) & (p > 32)
-        tl = {"doc": doc, "pos": p, "token_id": t, "token": text, "char_start": ends - lens, "char_end": ends,
-              "nll": n.astype(np.float32), "is_key": is_key}
+        tl = {
+            "doc": doc,
+            "pos": p,
+            "token_id": t,
+            "token": text,
+            "char_start": ends - lens,
+            "char_end": ends,
+            "nll": n.astype(np.float32),
+            "is_key": is_key,
+        }
         if probe == "token_loss":
             out["token_loss"] = tl
             b = p // bucket
             sums, counts = np.bincount(b, weights=n), np.bincount(b)
             starts = np.arange(len(counts)) * bucket
-            out["position_loss"] = {"bucket_start": starts, "bucket_end": np.minimum(starts + bucket, n_tokens),
-                                    "mean_nll": sums / np.maximum(counts, 1), "n": counts}
+            out["position_loss"] = {
+                "bucket_start": starts,
+                "bucket_end": np.minimum(starts + bucket, n_tokens),
+                "mean_nll": sums / np.maximum(counts, 1),
+                "n": counts,
+            }
         else:
             rows = []
             for d in range(n_docs):
                 m = doc == d
                 key = m & is_key
-                rows.append((d, int(m.sum()), int(key.sum()), math.exp(n[m].mean()),
-                             math.exp(n[key].mean() + pen) if key.any() else None))
+                rows.append(
+                    (
+                        d,
+                        int(m.sum()),
+                        int(key.sum()),
+                        math.exp(n[m].mean()),
+                        math.exp(n[key].mean() + pen) if key.any() else None,
+                    )
+                )
             out["longppl"] = dict(zip(("doc", "n_tokens", "n_key", "ppl", "longppl"), map(list, zip(*rows))))
-            out["key_tokens"] = {"doc": doc[is_key], "char_start": (ends - lens)[is_key], "char_end": ends[is_key],
-                                 "pos": p[is_key], "score": (n[is_key] * 0 + 2.5).astype(np.float32)}
+            out["key_tokens"] = {
+                "doc": doc[is_key],
+                "char_start": (ends - lens)[is_key],
+                "char_end": ends[is_key],
+                "pos": p[is_key],
+                "score": (n[is_key] * 0 + 2.5).astype(np.float32),
+            }
     elif probe == "niah":
-        grid = [(L, dep, s) for L in (256, 512, 1024) for dep in (0.0, 0.25, 0.5, 0.75, 1.0) for s in range(2)]
+        grid = [
+            (L, dep, s) for L in (256, 512, 1024) for dep in (0.0, 0.25, 0.5, 0.75, 1.0) for s in range(2)
+        ]
         p_ok = 0.9 - pen - 0.15 * kinds.count("sliding_attention") / len(kinds)
         ok = rng.random(len(grid)) < p_ok
-        out["niah"] = {"length": [g[0] for g in grid], "depth": [g[1] for g in grid], "sample": [g[2] for g in grid],
-                       "expected": ["4821"] * len(grid), "predicted": ["4821" if o else "17" for o in ok],
-                       "correct": ok}
+        out["niah"] = {
+            "length": [g[0] for g in grid],
+            "depth": [g[1] for g in grid],
+            "sample": [g[2] for g in grid],
+            "expected": ["4821"] * len(grid),
+            "predicted": ["4821" if o else "17" for o in ok],
+            "correct": ok,
+        }
     elif probe == "retrieval_heads":
         rows = [(layer, h, k) for layer, k in enumerate(kinds) for h in range(4)]
-        scores = [float(rng.beta(0.6, 3.0)) if k in ("full_attention", "sliding_attention") else None
-                  for _, _, k in rows]
-        out["head_scores"] = {"layer": [r[0] for r in rows], "head": [r[1] for r in rows],
-                              "layer_type": [r[2] for r in rows], "score": scores,
-                              "n_samples": [6] * len(rows), "metric": ["mass"] * len(rows)}
+        scores = [
+            float(rng.beta(0.6, 3.0)) if k in ("full_attention", "sliding_attention") else None
+            for _, _, k in rows
+        ]
+        out["head_scores"] = {
+            "layer": [r[0] for r in rows],
+            "head": [r[1] for r in rows],
+            "layer_type": [r[2] for r in rows],
+            "score": scores,
+            "n_samples": [6] * len(rows),
+            "metric": ["mass"] * len(rows),
+        }
     elif probe == "attention_rows":
-        att = [(layer, h) for layer, k in enumerate(kinds) if k in ("full_attention", "sliding_attention")
-               for h in range(4)]
+        att = [
+            (layer, h)
+            for layer, k in enumerate(kinds)
+            if k in ("full_attention", "sliding_attention")
+            for h in range(4)
+        ]
         q, top = n_tokens - 1, 8
-        ar: dict[str, list] = {k: [] for k in ("layer", "head", "query_pos", "rank", "key_pos", "weight", "token")}
+        ar: dict[str, list] = {
+            k: [] for k in ("layer", "head", "query_pos", "rank", "key_pos", "weight", "token")
+        }
         ent: dict[str, list] = {k: [] for k in ("layer", "head", "query_pos", "entropy")}
         for layer, h in att:
             keys = rng.choice(q + 1, top, replace=False)
             w = np.sort(rng.dirichlet(np.ones(top) * 0.5))[::-1] * 0.9
             for r in range(top):
-                for k, v in zip(ar, (layer, h, q, r, int(keys[r]), float(w[r]), WORDS[int(keys[r]) % len(WORDS)])):
+                for k, v in zip(
+                    ar, (layer, h, q, r, int(keys[r]), float(w[r]), WORDS[int(keys[r]) % len(WORDS)])
+                ):
                     ar[k].append(v)
             for k, v in zip(ent, (layer, h, q, float(rng.uniform(0.5, 5.0)))):
                 ent[k].append(v)
@@ -120,16 +199,27 @@ def synthetic_tables(probe: str, model: str, ablation: str = "", *, n_docs: int 
         base = 8.0 + rng.random()
         rows = [("restrict_full", k, base * (1 + 6.0 / math.log2(k))) for k in ks]
         rows += [("restrict_efficient", k, base * (1 + 0.2 / math.log2(k))) for k in ks]
-        out["sweep"] = {"name": [r[0] for r in rows], "x": [float(r[1]) for r in rows], "y": [r[2] for r in rows],
-                        "label": [f"k={r[1]}" for r in rows]}
+        out["sweep"] = {
+            "name": [r[0] for r in rows],
+            "x": [float(r[1]) for r in rows],
+            "y": [r[2] for r in rows],
+            "label": [f"k={r[1]}" for r in rows],
+        }
     else:
         raise ValueError(f"probe: no synthetic traces for {probe!r}; allowed: {', '.join(PROBE_TABLES)}")
     return out
 
 
-def write_synthetic(store_root: str | os.PathLike, model: str, probe: str, ablation: str = "",
-                    data: str | None = None, params: dict | None = None, run_id: str | None = None,
-                    **kw: Any) -> str:
+def write_synthetic(
+    store_root: str | os.PathLike,
+    model: str,
+    probe: str,
+    ablation: str = "",
+    data: str | None = None,
+    params: dict | None = None,
+    run_id: str | None = None,
+    **kw: Any,
+) -> str:
     """Write one synthetic run into the store at ``store_root``; returns its run_id."""
     spec: dict[str, Any] = {"model": model, "probe": probe}
     if data:
@@ -138,10 +228,13 @@ def write_synthetic(store_root: str | os.PathLike, model: str, probe: str, ablat
         spec["params"] = params
     if ablation:
         spec["ablation"] = ablation
-    run_id = run_id or "fake-" + hashlib.sha256(json.dumps([spec, kw], sort_keys=True).encode()).hexdigest()[:16]
+    run_id = (
+        run_id or "fake-" + hashlib.sha256(json.dumps([spec, kw], sort_keys=True).encode()).hexdigest()[:16]
+    )
     tables = synthetic_tables(probe, model, ablation, **kw)
-    TraceStore(store_root).write_run(run_id, spec, tables, meta={"ablation_text": ablation, "fake": True},
-                                     overwrite=True)
+    TraceStore(store_root).write_run(
+        run_id, spec, tables, meta={"ablation_text": ablation, "fake": True}, overwrite=True
+    )
     return run_id
 
 
@@ -170,8 +263,12 @@ class FakeClient:
         probe = spec.probe if spec.probe in PROBE_TABLES else "token_loss"
         run_id = spec.run_id("fake-model", "fake-data")
         TraceStore(self.store).write_run(
-            run_id, spec.canonical(), synthetic_tables(probe, spec.model, spec.ablation.to_text(), **kw),
-            meta={"ablation_text": spec.ablation.to_text(), "fake": True}, overwrite=True)
+            run_id,
+            spec.canonical(),
+            synthetic_tables(probe, spec.model, spec.ablation.to_text(), **kw),
+            meta={"ablation_text": spec.ablation.to_text(), "fake": True},
+            overwrite=True,
+        )
         if on_progress:
             on_progress(1.0, "done")
         return run_id

@@ -46,8 +46,10 @@ def main() -> None:
     st.set_page_config(page_title="HybridScope", page_icon="🔭", layout="wide")
     raw = st.query_params.to_dict()
     vs, warnings = state.parse(raw)
-    pages = {name: st.Page(f"views/{name}.py", title=title, url_path=name, default=name == "overview")
-             for name, title in VIEWS.items()}
+    pages = {
+        name: st.Page(f"views/{name}.py", title=title, url_path=name, default=name == "overview")
+        for name, title in VIEWS.items()
+    }
     pg = st.navigation(list(pages.values()), position="sidebar")
     page_view = next((name for name, p in pages.items() if p is pg), "overview")
     prev = st.session_state.get(state.CURRENT)

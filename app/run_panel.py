@@ -24,8 +24,14 @@ from models.ablation_text import TEXT_EXAMPLE
 
 CLIENT_FACTORY: Callable[[], Client] | None = None  # tests may install a fake here
 DEMO_MODEL = "tiny/SSSF"  # a random tiny native model: always available, for trying things out
-FIELDS = {"window": "window", "pe": "pe", "rf": "receptive field", "sinks": "sinks", "skip": "skip layers",
-          "heads": "mask heads"}
+FIELDS = {
+    "window": "window",
+    "pe": "pe",
+    "rf": "receptive field",
+    "sinks": "sinks",
+    "skip": "skip layers",
+    "heads": "mask heads",
+}
 
 
 def client() -> Client:
@@ -38,11 +44,18 @@ def client() -> Client:
     return default_client(store=str(data.store_dir()))
 
 
-def limits() -> dict:
+@st.cache_data(ttl=60, show_spinner=False)
+def _limits(backend: str) -> dict:
     try:
         return dict(client().limits())
     except Exception as e:  # noqa: BLE001 - an unreachable backend is reported, not raised
         return {"error": f"backend unreachable: {e}"}
+
+
+def limits() -> dict:
+    """What the backend accepts (cached for a minute: an HTTP backend is asked over the network)."""
+    keys = ("HYBRIDSCOPE_BACKEND_URL", "HYBRIDSCOPE_CLIENT", "HYBRIDSCOPE_MAX_TOKENS", "HYBRIDSCOPE_MAX_DOCS")
+    return _limits("|".join([os.environ.get(k, "") for k in keys] + [repr(CLIENT_FACTORY)]))
 
 
 def limits_text(lim: dict) -> str:
@@ -86,12 +99,18 @@ def sides(vs: ViewState) -> list[tuple[str, str | None, str]]:
     return out
 
 
-def build_spec(vs: ViewState, model: str | None, abl: str, probe: str | None = None,
-               extra_params: dict | None = None) -> RunSpec:
+def build_spec(
+    vs: ViewState, model: str | None, abl: str, probe: str | None = None, extra_params: dict | None = None
+) -> RunSpec:
     probe = probe or vs.effective_probe
     params = state.parse_params(vs.params, probe) if probe == vs.effective_probe else {}
-    return RunSpec.build(model=model or DEMO_MODEL, probe=probe, data=vs.data, ablation=abl,
-                         params={**params, **(extra_params or {})})
+    return RunSpec.build(
+        model=model or DEMO_MODEL,
+        probe=probe,
+        data=vs.data,
+        ablation=abl,
+        params={**params, **(extra_params or {})},
+    )
 
 
 def submit(spec: RunSpec) -> str | None:
@@ -99,8 +118,10 @@ def submit(spec: RunSpec) -> str | None:
     lim = limits()
     why = over_limits(spec, lim)
     if why:
-        st.error(f"Refused: {why}. Limits of this backend — {limits_text(lim)}. Lower the probe parameters, "
-                 "or point the dashboard at a GPU backend (HYBRIDSCOPE_BACKEND_URL).")
+        st.error(
+            f"Refused: {why}. Limits of this backend — {limits_text(lim)}. Lower the probe parameters, "
+            "or point the dashboard at a GPU backend (HYBRIDSCOPE_BACKEND_URL)."
+        )
         return None
     bar = st.progress(0.0, text=f"{spec.probe} on {spec.model}: starting")
 
@@ -118,8 +139,15 @@ def submit(spec: RunSpec) -> str | None:
     return run_id
 
 
-def missing(label: str, probe: str, model: str | None, abl: str, vs: ViewState, error: str | None = None,
-            extra_params: dict | None = None) -> None:
+def missing(
+    label: str,
+    probe: str,
+    model: str | None,
+    abl: str,
+    vs: ViewState,
+    error: str | None = None,
+    extra_params: dict | None = None,
+) -> None:
     """The prompt shown where a view lacks traces: what is missing, and a button to compute it."""
     what = f"**{label}**: {state.shown(model)}" + (f" with {state.shown(abl, 80)}" if abl else "")
     if error:
@@ -145,16 +173,29 @@ def missing(label: str, probe: str, model: str | None, abl: str, vs: ViewState, 
 def render(vs: ViewState) -> None:
     opts = model_options(vs)
     st.selectbox("Model A", opts, **state.bind("model", to_widget=lambda v: v or opts[0]))
-    st.text_input("Ablation A", placeholder="none, e.g. rf[full]=512", help="compact text form, e.g. " + TEXT_EXAMPLE,
-                  **state.bind("abl", from_widget=str.strip))
+    st.text_input(
+        "Ablation A",
+        placeholder="none, e.g. rf[full]=512",
+        help="compact text form, e.g. " + TEXT_EXAMPLE,
+        **state.bind("abl", from_widget=str.strip),
+    )
     state.show_error("w_abl")
     st.toggle("Compare A vs B", **state.bind("cmp"))
     if vs.cmp:
         same = "(same as A)"
-        st.selectbox("Model B", [same, *opts], **state.bind(
-            "model_b", to_widget=lambda v: v or same, from_widget=lambda v: None if v == same else v))
-        st.text_input("Ablation B", placeholder="none, e.g. pe[full]=nope", help="compact text form, e.g. " + TEXT_EXAMPLE,
-                       **state.bind("abl_b", from_widget=str.strip))
+        st.selectbox(
+            "Model B",
+            [same, *opts],
+            **state.bind(
+                "model_b", to_widget=lambda v: v or same, from_widget=lambda v: None if v == same else v
+            ),
+        )
+        st.text_input(
+            "Ablation B",
+            placeholder="none, e.g. pe[full]=nope",
+            help="compact text form, e.g. " + TEXT_EXAMPLE,
+            **state.bind("abl_b", from_widget=str.strip),
+        )
         state.show_error("w_abl_b")
     with st.expander("Ablation editor"):
         editor(vs)
@@ -230,15 +271,27 @@ def _param_widget(probe: str, name: str, info: Any, value: Any, apply: Callable[
 
 def compute_form(vs: ViewState) -> None:
     view_probe = VIEW_PROBE[vs.view]
-    st.selectbox("Probe", RUN_PROBES, **state.bind(
-        "probe", to_widget=lambda v: v or view_probe, from_widget=lambda v: None if v == view_probe else v))
-    st.selectbox("Dataset", ["(probe default)", *BUILTIN_DATA], **state.bind(
-        "data", to_widget=lambda v: v or "(probe default)",
-        from_widget=lambda v: None if v == "(probe default)" else v))
+    st.selectbox(
+        "Probe",
+        RUN_PROBES,
+        **state.bind(
+            "probe", to_widget=lambda v: v or view_probe, from_widget=lambda v: None if v == view_probe else v
+        ),
+    )
+    st.selectbox(
+        "Dataset",
+        ["(probe default)", *BUILTIN_DATA],
+        **state.bind(
+            "data",
+            to_widget=lambda v: v or "(probe default)",
+            from_widget=lambda v: None if v == "(probe default)" else v,
+        ),
+    )
     probe = vs.effective_probe
     model_cls = PROBES[probe][0]
     current = {**model_cls().model_dump(mode="json"), **state.parse_params(vs.params, probe)}
     for name, info in model_cls.model_fields.items():
+
         def apply(v: Any, name: str = name) -> None:
             texts = dict(seg.split("=", 1) for seg in state.url_state().params.split(";") if seg)
             texts[name] = v.strip() if isinstance(v, str) else str(v)

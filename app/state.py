@@ -11,32 +11,39 @@ from __future__ import annotations
 
 import os
 import re
-import typing
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import streamlit as st
-from pydantic import ValidationError
 
+from app.probe_params import format_params, parse_params
 from backend.params import PROBES
 from models.ablation import Ablation, AblationError
 
 VIEWS: dict[str, str] = {  # name -> title (also the navigation order)
-    "overview": "Overview", "longppl": "LongPPL", "token_loss": "Per-token loss",
-    "retrieval_heads": "Retrieval heads", "niah": "NIAH", "runs": "Runs",
+    "overview": "Overview",
+    "longppl": "LongPPL",
+    "token_loss": "Per-token loss",
+    "retrieval_heads": "Retrieval heads",
+    "niah": "NIAH",
+    "runs": "Runs",
 }
-VIEW_PROBE: dict[str, str] = {"overview": "longppl", "longppl": "longppl", "token_loss": "token_loss",
-                              "retrieval_heads": "retrieval_heads", "niah": "niah", "runs": "token_loss"}
+VIEW_PROBE: dict[str, str] = {
+    "overview": "longppl",
+    "longppl": "longppl",
+    "token_loss": "token_loss",
+    "retrieval_heads": "retrieval_heads",
+    "niah": "niah",
+    "runs": "token_loss",
+}
 RUN_PROBES = tuple(p for p in PROBES if p != "key_tokens")  # what the run panel offers
 BUILTIN_DATA = ("zoo:test", "zoo:val", "stdlib")
 MAX_VALUE_LEN = 512
 MAX_INT = {"doc": 1_000_000, "start": 1 << 20, "layer": 4095, "head": 4095}
 MAX_MODELS = 16
 _REF = re.compile(r"^[A-Za-z0-9_.:/@+=,~-]{1,200}$")
-_PARAM_KEY = re.compile(r"^[a-z_]{1,32}$")
-_PARAM_VALUE = re.compile(r"^[A-Za-z0-9_.,:/+-]{0,200}$")
 _UINT = re.compile(r"^\d{1,9}$")
 
 
@@ -146,55 +153,21 @@ def _models(raw: str) -> tuple[str, ...]:
 
 
 PARSERS: dict[str, Callable[[str], Any]] = {
-    "view": _view, "model": _ref, "abl": _ablation, "cmp": _bool, "model_b": _ref, "abl_b": _ablation,
-    "data": _data, "probe": _probe, "params": lambda raw: raw, "doc": _uint("doc"),
-    "start": _uint("start"), "layer": _uint("layer"), "head": _uint("head"), "models": _models,
+    "view": _view,
+    "model": _ref,
+    "abl": _ablation,
+    "cmp": _bool,
+    "model_b": _ref,
+    "abl_b": _ablation,
+    "data": _data,
+    "probe": _probe,
+    "params": lambda raw: raw,
+    "doc": _uint("doc"),
+    "start": _uint("start"),
+    "layer": _uint("layer"),
+    "head": _uint("head"),
+    "models": _models,
 }
-
-
-# ---------------------------------------------------------------------------------------------
-# probe parameters: compact text <-> validated dict
-# ---------------------------------------------------------------------------------------------
-def _is_tuple(annotation: Any) -> bool:
-    return typing.get_origin(annotation) is tuple
-
-
-def parse_params(text: str, probe: str) -> dict[str, Any]:
-    """``"max_tokens=2048;lengths=256,512"`` -> validated non-default params of ``probe``.
-
-    Raises ValueError naming the parameter and what is allowed.
-    """
-    model = PROBES[probe][0]
-    raw: dict[str, Any] = {}
-    for seg in (s for s in text.split(";") if s):
-        key, sep, value = seg.partition("=")
-        if not sep or not _PARAM_KEY.match(key) or not _PARAM_VALUE.match(value):
-            raise ValueError(f"params: malformed entry {seg[:40]!r}; expected key=value")
-        if key not in model.model_fields:
-            raise ValueError(f"params: unknown parameter {key!r} for probe {probe}; allowed: "
-                             f"{', '.join(model.model_fields)}")
-        ann = model.model_fields[key].annotation
-        if _is_tuple(ann):
-            raw[key] = [v for v in value.split(",") if v]
-        elif value.lower() in ("none", "null") and not model.model_fields[key].is_required():
-            raw[key] = None
-        else:
-            raw[key] = value
-    try:
-        typed = model(**raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise ValueError(f"params.{loc}: {err['msg']} (probe {probe})") from None
-    return typed.model_dump(mode="json", exclude_defaults=True)
-
-
-def format_params(values: Mapping[str, Any]) -> str:
-    """Canonical compact text of already-validated params (sorted keys)."""
-    def one(v: Any) -> str:
-        return ",".join(str(x) for x in v) if isinstance(v, list | tuple) else str(v)
-
-    return ";".join(f"{k}={one(v)}" for k, v in sorted(values.items()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,15 +192,19 @@ def parse(query: Mapping[str, Any]) -> tuple[ViewState, list[str]]:
             values[key] = PARSERS[key](raw)
         except ValueError as e:
             default = getattr(DEFAULT, key)
-            warnings.append(f"Ignored URL parameter “{key}={shown(raw)}”: {shown(e, 160)}. "
-                            f"Using the default ({shown(default) if default not in (None, '') else 'none'}).")
+            warnings.append(
+                f"Ignored URL parameter “{key}={shown(raw)}”: {shown(e, 160)}. "
+                f"Using the default ({shown(default) if default not in (None, '') else 'none'})."
+            )
     state = replace(DEFAULT, **values)
     if state.params:
         try:
             state = replace(state, params=format_params(parse_params(state.params, state.effective_probe)))
         except ValueError as e:
-            warnings.append(f"Ignored URL parameter “params={shown(state.params)}”: {shown(e, 160)}. "
-                            "Using the probe's defaults.")
+            warnings.append(
+                f"Ignored URL parameter “params={shown(state.params)}”: {shown(e, 160)}. "
+                "Using the probe's defaults."
+            )
             state = replace(state, params="")
     return state, warnings
 
@@ -264,7 +241,9 @@ def with_changes(state: ViewState, **changes: Any) -> ViewState:
             try:
                 PARSERS[key](encoded[key])
             except ValueError as e:
-                raise ValueError(str(e) if str(e).startswith(("ablation", "params")) else f"{key}: {e}") from None
+                raise ValueError(
+                    str(e) if str(e).startswith(("ablation", "params")) else f"{key}: {e}"
+                ) from None
     if candidate.params:
         parse_params(candidate.params, candidate.effective_probe)
     return parse(encoded)[0]
@@ -304,8 +283,10 @@ def update(**changes: Any) -> ViewState:
 def fallback(field: str, reason: str) -> ViewState:
     """A URL value that the data rejects (e.g. a head out of range): warn and reset to the default."""
     state = current()
-    st.warning(f"Ignored URL parameter “{field}={shown(getattr(state, field))}”: {shown(reason, 160)}. "
-               "Using the default.")
+    st.warning(
+        f"Ignored URL parameter “{field}={shown(getattr(state, field))}”: {shown(reason, 160)}. "
+        "Using the default."
+    )
     state = replace(state, **{field: getattr(DEFAULT, field)})
     write(state)
     return state
@@ -340,11 +321,13 @@ def bind_value(key: str, value: Any, apply: Callable[[Any], None]) -> dict[str, 
     return {"key": key, "on_change": on_change}
 
 
-def bind(field: str, to_widget: Callable[[Any], Any] = lambda v: v,
-         from_widget: Callable[[Any], Any] = lambda v: v) -> dict[str, Any]:
+def bind(
+    field: str, to_widget: Callable[[Any], Any] = lambda v: v, from_widget: Callable[[Any], Any] = lambda v: v
+) -> dict[str, Any]:
     """:func:`bind_value` for one state field (widget key ``w_<field>``)."""
-    return bind_value(f"w_{field}", to_widget(getattr(current(), field)),
-                      lambda v: update(**{field: from_widget(v)}))
+    return bind_value(
+        f"w_{field}", to_widget(getattr(current(), field)), lambda v: update(**{field: from_widget(v)})
+    )
 
 
 def show_error(key: str) -> None:

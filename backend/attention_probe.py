@@ -32,7 +32,8 @@ def row_probs(
     plans = current_plans(model)
     attn_layers = [i for i, p in enumerate(plans) if p.is_attention]
     layers = attn_layers if layers is None else [i for i in layers if i in attn_layers]
-    qpos = torch.tensor(query_positions, dtype=torch.long, device=ids.device)
+    qpos_cpu = torch.tensor(query_positions, dtype=torch.long)  # validated on the host: no GPU sync
+    qpos = qpos_cpu.to(ids.device)
     pending: dict[int, dict[str, torch.Tensor]] = {}
     out: dict[int, object] = {}
 
@@ -42,7 +43,7 @@ def row_probs(
         if "q" in slot and "k" in slot:
             plan, q, k = plans[layer], slot["q"], slot["k"]
             del pending[layer]
-            probs = attention_probs_rows(q, k, qpos, window=plan.window, sinks=plan.sinks if plan.window else 0,
+            probs = attention_probs_rows(q, k, qpos_cpu, window=plan.window, sinks=plan.sinks if plan.window else 0,
                                          scale=attention_scale(model, layer))[0]
             out[layer] = reduce(layer, probs) if reduce else probs
 

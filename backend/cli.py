@@ -19,6 +19,8 @@ def parse_param(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise ValueError(f"--param: expected key=value, got {item!r}")
     key, raw = item.split("=", 1)
+    if not key.strip():
+        raise ValueError(f"--param: expected key=value, got {item!r}")
 
     def one(v: str) -> Any:
         try:
@@ -29,8 +31,15 @@ def parse_param(item: str) -> tuple[str, Any]:
     return key.strip(), [one(v) for v in raw.split(",")] if "," in raw else one(raw)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit code 2) like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m backend", description="HybridScope backend")
+    ap = _Parser(prog="python -m backend", description="HybridScope backend")
     sub = ap.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("models", help="list known model refs")
     m.add_argument("--json", action="store_true")
@@ -58,9 +67,12 @@ def _spec(args):
 
     if args.spec_json:
         try:
-            return RunSpec.build(**json.loads(args.spec_json))
+            body = json.loads(args.spec_json)
         except json.JSONDecodeError as e:
             raise SpecError(f"--spec-json: not valid JSON ({e.msg})") from None
+        if not isinstance(body, dict):
+            raise SpecError(f"--spec-json: expected a JSON object (a RunSpec), got {type(body).__name__}")
+        return RunSpec.build(**body)
     if not args.model or not args.probe:
         raise SpecError("run: --model and --probe are required (or --spec-json)")
     params = dict(parse_param(p) for p in args.param)
@@ -79,7 +91,8 @@ def cmd_run(args) -> int:
     else:
         from tqdm import tqdm
 
-        with tqdm(total=100, desc=spec.probe, unit="%", file=sys.stderr) as bar:
+        # disable=None: a bar only on a terminal; piped stderr gets just the one-line error, if any
+        with tqdm(total=100, desc=spec.probe, unit="%", file=sys.stderr, disable=None) as bar:
             def progress(f: float, msg: str) -> None:
                 bar.set_postfix_str(msg[:40])
                 bar.update(max(0, int(f * 100) - bar.n))

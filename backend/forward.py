@@ -21,7 +21,9 @@ def hidden_states(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def nll_from_hidden(model: torch.nn.Module, hidden: torch.Tensor, ids: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+def nll_from_hidden(
+    model: torch.nn.Module, hidden: torch.Tensor, ids: torch.Tensor, chunk: int = 8192
+) -> torch.Tensor:
     """NLL (nats, float32) of token t+1 given tokens <= t, for t = 0..L-2: shape [B, L-1].
 
     The LM head runs on ``chunk`` positions at a time, so memory stays O(chunk x vocab).
@@ -30,18 +32,21 @@ def nll_from_hidden(model: torch.nn.Module, hidden: torch.Tensor, ids: torch.Ten
     out = torch.empty(ids.shape[0], ids.shape[1] - 1, dtype=torch.float32, device=ids.device)
     for s in range(0, ids.shape[1] - 1, chunk):
         e = min(s + chunk, ids.shape[1] - 1)
-        logits = head(hidden[:, s:e]).float()
-        out[:, s:e] = F.cross_entropy(logits.transpose(1, 2), ids[:, s + 1 : e + 1], reduction="none")
+        logits = head(hidden[:, s:e]).float()  # [B, n, vocab]; flattened so the softmax runs on the last dim
+        nll = F.cross_entropy(logits.flatten(0, 1), ids[:, s + 1 : e + 1].flatten(), reduction="none")
+        out[:, s:e] = nll.view(ids.shape[0], e - s)
     return out
 
 
-def token_nll(model: torch.nn.Module, ids: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+def token_nll(model: torch.nn.Module, ids: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
     """Per-token NLL [B, L-1] of a batch of unpadded sequences."""
     return nll_from_hidden(model, hidden_states(model, ids), ids, chunk)
 
 
 @torch.inference_mode()
-def greedy_generate(model: torch.nn.Module, ids: torch.Tensor, max_new_tokens: int, eos_id: int | None = None) -> list[int]:
+def greedy_generate(
+    model: torch.nn.Module, ids: torch.Tensor, max_new_tokens: int, eos_id: int | None = None
+) -> list[int]:
     """Greedy continuation of one sequence [1, L] by full recomputation (no cache: exact under any
     ablation, including receptive-field limits that a KV cache would not honour)."""
     _, head = _parts(model)

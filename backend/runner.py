@@ -5,6 +5,7 @@ at once if any store (the user store, then precomputed/) holds a successful run 
 Otherwise it takes a per-run lock (a thread lock plus a file lock, so concurrent threads and
 processes asking for one run compute it once), checks again, runs the probe's dependencies,
 applies the ablation, runs the probe with progress reporting, and writes the traces atomically.
+Probes on one loaded (cached, shared) model run one at a time: an ablation changes that object.
 A failing probe stores its error message and no tables, then re-raises.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,8 @@ from backend.store import TraceStore
 Progress = Callable[[float, str], None]
 _THREAD_LOCKS: dict[str, threading.Lock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
+# one probe at a time per loaded model: ablations and captures change the shared (cached) model object
+_MODEL_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 SYNTHETIC = ("niah", "retrieval_heads")  # probes that generate their own inputs (data = haystack text)
 
 
@@ -129,7 +133,7 @@ class Runner:
             _, docs, _ = datasets.resolve(spec.data, getattr(params, "n_docs", None))
         ctx = ProbeContext(spec, params, lm, docs, progress, self, meta={"_deps": deps})
         t1 = time.perf_counter()
-        with apply_ablation(lm.model, spec.ablation):
+        with _model_lock(lm.model), apply_ablation(lm.model, spec.ablation):
             tables = fn(ctx)
         ctx.meta.pop("_deps", None)
         meta = {
@@ -153,6 +157,14 @@ def needs_docs(spec: RunSpec) -> bool:
 def _thread_lock(run_id: str) -> threading.Lock:
     with _THREAD_LOCKS_GUARD:
         return _THREAD_LOCKS.setdefault(run_id, threading.Lock())
+
+
+def _model_lock(model) -> threading.RLock:
+    with _THREAD_LOCKS_GUARD:
+        lock = _MODEL_LOCKS.get(model)
+        if lock is None:
+            lock = _MODEL_LOCKS[model] = threading.RLock()
+        return lock
 
 
 def known_probes() -> list[str]:

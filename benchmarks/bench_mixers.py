@@ -1,10 +1,11 @@
 """Issue 2 benchmark: fast mixer paths of the native hybrid vs their torch baselines, in one run.
 
-    python benchmarks/bench_mixers.py --out out/bench_mixers.json     # CUDA (H100/H200), ~1.5 min
+    python benchmarks/bench_mixers.py --out out/bench_mixers.json     # CUDA (H100/H200), ~2-2.5 min
     python benchmarks/bench_mixers.py --smoke --out /tmp/m.json       # tiny, CPU, every code path
 
-Three random-init models (~150M params, 12 layers, hidden 1024, 16 heads / 8 KV heads of 64,
-vocab 8192), one model object per section whose mixers are switched between backends (the
+Three random-init models (150M / 169M / 153M params: 12 layers, hidden 1024, attention 16 heads /
+8 KV heads of 64, vocab 8192; GDN 8 heads Dk = Dv = 128; Mamba-2 16 heads P = 64, N = 128), one
+model object per section whose mixers are switched between backends (the
 ``backend`` attribute each mixer copies from ``config.attn_backend`` / ``config.linear_backend``),
 so both paths see the same weights:
 
@@ -38,18 +39,23 @@ from models.attention_mixer import HybridAttention  # noqa: E402
 from models.config import HybridConfig  # noqa: E402
 from models.modeling import HybridForCausalLM  # noqa: E402
 
+# fmt: off
 GPU = dict(
     dims=dict(hidden_size=1024, intermediate_size=2816, num_attention_heads=16, num_key_value_heads=8,
-              head_dim=64, vocab_size=8192, sliding_window=128, linear_num_heads=16, linear_head_dim=64,
-              linear_key_dim=128, mamba_state_size=128, chunk_size=64, max_position_embeddings=32768),
+              head_dim=64, vocab_size=8192, sliding_window=128, chunk_size=64, max_position_embeddings=32768),
+    # recurrent mixer shapes per section (GDN heads as in gpu_check_recurrent: Dk = Dv = 128)
+    linear=dict(gdn=dict(linear_num_heads=8, linear_key_dim=128, linear_head_dim=128),
+                mamba2=dict(linear_num_heads=16, linear_head_dim=64, mamba_state_size=128)),
     repeat=3, l_time=32768, l_fallback=16384, l_eq=4096, chunked_limit_s=20.0,
 )
 SMOKE = dict(
     dims=dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
-              head_dim=16, vocab_size=256, sliding_window=16, linear_num_heads=4, linear_head_dim=16,
-              linear_key_dim=16, mamba_state_size=16, chunk_size=16, max_position_embeddings=1024),
+              head_dim=16, vocab_size=256, sliding_window=16, chunk_size=16, max_position_embeddings=1024),
+    linear=dict(gdn=dict(linear_num_heads=2, linear_key_dim=16, linear_head_dim=16),
+                mamba2=dict(linear_num_heads=4, linear_head_dim=8, mamba_state_size=16)),
     repeat=1, l_time=256, l_fallback=128, l_eq=128, chunked_limit_s=20.0,
 )
+# fmt: on
 TOL_FP32 = {"swa": 1e-4, "gdn": 5e-3, "mamba2": 5e-3}
 TOL_BF16 = 2e-2
 
@@ -100,9 +106,9 @@ def logits(model: HybridForCausalLM, ids: torch.Tensor) -> torch.Tensor:
 def equivalence(bench: Bench, sec: str, model, ids, fast: dict, ref: dict, fast_name: str) -> dict:
     """fp32 and bf16 logits of the fast vs the reference backend (model is fp32 on entry, bf16 on exit).
 
-    Returns {"chunked_bf16_s": seconds of one warm bf16 reference forward} for L prediction."""
+    Returns {"ref_bf16_s": seconds of one warm bf16 reference forward} (to pick the timing L)."""
     store: dict = {}
-    tf32 = torch.backends.cuda.matmul.allow_tf32
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
 
@@ -120,7 +126,7 @@ def equivalence(bench: Bench, sec: str, model, ids, fast: dict, ref: dict, fast_
         return {"rel": r, "tol": TOL_FP32[sec], "verdict": "PASS" if r <= TOL_FP32[sec] else "FAIL"}
 
     bench.row(sec, f"equiv fp32 {fast_name} vs ref", fp32, L=ids.shape[1], dtype="fp32")
-    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     model.to(torch.bfloat16)
     free(bench.device)
 
@@ -160,8 +166,13 @@ def speedup(bench: Bench, name: str, fast: dict, slow: dict, goal: str = "") -> 
     if fast.get("status") == "ok" and slow.get("status") == "ok":
         bench.ratio(name, slow["ms"] / fast["ms"], goal or "(baseline ms / fast ms)", None, L=fast["L"])
     else:
-        bench.ratio(name, None, f"not computable: fast {fast.get('status')}, baseline {slow.get('status')}",
-                    None, L=fast.get("L"))
+        bench.ratio(
+            name,
+            None,
+            f"not computable: fast {fast.get('status')}, baseline {slow.get('status')}",
+            None,
+            L=fast.get("L"),
+        )
 
 
 def section_swa(bench: Bench, S: dict) -> None:
@@ -176,9 +187,13 @@ def section_swa(bench: Bench, S: dict) -> None:
     flex = forward_row(bench, sec, "fwd flex", model, {"attn": "flex"}, S["l_time"], vocab)
     sdpa = forward_row(bench, sec, "fwd sdpa(dense mask)", model, {"attn": "sdpa"}, S["l_time"], vocab)
     if sdpa.get("status") != "ok":
-        print(f"dense SDPA failed at {S['l_time']} ({sdpa.get('status')}); retiming both at {S['l_fallback']}")
+        print(
+            f"dense SDPA failed at {S['l_time']} ({sdpa.get('status')}); retiming both at {S['l_fallback']}"
+        )
         flex_fb = forward_row(bench, sec, "fwd flex", model, {"attn": "flex"}, S["l_fallback"], vocab)
-        sdpa_fb = forward_row(bench, sec, "fwd sdpa(dense mask)", model, {"attn": "sdpa"}, S["l_fallback"], vocab)
+        sdpa_fb = forward_row(
+            bench, sec, "fwd sdpa(dense mask)", model, {"attn": "sdpa"}, S["l_fallback"], vocab
+        )
         speedup(bench, f"swa flex speed-up vs dense SDPA @{S['l_fallback']}", flex_fb, sdpa_fb)
     speedup(bench, f"swa flex speed-up vs dense SDPA @{S['l_time']}", flex, sdpa)
     del model
@@ -186,9 +201,11 @@ def section_swa(bench: Bench, S: dict) -> None:
     bench.end_section(sec)
 
 
-def section_linear(bench: Bench, S: dict, sec: str, letter: str, fast_backend: str | None, fast_note: str) -> None:
+def section_linear(
+    bench: Bench, S: dict, sec: str, letter: str, fast_backend: str | None, fast_note: str
+) -> None:
     bench.section(sec)
-    model = build(f"{letter * 3}F" * S["repeat"], S["dims"], bench.device)
+    model = build(f"{letter * 3}F" * S["repeat"], {**S["dims"], **S["linear"][sec]}, bench.device)
     bench.meta[f"{sec}_params"] = n_params(model)
     print(f"{sec} hybrid: {n_params(model) / 1e6:.1f}M params; fast path: {fast_note}", flush=True)
     vocab = S["dims"]["vocab_size"]
@@ -203,8 +220,11 @@ def section_linear(bench: Bench, S: dict, sec: str, letter: str, fast_backend: s
     # pick L: the chunked path must fit in ~chunked_limit_s per forward (linear in L)
     length, t_eq = S["l_time"], timing.get("ref_bf16_s")
     if t_eq:
-        fits = [n for n in (S["l_time"], S["l_time"] // 2, S["l_time"] // 4)
-                if t_eq * n / S["l_eq"] <= S["chunked_limit_s"]]
+        fits = [
+            n
+            for n in (S["l_time"], S["l_time"] // 2, S["l_time"] // 4)
+            if t_eq * n / S["l_eq"] <= S["chunked_limit_s"]
+        ]
         length = fits[0] if fits else S["l_time"] // 4
         print(f"chunked bf16 forward {t_eq:.2f}s at {S['l_eq']}: timing at L={length}", flush=True)
     bench.meta[f"{sec}_L"] = length
@@ -223,11 +243,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="JSON results path")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on CPU (exercise every code path)")
-    ap.add_argument("--budget-s", type=float, default=240.0, help="soft budget: later rows SKIP once exceeded")
+    ap.add_argument(
+        "--budget-s", type=float, default=240.0, help="soft budget: later rows SKIP once exceeded"
+    )
     ap.add_argument("--sections", default="swa,gdn,mamba2", help="comma list of swa,gdn,mamba2")
     ap.add_argument("--skip-fla", action="store_true", help="do not run the fla rows (they say SKIP)")
-    ap.add_argument("--chunked-limit-s", type=float, default=None,
-                    help="max predicted seconds of one chunked forward when picking L (default 20)")
+    ap.add_argument(
+        "--chunked-limit-s",
+        type=float,
+        default=None,
+        help="max predicted seconds of one chunked forward when picking L (default 20)",
+    )
     args = ap.parse_args(argv)
     if args.smoke:
         device, S = torch.device("cpu"), SMOKE

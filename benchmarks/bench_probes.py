@@ -56,6 +56,7 @@ from models.capture import attention_scale, capture, current_plans  # noqa: E402
 from models.config import HybridConfig  # noqa: E402
 from models.modeling import HybridForCausalLM  # noqa: E402
 
+# fmt: off
 GPU = dict(
     layers=16,
     dims=dict(hidden_size=1024, intermediate_size=5632, num_attention_heads=16, num_key_value_heads=16,
@@ -68,8 +69,9 @@ SMOKE = dict(
     dims=dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=4,
               head_dim=16, vocab_size=256, tie_word_embeddings=False, max_position_embeddings=2048),
     lengths=(128, 256), eager_max=256, n_rows=4, n_needle=4,
-    longppl=dict(length=320, trunc_len=64, stride=16, batch=8),
+    longppl=dict(length=330, trunc_len=64, stride=16, batch=4),
 )
+# fmt: on
 GOALS = {"mem": 1.25, "time": 1.5, "nll": 0.8, "longppl": 3.0}
 
 
@@ -82,8 +84,8 @@ def build(S: dict, device: torch.device, dtype: torch.dtype) -> HybridForCausalL
 def mass_reduce(need: torch.Tensor):
     """retrieval_heads' "mass" reduce: attention on the needle keys, mean over rows, per head (host)."""
 
-    def reduce(layer: int, probs: torch.Tensor) -> np.ndarray:  # probs [H, nq, L]
-        return probs[:, :, need].sum(-1).mean(-1).cpu().numpy()
+    def reduce(layer: int, probs: torch.Tensor) -> torch.Tensor:  # probs [H, nq, L]; stays on device
+        return probs[:, :, need].sum(-1).mean(-1)
 
     return reduce
 
@@ -102,8 +104,9 @@ def eager_map(model, ids: torch.Tensor, qpos: torch.Tensor, need: torch.Tensor) 
             q, k = slot["q"], slot["k"]
             del pending[layer]
             plan = plans[layer]
-            probs = attention_probs_reference(q, k, plan.window, plan.sinks if plan.window else 0,
-                                              attention_scale(model, layer))
+            probs = attention_probs_reference(
+                q, k, plan.window, plan.sinks if plan.window else 0, attention_scale(model, layer)
+            )
             mats[layer] = probs[0].to(q.dtype)  # [H, L, L], like HF eager attn_weights
             del probs
 
@@ -136,30 +139,33 @@ def lengths_section(bench: Bench, model, S: dict, length: int) -> None:
 
     def rows() -> dict:
         m = measure(lambda: row_probs(model, ids, qpos_list, reduce=reduce), dev)
-        store["rows"] = m["result"]
+        store["rows"] = {k: v.cpu().numpy() for k, v in m["result"].items()}
         return strip(m)
 
     rrow = bench.row(sec, "rows (row_probs)", rows, **info)
     _ratios(bench, f"rows/fwd @{length}", rrow, base, time_goal=GOALS["time"], mem_goal=GOALS["mem"])
 
     if length <= S["eager_max"]:
+
         def eager() -> dict:
             m = measure(lambda: eager_map(model, ids, qpos, need), dev, min_reps=2, target_s=1.0)
             out = strip(m)
             if "rows" in store:
-                out["max_abs_vs_rows"] = max(float(np.abs(store["rows"][k] - m["result"][k]).max())
-                                             for k in m["result"])
+                out["max_abs_vs_rows"] = max(
+                    float(np.abs(store["rows"][k] - m["result"][k]).max()) for k in m["result"]
+                )
             return out
 
         erow = bench.row(sec, "eager (all L x L probs)", eager, **info)
         _ratios(bench, f"eager/fwd @{length}", erow, base)
         if rrow.get("status") == "ok" and erow.get("status") == "ok":
-            bench.ratio(f"eager/rows time @{length}", erow["ms"] / rrow["ms"], "(rows speed-up over eager)", None)
+            bench.ratio(
+                f"eager/rows time @{length}", erow["ms"] / rrow["ms"], "(rows speed-up over eager)", None
+            )
     else:
-        bench.row(sec, "eager (all L x L probs)", lambda: {"status": "SKIP",
-                  "note": f"needs {S['layers']}x{S['dims']['num_attention_heads']}xL^2x2B = "
-                          f"{S['layers'] * S['dims']['num_attention_heads'] * length**2 * 2 / GIB:.0f} GiB"},
-                  **info)
+        gib = S["layers"] * S["dims"]["num_attention_heads"] * length**2 * 2 / GIB
+        skip = {"status": "SKIP", "note": f"does not fit: layers x heads x L^2 x 2 B = {gib:.0f} GiB"}
+        bench.row(sec, "eager (all L x L probs)", lambda: skip, **info)
 
     def bare() -> dict:
         with torch.inference_mode():
@@ -177,11 +183,11 @@ def lengths_section(bench: Bench, model, S: dict, length: int) -> None:
     if brow.get("status") == "ok" and nrow.get("status") == "ok":
         v = nrow["tok_s"] / brow["tok_s"]
         bench.ratio(f"token_nll/bare tok/s @{length}", v, f">= {GOALS['nll']}", v >= GOALS["nll"])
-        bench.ratio(f"token_nll/bare mem @{length}", nrow.get("peak_gib", 0) / brow["peak_gib"]
-                    if brow.get("peak_gib") else None, "(peak memory, info)", None)
+        mem = nrow.get("peak_gib", 0) / brow["peak_gib"] if brow.get("peak_gib") else None
+        bench.ratio(f"token_nll/bare mem @{length}", mem, "(peak memory, info)", None)
     else:
-        bench.ratio(f"token_nll/bare tok/s @{length}", None, f"not computable ({brow.get('status')}, "
-                    f"{nrow.get('status')})", None)
+        why = f"not computable ({brow.get('status')}, {nrow.get('status')})"
+        bench.ratio(f"token_nll/bare tok/s @{length}", None, why, None)
     bench.end_section(sec)
 
 
@@ -194,7 +200,7 @@ def _ratios(bench: Bench, name: str, row: dict, base: dict, time_goal=None, mem_
                 (t <= time_goal) if time_goal else None)
     if base.get("peak_gib"):
         m = row["peak_gib"] / base["peak_gib"]
-        act = ((row["peak_gib"] - row["base_gib"]) / max(base["peak_gib"] - base["base_gib"], 1e-9))
+        act = (row["peak_gib"] - row["base_gib"]) / max(base["peak_gib"] - base["base_gib"], 1e-9)
         bench.ratio(f"{name} peak mem", m, f"<= {mem_goal}" if mem_goal else "(info)",
                     (m <= mem_goal) if mem_goal else None, activation_ratio=act)
 
@@ -250,6 +256,7 @@ def longppl_section(bench: Bench, model, S: dict) -> None:
             m = measure(fn, dev, min_reps=2, target_s=2.0)
             store[key] = m["result"]
             return {**strip(m), "longppl": m["result"][1]}
+
         return inner
 
     nrow = bench.row(sec, "naive (slices + full logits)", run(naive, "naive"), **info)
@@ -257,12 +264,14 @@ def longppl_section(bench: Bench, model, S: dict) -> None:
     if "fast" in store:
         wrow = bench.row(sec, "fast warm (cached key tokens)", run(fast_warm, "warm"), **info)
     else:
-        wrow = bench.row(sec, "fast warm (cached key tokens)", lambda: {"status": "SKIP",
-                         "note": "needs the cold run's key tokens"}, **info)
+        skip = {"status": "SKIP", "note": "needs the cold run's key tokens"}
+        wrow = bench.row(sec, "fast warm (cached key tokens)", lambda: skip, **info)
     for label, row in (("cold", crow), ("warm", wrow)):
         if row.get("status") == "ok" and nrow.get("status") == "ok":
             v = nrow["ms"] / row["ms"]
-            bench.ratio(f"longppl naive/fast {label} time", v, f">= {GOALS['longppl']}", v >= GOALS["longppl"])
+            bench.ratio(
+                f"longppl naive/fast {label} time", v, f">= {GOALS['longppl']}", v >= GOALS["longppl"]
+            )
         else:
             bench.ratio(f"longppl naive/fast {label} time", None, "not computable", None)
     if "fast" in store and "naive" in store:
@@ -275,15 +284,15 @@ def longppl_section(bench: Bench, model, S: dict) -> None:
         stress_f, stress_n = key_mask(lf, sf, 0.0, -np.inf), key_mask(ln, sn, 0.0, -np.inf)
         lsd = np.nan_to_num(ln - sn, nan=np.inf)
         near = int((np.abs(lsd - 2.0) <= d_short + d_long).sum())
-        bench.ratio("longppl key-token differences (alpha 2, beta -2)", diff, "== 0", diff == 0 and same_cover,
-                    n_key_fast=int(kf.sum()), n_key_naive=int(kn.sum()), max_abs_d_logp_short=d_short,
-                    max_abs_d_logp_long=d_long, n_within_noise_of_alpha=near, n_scored=int(both.sum()),
-                    same_scored_targets=same_cover)
-        bench.ratio("longppl key-token differences (stress: alpha 0, beta -inf)", int((stress_f != stress_n).sum()),
-                    "(info: LSD ~ 0 in a random model)", None, n_key_fast=int(stress_f.sum()),
-                    n_key_naive=int(stress_n.sum()))
-        bench.meta["longppl_deltas"] = {"max_abs_d_logp_short": d_short, "max_abs_d_logp_long": d_long,
-                                        "n_scored": int(both.sum()), "same_scored_targets": same_cover}
+        deltas = dict(max_abs_d_logp_short=d_short, max_abs_d_logp_long=d_long, n_scored=int(both.sum()),
+                      same_scored_targets=same_cover)
+        bench.meta["longppl_deltas"] = deltas
+        bench.ratio("longppl key-token differences (alpha 2, beta -2)", diff, "== 0",
+                    diff == 0 and same_cover, n_key_fast=int(kf.sum()), n_key_naive=int(kn.sum()),
+                    n_within_noise_of_alpha=near, **deltas)
+        bench.ratio("longppl key-token differences (stress: alpha 0, beta -inf)",
+                    int((stress_f != stress_n).sum()), "(info: LSD ~ 0 in a random model)", None,
+                    n_key_fast=int(stress_f.sum()), n_key_naive=int(stress_n.sum()))
         print(f"max |d logp_short| = {d_short:.3e}, max |d logp_long| = {d_long:.3e}, "
               f"scored targets {int(both.sum())}, key diffs {diff}", flush=True)
     bench.end_section(sec)
@@ -293,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="JSON results path")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on CPU (exercise every code path)")
-    ap.add_argument("--budget-s", type=float, default=240.0, help="soft budget: later rows SKIP once exceeded")
+    ap.add_argument(
+        "--budget-s", type=float, default=240.0, help="soft budget: later rows SKIP once exceeded"
+    )
     ap.add_argument("--lengths", default=None, help="comma list overriding the default lengths")
     ap.add_argument("--no-longppl", action="store_true", help="skip the LongPPL section")
     args = ap.parse_args(argv)
@@ -312,8 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     model = build(S, device, dtype)
     n = sum(p.numel() for p in model.parameters())
     bench.meta["params"] = n
-    print(f"bench_probes on {meta.get('gpu', device)} torch {torch.__version__}: model {n / 1e9:.3f}B params "
-          f"({S['layers']} full-attention layers), {dtype}", flush=True)
+    print(
+        f"bench_probes on {meta.get('gpu', device)} torch {torch.__version__}: model {n / 1e9:.3f}B params "
+        f"({S['layers']} full-attention layers), {dtype}",
+        flush=True,
+    )
     bench.end_section("build")
     for length in lengths:
         lengths_section(bench, model, S, length)

@@ -48,7 +48,11 @@ def free(device: torch.device) -> None:
 
 
 def measure(
-    fn: Callable[[], Any], device: torch.device, warmup: int = 1, min_reps: int = 3, max_reps: int = 10,
+    fn: Callable[[], Any],
+    device: torch.device,
+    warmup: int = 1,
+    min_reps: int = 3,
+    max_reps: int = 10,
     target_s: float = 1.0,
 ) -> dict:
     """Time ``fn``: ``warmup`` untimed calls (the first may compile), then timed calls whose number is
@@ -86,8 +90,12 @@ def measure(
             one = times[0] / 1e3
             floor = 2 if one > 1.5 else min_reps
             reps = max(floor, min(max_reps, int(target_s / max(one, 1e-6))))
-    out = {"ms": statistics.median(times), "ms_all": [round(t, 3) for t in times],
-           "first_call_s": round(first_call_s, 3), "result": result}
+    out = {
+        "ms": statistics.median(times),
+        "ms_all": [round(t, 3) for t in times],
+        "first_call_s": round(first_call_s, 3),
+        "result": result,
+    }
     if cuda:
         out["peak_gib"] = torch.cuda.max_memory_allocated(device) / GIB
         out["base_gib"] = base / GIB
@@ -163,7 +171,9 @@ class Bench:
                 rec.update(fn())
                 rec.setdefault("status", "ok")
             except Exception as err:  # one failing row must not stop the script
-                rec.update(status="OOM" if _is_oom(err) else "FAIL", note=f"{type(err).__name__}: {err}"[:300])
+                rec.update(
+                    status="OOM" if _is_oom(err) else "FAIL", note=f"{type(err).__name__}: {err}"[:300]
+                )
                 if not _is_oom(err):
                     traceback.print_exc(limit=4)
             rec["wall_s"] = round(time.perf_counter() - t, 2)
@@ -175,7 +185,9 @@ class Bench:
         self.save()
         return rec
 
-    def ratio(self, name: str, value: float | None, goal: str = "", ok: bool | None = None, **info: Any) -> None:
+    def ratio(
+        self, name: str, value: float | None, goal: str = "", ok: bool | None = None, **info: Any
+    ) -> None:
         """Record a derived number (e.g. a speed-up); ``ok`` None = no goal / not computable."""
         verdict = "-" if ok is None else ("MET" if ok else "NOT MET")
         rec = {"name": name, "value": value, "goal": goal, "verdict": verdict, **info}
@@ -186,7 +198,12 @@ class Bench:
     def save(self) -> None:
         if not self.out:
             return
-        data = {"meta": self.meta, "elapsed_s": round(self.elapsed(), 2), "rows": self.rows, "ratios": self.ratios}
+        data = {
+            "meta": self.meta,
+            "elapsed_s": round(self.elapsed(), 2),
+            "rows": self.rows,
+            "ratios": self.ratios,
+        }
         tmp = self.out.with_suffix(self.out.suffix + ".tmp")
         tmp.write_text(json.dumps(_clean(data), indent=1))
         tmp.replace(self.out)

@@ -58,7 +58,7 @@ def attention_probs_rows(
     group = hq // hkv
     scale = d**-0.5 if scale is None else scale
     q5 = q_rows.float().reshape(b, hkv, group, nq, d)  # head h = kv * group + g
-    qpos = query_positions.long()[:, None]
+    qpos = query_positions.long().to(q_rows.device, non_blocking=True)[:, None]
 
     def chunk_scores(start: int) -> torch.Tensor:
         stop = min(start + key_chunk, length)

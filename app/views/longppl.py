@@ -15,12 +15,14 @@ def _filter(df: pd.DataFrame, models: tuple[str, ...]) -> pd.DataFrame:
 
 
 def render(vs: ViewState) -> None:
-    header("LongPPL", "LongPPL (Fang et al. 2025) is the perplexity on key tokens — tokens whose prediction "
-           "needs long context. Plain PPL is over all tokens. Lower is better.")
+    header(
+        "LongPPL",
+        "LongPPL (Fang et al. 2025) is the perplexity on key tokens — tokens whose prediction "
+        "needs long context. Plain PPL is over all tokens. Lower is better.",
+    )
     models = data.known_models()
     opts = sorted(set(models) | set(vs.models))
-    st.multiselect("Models (empty = all)", opts, **state.bind(
-        "models", to_widget=list, from_widget=tuple))
+    st.multiselect("Models (empty = all)", opts, **state.bind("models", to_widget=list, from_widget=tuple))
     side_runs(vs, "longppl")  # prompts to compute A/B when missing
 
     summary = _filter(data.longppl_summary(), vs.models)
@@ -30,7 +32,7 @@ def render(vs: ViewState) -> None:
     else:
         long = summary.melt(id_vars=["model", "ablation"], value_vars=["ppl", "longppl"], var_name="metric")
         long["metric"] = long["metric"].map({"ppl": "PPL", "longppl": "LongPPL"})
-        charts.show(charts.ppl_bars(long.dropna(), models), "ppl and longppl")
+        charts.show("ppl and longppl", charts.ppl_bars, long.dropna(), models)
         table = summary[["model", "ablation", "ppl", "longppl", "n_key", "n_docs", "run_id"]]
         st.dataframe(table, hide_index=True, width="stretch")
         charts.table_downloads(table, "longppl summary")
@@ -41,23 +43,28 @@ def render(vs: ViewState) -> None:
     tl = tl[(tl["probe"] == "token_loss") & (tl["status"] == "ok")]
     tl = _filter(tl, vs.models or tuple(m for _, m, _ in run_panel.sides(vs) if m))
     for _, row in tl.drop_duplicates(["model", "abl"]).iterrows():
-        c = data.position_curve(row["run_id"]).assign(model=row["model"], ablation=row["abl"],
-                                                     side=row["run_id"][:8])
+        c = data.position_curve(row["run_id"]).assign(
+            model=row["model"], ablation=row["abl"], side=row["run_id"][:8]
+        )
         curves.append(c)
     if curves:
-        charts.show(charts.position_curves(pd.concat(curves), models), "loss vs position")
+        charts.show("loss vs position", charts.position_curves, pd.concat(curves), models)
     else:
         st.info("No per-token loss runs for these models yet (Per-token loss view → compute).")
 
     st.subheader("Receptive-field sweep")
-    st.caption("LongPPL when only the full-attention layers, or only the efficient layers, may see the last "
-               "k tokens. The paper: restricting full attention hurts, restricting efficient layers barely does.")
+    st.caption(
+        "LongPPL when only the full-attention layers, or only the efficient layers, may see the last "
+        "k tokens. The paper: restricting full attention hurts, restricting efficient layers barely does."
+    )
     sweep = _filter(data.sweeps(), vs.models)
     sweep = sweep[~sweep["name"].str.startswith("formation")]
-    if sweep.empty:
-        st.info("No sweep in the store for these models.")
-    else:
-        charts.show(charts.sweep_chart(sweep, models), "receptive field sweep")
+    _, model, abl = run_panel.sides(vs)[0]
+    run_id, error = data.find_run("sweep", model, abl, vs.data)
+    if run_id is None:
+        run_panel.missing("A", "sweep", model, abl, vs, error)
+    if not sweep.empty:
+        charts.show("receptive field sweep", charts.sweep_chart, sweep, models)
         charts.table_downloads(sweep, "receptive field sweep")
 
 

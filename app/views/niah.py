@@ -10,14 +10,17 @@ from app.views import header, side_runs
 
 
 def render(vs: ViewState) -> None:
-    header("Needle in a haystack", "Accuracy of retrieving a planted fact, by context length and by where "
-           "the needle sits (depth 0 = start, 1 = end). With A vs B, the last map is B − A.")
+    header(
+        "Needle in a haystack",
+        "Accuracy of retrieving a planted fact, by context length and by where "
+        "the needle sits (depth 0 = start, 1 = end). With A vs B, the last map is B − A.",
+    )
     found = [s for s in side_runs(vs, "niah") if s.run_id]
     grids = {s.label: data.niah_grid(s.run_id) for s in found}
     cols = st.columns(max(len(found), 1))
     for col, side in zip(cols, found, strict=False):
         with col:
-            charts.show(charts.niah_heatmap(grids[side.label], side.name), f"niah {side.label}")
+            charts.show(f"niah {side.label}", charts.niah_heatmap, grids[side.label], side.name)
     if len(found) == 2:
         merged = grids["A"].merge(grids["B"], on=["length", "depth"], suffixes=("_a", "_b"))
         if merged.empty:
@@ -25,10 +28,14 @@ def render(vs: ViewState) -> None:
         else:
             merged["delta"] = merged["acc_b"] - merged["acc_a"]
             merged["n"] = merged["n_a"]
-            charts.show(charts.niah_heatmap(merged, "B − A", delta=True), "niah delta")
+            charts.show("niah delta", charts.niah_heatmap, merged, "B − A", delta=True)
     for side in found:
-        fails = data.query("SELECT length, depth, sample, expected, predicted FROM niah WHERE run_id = ? "
-                           "AND NOT correct ORDER BY length, depth, sample", (side.run_id,), max_rows=1000)
+        fails = data.query(
+            "SELECT length, depth, sample, expected, predicted FROM niah WHERE run_id = ? "
+            "AND NOT correct ORDER BY length, depth, sample",
+            (side.run_id,),
+            max_rows=1000,
+        )
         with st.expander(f"{side.name}: {len(fails)} failed samples"):
             st.dataframe(fails, hide_index=True, width="stretch")
             charts.table_downloads(fails, f"niah failures {side.label}")

@@ -11,18 +11,26 @@ from app.state import ViewState
 from app.views import header
 
 FINDINGS = [
-    ("Short context barely cares, long context does",
-     "Efficient-attention design barely moves plain perplexity (PPL) but changes LongPPL — the loss on "
-     "tokens that need long-range context — a lot, at least early in training."),
-    ("Full attention carries long-range retrieval",
-     "Restricting the full-attention layers to the last k tokens makes LongPPL shoot up; restricting the "
-     "efficient layers (SWA, Mamba-2, GDN) barely moves it."),
-    ("Large-window laziness",
-     "With a large sliding window most dependencies are local, so retrieval heads in the full-attention "
-     "layers form later; small windows force full attention to retrieve."),
-    ("NoPE on full attention helps small-window hybrids",
-     "Dropping RoPE from the full-attention layers only (e.g. SWA-128-NoPE) improves long-context "
-     "retrieval at negligible short-context cost."),
+    (
+        "Short context barely cares, long context does",
+        "Efficient-attention design barely moves plain perplexity (PPL) but changes LongPPL — the loss on "
+        "tokens that need long-range context — a lot, at least early in training.",
+    ),
+    (
+        "Full attention carries long-range retrieval",
+        "Restricting the full-attention layers to the last k tokens makes LongPPL shoot up; restricting the "
+        "efficient layers (SWA, Mamba-2, GDN) barely moves it.",
+    ),
+    (
+        "Large-window laziness",
+        "With a large sliding window most dependencies are local, so retrieval heads in the full-attention "
+        "layers form later; small windows force full attention to retrieve.",
+    ),
+    (
+        "NoPE on full attention helps small-window hybrids",
+        "Dropping RoPE from the full-attention layers only (e.g. SWA-128-NoPE) improves long-context "
+        "retrieval at negligible short-context cost.",
+    ),
 ]
 
 
@@ -43,7 +51,7 @@ def finding_ppl(models: list[str]) -> None:
         return _empty("LongPPL traces", "LongPPL")
     long = df.melt(id_vars=["model", "ablation"], value_vars=["ppl", "longppl"], var_name="metric")
     long["metric"] = long["metric"].map({"ppl": "PPL", "longppl": "LongPPL"})
-    charts.show(charts.ppl_bars(long.dropna(), models, by="model"), "finding 1 ppl vs longppl")
+    charts.show("finding 1 ppl vs longppl", charts.ppl_bars, long.dropna(), models, by="model")
 
 
 def finding_sweep(models: list[str]) -> None:
@@ -51,58 +59,89 @@ def finding_sweep(models: list[str]) -> None:
     df = df[~df["name"].str.startswith("formation")]
     if df.empty:
         return _empty("receptive-field sweeps", "LongPPL")
-    charts.show(charts.sweep_chart(df, models), "finding 2 receptive field sweep")
+    charts.show("finding 2 receptive field sweep", charts.sweep_chart, df, models)
+
+
+def best_head_bars(scores: pd.DataFrame, models: list[str]) -> alt.Chart:
+    return (
+        alt.Chart(scores)
+        .mark_bar()
+        .encode(
+            x=alt.X("model:N", title=None, axis=alt.Axis(labelAngle=-30)),
+            y=alt.Y("best:Q", title="max retrieval score (full-attention heads)"),
+            color=alt.Color("model:N", scale=charts.model_scale(models), legend=None),
+            tooltip=["model", alt.Tooltip("best:Q", format=".3f"), alt.Tooltip("mean:Q", format=".3f")],
+        )
+        .properties(height=240)
+    )
+
+
+def niah_bars(df: pd.DataFrame, models: list[str]) -> alt.Chart:
+    """Mean NIAH accuracy per model x ablation; NoPE models/ablations drawn solid, others faded."""
+    return (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            x=alt.X("ablation:N", title=None, axis=alt.Axis(labelAngle=-30)),
+            xOffset="model:N",
+            y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="NIAH accuracy"),
+            color=alt.Color("model:N", scale=charts.model_scale(models)),
+            opacity=alt.condition("datum.nope", alt.value(1.0), alt.value(0.55)),
+            tooltip=["model", "ablation", alt.Tooltip("accuracy:Q", format=".2f"), "n"],
+        )
+        .properties(height=240)
+    )
 
 
 def finding_formation(models: list[str]) -> None:
     df = data.sweeps()
     df = df[df["name"].str.startswith("formation")]
     if not df.empty:
-        charts.show(charts.sweep_chart(df, models, x_title="training step", y_title="max retrieval score"),
-                    "finding 3 retrieval head formation")
+        charts.show(
+            "finding 3 retrieval head formation",
+            charts.sweep_chart,
+            df,
+            models,
+            x_title="training step",
+            y_title="max retrieval score",
+        )
         return
     scores = data.query(
         "SELECT r.model, r.ablation, max(h.score) AS best, avg(h.score) AS mean FROM head_scores h "
         "JOIN runs r USING (run_id) WHERE r.status = 'ok' AND h.layer_type = 'full_attention' "
-        "GROUP BY r.model, r.ablation")
+        "GROUP BY r.model, r.ablation"
+    )
     scores = scores[scores["ablation"].fillna("") == ""]
     if scores.empty:
         return _empty("retrieval-head maps", "Retrieval heads")
-    st.caption("No checkpoint series in the store: showing the strongest full-attention retrieval head of "
-               "each final model instead.")
-    chart = alt.Chart(scores).mark_bar().encode(
-        x=alt.X("model:N", title=None, axis=alt.Axis(labelAngle=-30)),
-        y=alt.Y("best:Q", title="max retrieval score (full-attention heads)"),
-        color=alt.Color("model:N", scale=charts.model_scale(models), legend=None),
-        tooltip=["model", alt.Tooltip("best:Q", format=".3f"), alt.Tooltip("mean:Q", format=".3f")],
-    ).properties(height=240)
-    charts.show(chart, "finding 3 retrieval head strength")
+    st.caption(
+        "No checkpoint series in the store: showing the strongest full-attention retrieval head of "
+        "each final model instead."
+    )
+    charts.show("finding 3 retrieval head strength", best_head_bars, scores, models)
 
 
 def finding_nope(models: list[str]) -> None:
     df = data.query(
         "SELECT r.model, r.ablation, avg(CASE WHEN n.correct THEN 1.0 ELSE 0.0 END) AS accuracy, "
         "count(*) AS n FROM niah n JOIN runs r USING (run_id) WHERE r.status = 'ok' "
-        "GROUP BY r.model, r.ablation")
+        "GROUP BY r.model, r.ablation"
+    )
     if df.empty:
         return _empty("NIAH traces", "NIAH")
     df["ablation"] = [data.canonical_ablation(a) or "(none)" for a in df["ablation"]]
-    df["nope"] = df["model"].str.contains("nope", case=False) | df["ablation"].str.contains("pe\\[full\\]=nope")
-    chart = alt.Chart(df).mark_bar().encode(
-        x=alt.X("ablation:N", title=None, axis=alt.Axis(labelAngle=-30)),
-        xOffset="model:N",
-        y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="NIAH accuracy"),
-        color=alt.Color("model:N", scale=charts.model_scale(models)),
-        opacity=alt.condition("datum.nope", alt.value(1.0), alt.value(0.55)),
-        tooltip=["model", "ablation", alt.Tooltip("accuracy:Q", format=".2f"), "n"],
-    ).properties(height=240)
-    charts.show(chart, "finding 4 nope niah accuracy")
+    df["nope"] = df["model"].str.contains("nope", case=False) | df["ablation"].str.contains(
+        "pe\\[full\\]=nope"
+    )
+    charts.show("finding 4 nope niah accuracy", niah_bars, df, models)
 
 
 def render(vs: ViewState) -> None:
-    header("What each layer does at long context",
-           "HybridScope makes the findings of Qiao et al., \"Rethinking the Role of Efficient Attention in "
-           "Hybrid Architectures\", visible from the traces in the store. Every chart below is live.")
+    header(
+        "What each layer does at long context",
+        'HybridScope makes the findings of Qiao et al., "Rethinking the Role of Efficient Attention in '
+        'Hybrid Architectures", visible from the traces in the store. Every chart below is live.',
+    )
     models = data.known_models()
     for i, fn in enumerate((finding_ppl, finding_sweep, finding_formation, finding_nope)):
         _finding(i)

@@ -9,13 +9,28 @@ from app.state import ViewState
 from app.views import header
 from backend.schema import TABLES
 
-EXAMPLE_SQL = ("SELECT r.model, r.ablation, avg(t.nll) AS mean_loss, count(*) AS tokens\n"
-               "FROM token_loss t JOIN runs r USING (run_id)\nGROUP BY ALL ORDER BY mean_loss")
+EXAMPLE_SQL = (
+    "SELECT r.model, r.ablation, avg(t.nll) AS mean_loss, count(*) AS tokens\n"
+    "FROM token_loss t JOIN runs r USING (run_id)\nGROUP BY ALL ORDER BY mean_loss"
+)
 
 
 def _table(df) -> None:
-    cols = ["run_id", "model", "probe", "dataset", "abl", "params", "status", "error", "created_at",
-            "duration_s", "tables", "n_rows", "store"]
+    cols = [
+        "run_id",
+        "model",
+        "probe",
+        "dataset",
+        "abl",
+        "params",
+        "status",
+        "error",
+        "created_at",
+        "duration_s",
+        "tables",
+        "n_rows",
+        "store",
+    ]
     st.dataframe(df[cols].rename(columns={"abl": "ablation"}), hide_index=True, width="stretch")
 
 
@@ -51,8 +66,11 @@ def _slice(run_ids: list[str]) -> None:
 
 
 def render(vs: ViewState) -> None:
-    header("Runs", "Every run in the user store and in precomputed/ (read-only). Failed runs keep their "
-           "error message and no traces.")
+    header(
+        "Runs",
+        "Every run in the user store and in precomputed/ (read-only). Failed runs keep their "
+        "error message and no traces.",
+    )
     df = data.runs()
     models = sorted(set(df["model"].dropna()) | set(vs.models))
     c1, c2, c3 = st.columns(3)

@@ -20,8 +20,11 @@ MAX_LOSS = 8.0  # nats at full colour
 
 
 def _tokens(run_id: str, doc: int, start: int) -> pd.DataFrame:
-    return data.query("SELECT pos, token_id, token, nll, is_key FROM token_loss WHERE run_id = ? AND doc = ? "
-                      "AND pos >= ? AND pos < ? ORDER BY pos", (run_id, doc, start, start + WINDOW))
+    return data.query(
+        "SELECT pos, token_id, token, nll, is_key FROM token_loss WHERE run_id = ? AND doc = ? "
+        "AND pos >= ? AND pos < ? ORDER BY pos",
+        (run_id, doc, start, start + WINDOW),
+    )
 
 
 def _extent(run_id: str) -> tuple[int, int]:
@@ -37,7 +40,9 @@ def _loss_colour(nll: float) -> str:
 
 def _delta_colour(d: float) -> str:
     a = min(abs(d) / 3.0, 1.0)
-    return f"rgba(213,94,0,{a:.2f})" if d > 0 else f"rgba(0,114,178,{a:.2f})"  # worse: vermilion, better: blue
+    return (
+        f"rgba(213,94,0,{a:.2f})" if d > 0 else f"rgba(0,114,178,{a:.2f})"
+    )  # worse: vermilion, better: blue
 
 
 def shaded_html(df: pd.DataFrame, delta: pd.Series | None = None) -> str:
@@ -51,19 +56,27 @@ def shaded_html(df: pd.DataFrame, delta: pd.Series | None = None) -> str:
         tip += " · key token" if row.is_key else ""
         bg = _delta_colour(float(delta.iloc[i])) if delta is not None else _loss_colour(nll)
         style = f"background:{bg}" + (";border-bottom:2px solid #000" if row.is_key else "")
-        spans.append(f'<span class="tok" title="{html.escape(tip)}" style="{style}">{html.escape(row.token)}</span>')
+        spans.append(
+            f'<span class="tok" title="{html.escape(tip)}" style="{style}">{html.escape(row.token)}</span>'
+        )
     body = "".join(spans)
-    return ('<div class="hs-tokens" style="font-family:monospace;white-space:pre-wrap;line-height:1.7;'
-            f'max-height:420px;overflow-y:auto;border:1px solid #ddd;padding:8px">{body}</div>')
+    return (
+        '<div class="hs-tokens" style="font-family:monospace;white-space:pre-wrap;line-height:1.7;'
+        f'max-height:420px;overflow-y:auto;border:1px solid #ddd;padding:8px">{body}</div>'
+    )
 
 
 def _legend(delta: bool) -> None:
     if delta:
-        st.caption("Shading: B − A loss per token — vermilion where B is worse, blue where B is better. "
-                   "Underlined: key tokens (LongPPL). Hover a token for details.")
+        st.caption(
+            "Shading: B − A loss per token — vermilion where B is worse, blue where B is better. "
+            "Underlined: key tokens (LongPPL). Hover a token for details."
+        )
     else:
-        st.caption(f"Shading: loss per token (white 0 → vermilion ≥ {MAX_LOSS:g} nats). Underlined: key "
-                   "tokens (LongPPL). Hover a token for details.")
+        st.caption(
+            f"Shading: loss per token (white 0 → vermilion ≥ {MAX_LOSS:g} nats). Underlined: key "
+            "tokens (LongPPL). Hover a token for details."
+        )
 
 
 def _text(vs: ViewState, a: Side, b: Side | None) -> None:
@@ -74,7 +87,9 @@ def _text(vs: ViewState, a: Side, b: Side | None) -> None:
         vs = state.fallback("start", f"document has positions 0..{n_pos}")
     c1, c2 = st.columns(2)
     c1.number_input("Document", 0, max(n_docs, 0), **state.bind("doc"))
-    c2.number_input(f"First token (shows {WINDOW})", 0, max(n_pos, 0), step=WINDOW // 2, **state.bind("start"))
+    c2.number_input(
+        f"First token (shows {WINDOW})", 0, max(n_pos, 0), step=WINDOW // 2, **state.bind("start")
+    )
     ta = _tokens(a.run_id, vs.doc, vs.start)
     if ta.empty:
         st.info("No tokens in this range.")
@@ -93,18 +108,26 @@ def _text(vs: ViewState, a: Side, b: Side | None) -> None:
 
 
 def render(vs: ViewState) -> None:
-    header("Per-token loss", "Where in the text does the model pay? Each token is shaded by its loss; with "
-           "A vs B, by how much B's loss differs from A's on the same token.")
+    header(
+        "Per-token loss",
+        "Where in the text does the model pay? Each token is shaded by its loss; with "
+        "A vs B, by how much B's loss differs from A's on the same token.",
+    )
     found = side_runs(vs, "token_loss")
     a = found[0]
     b = found[1] if len(found) > 1 else None
     if a.run_id:
         _text(vs, a, b)
     st.subheader("Loss vs position")
-    curves = [data.position_curve(s.run_id).assign(model=s.model, ablation=s.abl, side=s.label)
-              for s in found if s.run_id]
+    curves = [
+        data.position_curve(s.run_id).assign(model=s.model, ablation=s.abl, side=s.label)
+        for s in found
+        if s.run_id
+    ]
     if curves:
-        charts.show(charts.position_curves(pd.concat(curves), data.known_models()), "per token loss vs position")
+        charts.show(
+            "per token loss vs position", charts.position_curves, pd.concat(curves), data.known_models()
+        )
 
 
 if __name__ == "__main__":  # run as a page by st.navigation

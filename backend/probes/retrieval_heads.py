@@ -45,13 +45,13 @@ def sample_scores(model, codec, prompt: str, answer: str, spans, metric: str, de
 
     def reduce(layer: int, probs: torch.Tensor) -> np.ndarray:  # probs [H, nq, L]
         if metric == "mass":
-            return probs[:, :, need].sum(-1).mean(-1).cpu().numpy()
+            return probs[:, :, need].sum(-1).mean(-1)  # stays on the device: no sync per layer
         top = probs.argmax(-1)  # [H, nq]
         is_needle = (top[..., None] == need).any(-1)
         copied = x[0, top] == targets[None, :]
-        return (is_needle & copied).float().mean(-1).cpu().numpy()
+        return (is_needle & copied).float().mean(-1)
 
-    return row_probs(model, x, rows, reduce=reduce)
+    return {layer: v.cpu().numpy() for layer, v in row_probs(model, x, rows, reduce=reduce).items()}
 
 
 def run(ctx: ProbeContext) -> dict:

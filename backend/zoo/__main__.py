@@ -1,4 +1,12 @@
-"""CLI for the zoo data: ``python -m backend.zoo build-data --out DIR`` / ``pack``."""
+"""CLI for the zoo: data (``build-data``, ``pack``), models (``variants``, ``train``, ``train-all``) and
+traces (``precompute``). Each command prints a JSON summary on stdout (training logs go to stdout too).
+
+    python -m backend.zoo build-data --out .data/zoo
+    python -m backend.zoo variants                                  # param counts of the seven variants
+    python -m backend.zoo train --variant swa64 --data .data/zoo --out out/zoo --steps 200 [--resume]
+    python -m backend.zoo train-all --data .data/zoo --out out/zoo --total-budget-s 400
+    python -m backend.zoo precompute --root out/zoo --data .data/zoo
+"""
 
 from __future__ import annotations
 
@@ -28,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--split", default="train", choices=("train", "val", "test"))
     k.add_argument("--seq-len", type=int, default=4096)
     k.add_argument("--out", required=True, type=Path, help="output .npy path")
+    from backend.zoo.cli_train import add_commands
+
+    add_commands(sub)
     return p
 
 
@@ -40,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
@@ -61,6 +72,10 @@ def _run(args: argparse.Namespace) -> dict:
             seed=args.seed,
         )
         summary = {s: {k: v[k] for k in ("docs", "chars", "tokens")} for s, v in m["splits"].items()}
+    elif args.cmd != "pack":
+        from backend.zoo.cli_train import run_command
+
+        return run_command(args)
     else:
         from backend.zoo.tokenizer import pack_tokens
 

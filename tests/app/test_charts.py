@@ -27,8 +27,15 @@ def test_layer_type_colours_and_labels():
 
 
 def test_svg_and_png_downloads_render_the_chart():
-    df = pd.DataFrame({"model": ["zoo/a"] * 3, "name": ["restrict_full"] * 3, "x": [16.0, 64.0, 256.0],
-                       "y": [40.0, 20.0, 10.0], "label": ["a", "b", "c"]})
+    df = pd.DataFrame(
+        {
+            "model": ["zoo/a"] * 3,
+            "name": ["restrict_full"] * 3,
+            "x": [16.0, 64.0, 256.0],
+            "y": [40.0, 20.0, 10.0],
+            "label": ["a", "b", "c"],
+        }
+    )
     spec = charts.sweep_chart(df, ["zoo/a"]).to_dict()
     svg = charts._svg(spec).decode()
     assert svg.startswith("<svg") and "restrict_full" in svg
@@ -36,9 +43,14 @@ def test_svg_and_png_downloads_render_the_chart():
 
 
 def test_head_heatmap_keeps_null_scores_for_non_attention_layers():
-    df = pd.DataFrame({"layer": [0, 0, 1, 1], "head": [0, 1, 0, 1],
-                       "layer_type": ["mamba2", "mamba2", "full_attention", "full_attention"],
-                       "score": [None, None, 0.2, 0.7]})
+    df = pd.DataFrame(
+        {
+            "layer": [0, 0, 1, 1],
+            "head": [0, 1, 0, 1],
+            "layer_type": ["mamba2", "mamba2", "full_attention", "full_attention"],
+            "score": [None, None, 0.2, 0.7],
+        }
+    )
     spec = charts.head_heatmap(df, "t", selected=(1, 1)).to_dict()
     rows = next(iter(spec["datasets"].values()))
     mamba = [r for r in rows if r["layer_type"] == "mamba2"]

@@ -36,7 +36,12 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_app_never_imports_torch_or_transformers(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(root=str(ROOT))], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(root=str(ROOT))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "HEAVY: []" in proc.stdout, proc.stdout[-2000:]

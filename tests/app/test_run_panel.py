@@ -38,8 +38,11 @@ def test_runs_above_the_cpu_limits_are_refused_with_the_limits(empty_store, env,
     monkeypatch.setenv("HYBRIDSCOPE_MAX_TOKENS", "1000")
     at = run_app(view="token_loss", params="max_tokens=4096")
     errors = [plain(e) for e in texts(at, "error")]
-    assert any("Cannot compute it here: 4096 tokens asked, at most 1000 allowed" in e
-               and "cpu: max tokens 1000, max docs 8" in e for e in errors), errors
+    assert any(
+        "Cannot compute it here: 4096 tokens asked, at most 1000 allowed" in e
+        and "cpu: max tokens 1000, max docs 8" in e
+        for e in errors
+    ), errors
     at.button(key="run-A").click().run()
     assert any(e.startswith("Refused: 4096 tokens asked") for e in map(plain, texts(at, "error")))
     assert not env.exists()  # nothing was submitted
@@ -47,10 +50,14 @@ def test_runs_above_the_cpu_limits_are_refused_with_the_limits(empty_store, env,
 
 def test_over_limits_counts_tokens_lengths_and_docs():
     lim = {"device": "cpu", "max_tokens": 2048, "max_docs": 4}
-    assert over_limits(RunSpec.build(model="zoo/a", probe="token_loss"), lim) == \
-        "4096 tokens asked, at most 2048 allowed"
-    assert over_limits(RunSpec.build(model="zoo/a", probe="niah", params={"lengths": [512, 4096]}), lim) == \
-        "4096 tokens asked, at most 2048 allowed"
+    assert (
+        over_limits(RunSpec.build(model="zoo/a", probe="token_loss"), lim)
+        == "4096 tokens asked, at most 2048 allowed"
+    )
+    assert (
+        over_limits(RunSpec.build(model="zoo/a", probe="niah", params={"lengths": [512, 4096]}), lim)
+        == "4096 tokens asked, at most 2048 allowed"
+    )
     assert over_limits(RunSpec.build(model="zoo/a", probe="niah"), lim) is None
     spec = RunSpec.build(model="zoo/a", probe="token_loss", params={"max_tokens": 1024, "n_docs": 9})
     assert over_limits(spec, lim) == "9 documents asked, at most 4 allowed"
@@ -103,13 +110,16 @@ def test_probe_params_widgets_write_canonical_params(store):
     assert at.error.len == 1
 
 
-@pytest.mark.parametrize("current,segment,expect", [
-    ("", "rf[full]=512", "rf[full]=512"),
-    ("rf[full]=512", "rf[full]=64", "rf[full]=64"),
-    ("rf[full]=512", "window[swa]=32", "window[swa]=32;rf[full]=512"),
-    ("skip=1", "skip=3", "skip=1,3"),
-    ("heads=2.1", "heads=0.0", "heads=0.0,2.1"),
-    ("sinks=4", "sinks=8", "sinks=8"),
-])
+@pytest.mark.parametrize(
+    "current,segment,expect",
+    [
+        ("", "rf[full]=512", "rf[full]=512"),
+        ("rf[full]=512", "rf[full]=64", "rf[full]=64"),
+        ("rf[full]=512", "window[swa]=32", "window[swa]=32;rf[full]=512"),
+        ("skip=1", "skip=3", "skip=1,3"),
+        ("heads=2.1", "heads=0.0", "heads=0.0,2.1"),
+        ("sinks=4", "sinks=8", "sinks=8"),
+    ],
+)
 def test_combine(current, segment, expect):
     assert combine(current, segment) == expect

@@ -21,10 +21,22 @@ def test_default_state_writes_nothing():
 
 
 def test_round_trip_of_a_full_state():
-    s = ViewState(view="retrieval_heads", model="zoo/swa64", abl="rf[full]=512;window[swa]=64", cmp=True,
-                  model_b="zoo/gdn", abl_b="pe[full]=nope", data="stdlib", probe="attention_rows",
-                  params="max_tokens=2048;queries=-1,100", doc=3, start=512, layer=3, head=1,
-                  models=("zoo/a", "zoo/b"))
+    s = ViewState(
+        view="retrieval_heads",
+        model="zoo/swa64",
+        abl="rf[full]=512;window[swa]=64",
+        cmp=True,
+        model_b="zoo/gdn",
+        abl_b="pe[full]=nope",
+        data="stdlib",
+        probe="attention_rows",
+        params="max_tokens=2048;queries=-1,100",
+        doc=3,
+        start=512,
+        layer=3,
+        head=1,
+        models=("zoo/a", "zoo/b"),
+    )
     q = encode(s)
     assert q["cmp"] == "1" and q["models"] == "zoo/a|zoo/b" and q["layer"] == "3"
     back, warnings = parse(q)
@@ -37,33 +49,41 @@ def test_random_states_round_trip():
     rng = random.Random(0)
     for _ in range(200):
         s = ViewState(
-            view=rng.choice(list(VIEWS)), model=rng.choice([None, "zoo/x", "tiny/SSSF"]),
-            abl=rng.choice(["", "rf[full]=64", "skip=1-3;heads=0.1"]), cmp=rng.random() < 0.5,
-            doc=rng.randrange(0, 1000), start=rng.randrange(0, 1 << 20), layer=rng.choice([None, 0, 7]),
-            head=rng.choice([None, 0, 15]), models=tuple(rng.sample(["zoo/a", "zoo/b", "zoo/c"], rng.randrange(4))),
+            view=rng.choice(list(VIEWS)),
+            model=rng.choice([None, "zoo/x", "tiny/SSSF"]),
+            abl=rng.choice(["", "rf[full]=64", "skip=1-3;heads=0.1"]),
+            cmp=rng.random() < 0.5,
+            doc=rng.randrange(0, 1000),
+            start=rng.randrange(0, 1 << 20),
+            layer=rng.choice([None, 0, 7]),
+            head=rng.choice([None, 0, 15]),
+            models=tuple(rng.sample(["zoo/a", "zoo/b", "zoo/c"], rng.randrange(4))),
         )
         back, warnings = parse(encode(s))
         assert warnings == [] and encode(back) == encode(s)
 
 
-@pytest.mark.parametrize("key,value,needle", [
-    ("view", "bogus", "unknown view"),
-    ("view", "<script>", "unknown view"),
-    ("abl", "window[swaa]=64", "unknown selector"),
-    ("abl", "rf[full]=-5", "ablation.receptive_field"),
-    ("abl", "x" * 600, "longer than 512"),
-    ("doc", "99999999999999999999", "integer in [0, 1000000]"),
-    ("doc", "-1", "integer in [0, 1000000]"),
-    ("start", "1e9", "integer in [0, 1048576]"),
-    ("layer", "3; DROP TABLE runs", "integer in [0, 4095]"),
-    ("head", "1 OR 1=1", "integer in [0, 4095]"),
-    ("model", "zoo/x'; DROP TABLE runs;--", "not a model/dataset ref"),
-    ("model", "../../etc/passwd", "not a model/dataset ref"),
-    ("data", "file:/etc/passwd", "file datasets are off"),
-    ("cmp", "maybe", "must be 1 or 0"),
-    ("probe", "rm -rf", "unknown probe"),
-    ("models", "|".join(f"zoo/m{i}" for i in range(20)), "at most 16 models"),
-])
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [
+        ("view", "bogus", "unknown view"),
+        ("view", "<script>", "unknown view"),
+        ("abl", "window[swaa]=64", "unknown selector"),
+        ("abl", "rf[full]=-5", "ablation.receptive_field"),
+        ("abl", "x" * 600, "longer than 512"),
+        ("doc", "99999999999999999999", "integer in [0, 1000000]"),
+        ("doc", "-1", "integer in [0, 1000000]"),
+        ("start", "1e9", "integer in [0, 1048576]"),
+        ("layer", "3; DROP TABLE runs", "integer in [0, 4095]"),
+        ("head", "1 OR 1=1", "integer in [0, 4095]"),
+        ("model", "zoo/x'; DROP TABLE runs;--", "not a model/dataset ref"),
+        ("model", "../../etc/passwd", "not a model/dataset ref"),
+        ("data", "file:/etc/passwd", "file datasets are off"),
+        ("cmp", "maybe", "must be 1 or 0"),
+        ("probe", "rm -rf", "unknown probe"),
+        ("models", "|".join(f"zoo/m{i}" for i in range(20)), "at most 16 models"),
+    ],
+)
 def test_malformed_values_warn_and_fall_back(key, value, needle):
     state, warnings = parse({key: value, "model_b": "zoo/ok"})
     assert len(warnings) == 1 and needle in plain(warnings[0]), warnings

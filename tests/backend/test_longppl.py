@@ -81,7 +81,8 @@ def test_key_mask_by_hand():
     # LSD:            nan    2.5   3.0   1.9   2.1   3.0   2.0
     got = key_mask(long, short, alpha=2.0, beta=-2.0)
     assert got.tolist() == [False, True, False, False, True, False, False]  # strict > on both
-    assert key_mask(long, short, alpha=1.8, beta=-2.5).tolist() == [False, True, False, True, True, True, True]
+    got = key_mask(long, short, alpha=1.8, beta=-2.5)
+    assert got.tolist() == [False, True, False, True, True, True, True]
 
 
 def test_spans_mask_by_hand():
@@ -99,7 +100,8 @@ def test_longppl_value_and_corpus_by_hand():
     assert longppl_value(nll, np.array([False, True, False, True])) == pytest.approx(math.exp(3.0))
     assert longppl_value(nll, np.zeros(4, bool)) is None
     # docs weighted by their number of key tokens; a doc without key tokens is left out
-    assert corpus_longppl([2, 0, 3], [math.e, None, math.e**2]) == pytest.approx(math.exp((2 * 1 + 3 * 2) / 5))
+    expected = math.exp((2 * 1 + 3 * 2) / 5)
+    assert corpus_longppl([2, 0, 3], [math.e, None, math.e**2]) == pytest.approx(expected)
     assert corpus_longppl([0, 0], [None, None]) is None
 
 

@@ -24,7 +24,9 @@ from models.capture import capture, current_plans
 from models.tiny import tiny_model
 
 TOL = 1e-5
-ABLATIONS = ["", "window[full]=16;sinks=3", "window[swa]=32;pe[full]=nope", "rf[full]=24;heads=1.2,3.0", "skip=3"]
+ABLATIONS = ["", "window[full]=40;sinks=3", "window[swa]=32;pe[full]=nope", "rf[full]=24;heads=1.2,3.0",
+             "skip=3"]
+CPU = torch.device("cpu")
 
 
 def attention_mixers(model) -> dict[int, torch.nn.Module]:
@@ -88,8 +90,8 @@ def reference_scores(model, prompt: str, answer: str, spans, metric: str):
             out[layer] = p[:, :, needles].sum(-1).mean(-1).numpy()
         else:
             top = p.argmax(-1)  # [H, n_rows]
-            hit = [[int(top[h, i]) in needles and text[int(top[h, i])] == text[r + 1] for i, r in enumerate(rows)]
-                   for h in range(p.shape[0])]
+            hit = [[int(top[h, i]) in needles and text[int(top[h, i])] == text[r + 1]
+                    for i, r in enumerate(rows)] for h in range(p.shape[0])]
             out[layer] = np.array(hit, dtype=np.float64).mean(-1)
     return out
 
@@ -98,8 +100,8 @@ def copy_case() -> tuple[str, str, list[tuple[int, int]]]:
     """A prompt whose context is mostly needle, so that top-1 keys often copy (copy score > 0)."""
     rng = random.Random(3)
     needle = "".join(rng.choice("1234") for _ in range(60))
-    prompt = "key: " + needle + " ? the value of key is"
-    return prompt, "".join(rng.choice("1234") for _ in range(8)), [(5, 5 + len(needle))]
+    prompt = needle + " ? the value is"  # the needle starts at 0: sinks (if any) are needle tokens
+    return prompt, "".join(rng.choice("1234") for _ in range(8)), [(0, len(needle))]
 
 
 @pytest.mark.parametrize("pattern", ["SFSF", "SMGF"])
@@ -113,7 +115,7 @@ def test_retrieval_scores_equal_eager_full_attention(pattern, ablation):
         attn = [i for i, pl in enumerate(plans) if pl.is_attention and not pl.skip]
         for prompt, answer, spans in ((s.prompt, s.answer, s.answer_spans), (p, a, sp)):
             for metric in ("mass", "copy"):
-                got = sample_scores(model, codec, prompt, answer, spans, metric, torch.device("cpu"))
+                got = sample_scores(model, codec, prompt, answer, spans, metric, CPU)
                 ref = reference_scores(model, prompt, answer, spans, metric)
                 assert sorted(got) == sorted(ref) == attn  # recurrent and skipped layers: no score
                 for layer in attn:
@@ -141,7 +143,7 @@ def test_retrieval_scores_hf_qwen3():
     for ablation in ("", "window[full]=16;sinks=3", "pe[full]=nope;heads=1.2"):
         with apply_ablation(model, ablation):
             for metric in ("mass", "copy"):
-                got = sample_scores(model, codec, s.prompt, s.answer, s.answer_spans, metric, torch.device("cpu"))
+                got = sample_scores(model, codec, s.prompt, s.answer, s.answer_spans, metric, CPU)
                 ref = reference_scores(model, s.prompt, s.answer, s.answer_spans, metric)
                 assert sorted(got) == sorted(ref) == [0, 1, 2, 3]
                 for layer in ref:
@@ -192,9 +194,11 @@ def test_attention_rows_match_eager_rows(tmp_path):
         probs = eager_probs(model, ids)
     rows, ent = res.tables["attention_rows"], res.tables["head_entropy"]
     assert len(rows["layer"]) == 2 * 2 * 3 * 4 and len(ent["layer"]) == 2 * 2 * 3
-    for i, (layer, head, q, rank) in enumerate(zip(rows["layer"], rows["head"], rows["query_pos"], rows["rank"])):
+    keys = zip(rows["layer"], rows["head"], rows["query_pos"], rows["rank"])
+    for i, (layer, head, q, rank) in enumerate(keys):
         w, k = torch.topk(probs[layer][head, q], 4)
-        assert rows["key_pos"][i] == int(k[rank]) and rows["weight"][i] == pytest.approx(float(w[rank]), abs=TOL)
+        assert rows["key_pos"][i] == int(k[rank])
+        assert rows["weight"][i] == pytest.approx(float(w[rank]), abs=TOL)
         assert rows["token"][i] == chr(int(ids[0, int(k[rank])]))
     for layer, head, q, e in zip(ent["layer"], ent["head"], ent["query_pos"], ent["entropy"]):
         p = probs[layer][head, q]
@@ -205,8 +209,9 @@ def test_attention_rows_match_eager_rows(tmp_path):
 def test_token_loss_matches_full_logits(tmp_path):
     data = write_doc(tmp_path, 150)
     runner = Runner(tmp_path / "store", read_only_roots=[])
-    res = runner.run(RunSpec.build(model="tiny/SMGF", probe="token_loss", data=data,
-                                   params={"n_docs": 1, "max_tokens": 100, "bucket": 32}, ablation="rf[linear]=8"))
+    params = {"n_docs": 1, "max_tokens": 100, "bucket": 32}
+    res = runner.run(RunSpec.build(model="tiny/SMGF", probe="token_loss", data=data, params=params,
+                                   ablation="rf[linear]=8"))
     model = tiny_model("SMGF", seed=0)
     ids = torch.tensor([[ord(c) for c in (tmp_path / "doc.txt").read_text()[:100]]])
     with apply_ablation(model, "rf[linear]=8"), torch.inference_mode():

@@ -1,0 +1,131 @@
+"""Subcommands ``variants``, ``train``, ``train-all`` and ``precompute`` of ``python -m backend.zoo``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from backend.zoo.train import EVAL_FRACTIONS, TrainArgs
+
+_HYPER = (  # (flag, TrainArgs field, type)
+    ("--batch-size", "batch_size", int), ("--micro-batch", "micro_batch", int), ("--lr", "lr", float),
+    ("--min-lr-ratio", "min_lr_ratio", float), ("--warmup-steps", "warmup_steps", int),
+    ("--weight-decay", "weight_decay", float), ("--grad-clip", "grad_clip", float),
+    ("--calib-steps", "calib_steps", int), ("--log-every", "log_every", int),
+    ("--keep-checkpoints", "keep_checkpoints", int), ("--seed", "seed", int),
+    ("--synthetic-frac", "synthetic_frac", float), ("--device", "device", str),
+)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=Path(".data/zoo"), help="a build-data directory")
+    p.add_argument("--out", type=Path, required=True, help="zoo root: runs/, zoo/ (exports), plan.json")
+    p.add_argument("--size", choices=("zoo", "smoke"), default="zoo", help="smoke = tiny CPU-sized models")
+    for flag, name, typ in _HYPER:
+        p.add_argument(flag, dest=name, type=typ, default=None)
+    p.add_argument("--evals", type=int, default=None,
+                   help=f"evaluation points (formation + checkpoint); default {len(EVAL_FRACTIONS)}")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (off by default)")
+    p.add_argument("--max-docs", type=int, default=None, help="first N training documents only (smoke)")
+    p.add_argument("--workers", type=int, default=-1, help="synthetic-row processes (-1: 2 on CUDA, 0 on CPU)")
+    p.add_argument("--cache", type=Path, default=None, help="packed-rows cache dir (default OUT/cache)")
+
+
+def add_commands(sub) -> None:
+    v = sub.add_parser("variants", help="the seven variants with their parameter counts")
+    v.add_argument("--size", choices=("zoo", "smoke"), default="zoo")
+    t = sub.add_parser("train", help="train one variant (steps or a time budget); resumable")
+    t.add_argument("--variant", required=True)
+    g = t.add_mutually_exclusive_group(required=True)
+    g.add_argument("--steps", type=int)
+    g.add_argument("--time-budget-s", type=float, help="plan the schedule to end within this wall time")
+    t.add_argument("--max-seconds", type=float, default=None, help="hard wall-clock stop")
+    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUT/runs/VARIANT")
+    t.add_argument("--stop-after", type=int, default=None, help="stop at this step with a checkpoint (no export)")
+    _common(t)
+    a = sub.add_parser("train-all", help="train the variants on equal steps (plan from a time budget)")
+    g = a.add_mutually_exclusive_group(required=True)
+    g.add_argument("--steps", type=int)
+    g.add_argument("--total-budget-s", type=float, help="wall budget for everything incl. calibration")
+    a.add_argument("--variants", default="", help="comma-separated names (default: all seven)")
+    a.add_argument("--no-resume", action="store_true", help="retrain finished variants from scratch")
+    _common(a)
+    p = sub.add_parser("precompute", help="trace store for the trained zoo in ROOT/zoo")
+    p.add_argument("--root", type=Path, required=True, help="the train-all --out directory")
+    p.add_argument("--data", type=Path, default=Path(".data/zoo"))
+    p.add_argument("--variants", default="", help="comma-separated names (default: all seven)")
+    p.add_argument("--smoke", action="store_true", help="tiny probe sizes (CPU)")
+    p.add_argument("--budget-s", type=float, default=None, help="skip remaining steps after this many seconds")
+    p.add_argument("--attn-backend", choices=("sdpa", "auto"), default="sdpa")
+    p.add_argument("--evaluator", default="zoo/full", help="LongPPL key-token model ('' = each model itself)")
+
+
+def _train_args(ns: argparse.Namespace, variant: str) -> TrainArgs:
+    kw = {name: getattr(ns, name) for _, name, _ in _HYPER if getattr(ns, name) is not None}
+    if ns.evals is not None:
+        if ns.evals < 1:
+            raise ValueError(f"--evals: must be >= 1, got {ns.evals}")
+        kw["eval_fractions"] = tuple((i + 1) / ns.evals for i in range(ns.evals))
+    if ns.size == "smoke":
+        kw.setdefault("batch_size", 2)
+        kw.setdefault("warmup_steps", 2)
+        kw.setdefault("calib_steps", 3)
+        kw.setdefault("log_every", 1)
+    return TrainArgs(variant=variant, size=ns.size, compile=ns.compile, **kw)
+
+
+def _names(text: str) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] or None
+
+
+def run_command(ns: argparse.Namespace) -> dict:
+    t0 = time.perf_counter()
+    if ns.cmd == "variants":
+        from backend.zoo.variants import describe
+
+        rows = describe(ns.size)
+        for r in rows:
+            print(f"{r['name']:<11} {r['pattern']}  ratio {r['ratio']}  window {r['window'] or '-':>5}  "
+                  f"pe[full]={r['full_pe']:<4}  params {r['params']:,}  bf16 {r['bf16_bytes'] / 1e6:.2f} MB")
+        return {"variants": rows}
+    if ns.cmd == "train":
+        from dataclasses import replace
+
+        from backend.zoo.train_all import train_one
+
+        args = replace(_train_args(ns, ns.variant), steps=ns.steps, time_budget_s=ns.time_budget_s,
+                       max_seconds=ns.max_seconds)
+        out = train_one(ns.out, ns.data, args, ns.cache, ns.max_docs, ns.workers, ns.resume, ns.stop_after)
+    elif ns.cmd == "train-all":
+        from dataclasses import replace
+
+        from backend.zoo.train_all import train_all
+
+        base = replace(_train_args(ns, "full"), steps=ns.steps)
+        out = train_all(ns.out, ns.data, base, _names(ns.variants), ns.total_budget_s, ns.cache, ns.max_docs,
+                        ns.workers, resume=not ns.no_resume)
+        print_table(out)
+    else:
+        from backend.zoo.precompute import PrecomputeConfig, precompute
+        from backend.zoo.variants import NAMES
+
+        cfg = PrecomputeConfig.smoke() if ns.smoke else PrecomputeConfig()
+        cfg.evaluator = ns.evaluator or None
+        root = ns.root
+        out = precompute(root, ns.data, _names(ns.variants) or list(NAMES), cfg, root / "formation.json",
+                         ns.budget_s, ns.attn_backend)
+    out["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def print_table(summary: dict) -> None:
+    """Compact table of a train-all summary on stdout."""
+    print(f"{'variant':<11} {'status':<10} {'steps':>6} {'tokens':>12} {'loss':>7} {'val':>7} "
+          f"{'max_full':>8} {'secs':>6}")
+    for name, s in summary["variants"].items():
+        f = s.get("formation") or {}
+        print(f"{name:<11} {str(s.get('status'))[:10]:<10} {s.get('steps', '-')!s:>6} "
+              f"{s.get('tokens_seen', 0):>12,} {s.get('final_train_loss') or '-'!s:>7} "
+              f"{s.get('final_val_loss') or '-'!s:>7} {round(f['max_full'], 3) if 'max_full' in f else '-'!s:>8} "
+              f"{s.get('train_seconds', '-')!s:>6}", flush=True)

@@ -1,0 +1,197 @@
+"""Training data for the zoo trainer: fixed-length rows in memory, epochs mixing natural and fresh
+synthetic rows, and a resumable batch stream.
+
+- Natural rows: the corpus's stdlib training documents (``train.jsonl``, source "stdlib"), tokenized
+  once per run with the saved tokenizer and packed into rows of ``seq_len`` tokens separated by
+  <|endoftext|> (:func:`backend.zoo.tokenizer.pack_ids`); cached as ``.npy`` keyed by the inputs' hashes.
+  The corpus's own synthetic documents are left out: fresh ones replace them every epoch.
+- Synthetic rows: ``round(n_natural * frac / (1 - frac))`` rows per epoch from
+  :class:`backend.zoo.synthetic_rows.SyntheticMaker` with seed ``(seed, epoch)`` — built in worker
+  processes ahead of time when ``workers > 0``; every epoch's rows are a pure function of the seed.
+- Epoch order: a permutation of natural + synthetic rows seeded by ``(seed, epoch)``; a batch is
+  ``batch_size`` consecutive rows of it; the last incomplete batch of an epoch is dropped.
+Labels are the inputs with <|pad|> positions set to -100 (the model shifts them itself).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import multiprocessing
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backend.zoo import synthetic_rows
+from backend.zoo.corpus import STDLIB_SOURCE, read_jsonl
+from backend.zoo.tokenizer import EOS, PAD, backend_of, encode_many, pack_ids
+
+
+@dataclass
+class Corpus:
+    """Everything the trainer reads from a ``build-data`` directory, in memory."""
+
+    data_dir: Path
+    seq_len: int
+    rows: np.ndarray  # [n, seq_len] uint16 natural training rows
+    val_rows: np.ndarray  # [m, seq_len] uint16 rows of the validation split
+    val_texts: list[str]  # held-out texts (haystacks of the retrieval-head evaluation)
+    eos_id: int
+    pad_id: int
+    max_docs: int | None = None
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.data_dir / "tokenizer"
+
+
+def _hash_files(*paths: Path, extra: str = "") -> str:
+    h = hashlib.sha256(extra.encode())
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _pack(texts: list[str], tok, seq_len: int, eos_id: int, pad_id: int) -> np.ndarray:
+    ids = encode_many(tok, texts)
+    flat, _ = pack_ids([(i, False) for i in ids], seq_len, eos_id, pad_id)
+    return np.asarray(flat, dtype=np.uint16).reshape(-1, seq_len)
+
+
+def load_corpus(data_dir: Path | str, seq_len: int, cache_dir: Path | str | None = None,
+                max_docs: int | None = None) -> Corpus:
+    """Tokenize and pack ``data_dir``'s train and val splits (cached under ``cache_dir`` if given).
+
+    ``max_docs`` keeps only the first N natural training documents (smoke runs and tests).
+    """
+    data_dir = Path(data_dir)
+    for name in ("train.jsonl", "val.jsonl", "tokenizer/tokenizer.json"):
+        if not (data_dir / name).is_file():
+            raise ValueError(f"data: {data_dir} has no {name}; build it with `python -m backend.zoo build-data`")
+    tok = backend_of(data_dir / "tokenizer")
+    eos_id, pad_id = tok.token_to_id(EOS), tok.token_to_id(PAD)
+    val_texts = [d.text for d in read_jsonl(data_dir / "val.jsonl")]
+    key = _hash_files(data_dir / "train.jsonl", data_dir / "val.jsonl", data_dir / "tokenizer" / "tokenizer.json",
+                      extra=f"{seq_len}:{max_docs}")
+    cache = Path(cache_dir) / f"rows-{key}.npz" if cache_dir is not None else None
+    if cache is not None and cache.is_file():
+        z = np.load(cache)
+        rows, val_rows = z["rows"], z["val_rows"]
+    else:
+        texts = synthetic_rows.natural_texts(data_dir / "train.jsonl", max_docs)
+        rows = _pack(texts, tok, seq_len, eos_id, pad_id)
+        val_rows = _pack(val_texts, tok, seq_len, eos_id, pad_id)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp.npz")
+            np.savez(tmp, rows=rows, val_rows=val_rows)
+            tmp.replace(cache)
+    if len(rows) == 0:
+        raise ValueError(f"data: fewer than seq_len={seq_len} natural training tokens in {data_dir}")
+    return Corpus(data_dir, seq_len, rows, val_rows, val_texts, eos_id, pad_id, max_docs)
+
+
+def n_synthetic_rows(n_natural: int, frac: float) -> int:
+    """Synthetic rows per epoch so that they are ``frac`` of all rows."""
+    if not 0 <= frac < 1:
+        raise ValueError(f"synthetic_frac: must be in [0, 1), got {frac}")
+    return round(n_natural * frac / (1 - frac))
+
+
+class SyntheticSource:
+    """Synthetic rows per epoch, computed once per (epoch) and cached; ``workers`` > 0 builds the
+    next ``prefetch`` epochs in background processes (spawned: safe after CUDA init)."""
+
+    def __init__(self, corpus: Corpus, frac: float, seed: int, workers: int = 0, prefetch: int = 3,
+                 min_tokens: int | None = None) -> None:
+        self.n_rows = n_synthetic_rows(len(corpus.rows), frac)
+        self.seed, self.prefetch, self.seq_len = seed, prefetch, corpus.seq_len
+        self.min_tokens = min_tokens or min(256, corpus.seq_len // 4)
+        self._cache: dict[int, np.ndarray] = {}
+        self._futures: dict[int, cf.Future] = {}
+        args = (str(corpus.tokenizer_dir / "tokenizer.json"), str(corpus.data_dir / "train.jsonl"),
+                corpus.seq_len, corpus.eos_id, corpus.pad_id, self.min_tokens, corpus.max_docs)
+        self._pool = None
+        self._maker = None
+        if workers > 0 and self.n_rows > 0:
+            self._pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=synthetic_rows.init_worker, initargs=args)
+        else:
+            self._args = args
+
+    def epoch_seed(self, epoch: int) -> int:
+        return self.seed * 1_000_003 + epoch
+
+    def _submit(self, epoch: int) -> None:
+        if self._pool is not None and epoch not in self._cache and epoch not in self._futures:
+            self._futures[epoch] = self._pool.submit(synthetic_rows.worker_rows, self.n_rows, self.epoch_seed(epoch))
+
+    def get(self, epoch: int) -> np.ndarray:
+        """The synthetic rows of ``epoch`` [n_rows, seq_len]; the same for every caller and run."""
+        for e in range(epoch, epoch + self.prefetch + 1):
+            self._submit(e)
+        if self.n_rows == 0:
+            return np.zeros((0, self.seq_len), dtype=np.uint16)
+        if epoch not in self._cache:
+            fut = self._futures.pop(epoch, None)
+            if fut is not None:
+                self._cache[epoch] = fut.result()
+            else:
+                if self._maker is None:
+                    a = self._args
+                    self._maker = synthetic_rows.maker_from_files(Path(a[0]), Path(a[1]), *a[2:])
+                self._cache[epoch] = self._maker.rows(self.n_rows, self.epoch_seed(epoch))
+        return self._cache[epoch]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+class BatchStream:
+    """Batches of ``batch_size`` rows; its position (epoch, index) is its whole state."""
+
+    def __init__(self, corpus: Corpus, synthetic: SyntheticSource, batch_size: int, seed: int) -> None:
+        n = len(corpus.rows) + synthetic.n_rows
+        if batch_size > n:
+            raise ValueError(f"batch_size: {batch_size} exceeds the {n} rows of an epoch")
+        self.corpus, self.synthetic, self.batch_size, self.seed = corpus, synthetic, batch_size, seed
+        self.epoch, self.index = 0, 0
+        self._rows: np.ndarray | None = None
+        self._rows_epoch = -1
+
+    def _epoch_rows(self) -> np.ndarray:
+        if self._rows_epoch != self.epoch:
+            rows = np.concatenate([self.corpus.rows, self.synthetic.get(self.epoch)])
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(rows))
+            self._rows, self._rows_epoch = rows[order], self.epoch
+        return self._rows
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, labels), both int64 [batch_size, seq_len] on the CPU."""
+        rows = self._epoch_rows()
+        if self.index + self.batch_size > len(rows):
+            self.epoch, self.index = self.epoch + 1, 0
+            rows = self._epoch_rows()
+        batch = torch.from_numpy(rows[self.index : self.index + self.batch_size].astype(np.int64))
+        self.index += self.batch_size
+        labels = batch.masked_fill(batch == self.corpus.pad_id, -100)
+        return batch, labels
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+
+def corpus_summary(corpus: Corpus, synthetic: SyntheticSource) -> dict:
+    return {
+        "natural_rows": int(len(corpus.rows)), "synthetic_rows_per_epoch": int(synthetic.n_rows),
+        "val_rows": int(len(corpus.val_rows)), "seq_len": corpus.seq_len,
+        "tokens_per_epoch": int((len(corpus.rows) + synthetic.n_rows) * corpus.seq_len),
+        "natural_source": STDLIB_SOURCE,
+    }

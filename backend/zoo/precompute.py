@@ -1,0 +1,218 @@
+"""Precompute the zoo's traces into a trace store, with the ordinary runner.
+
+``precompute(root, ...)`` expects the trained checkpoints in ``root/zoo/<variant>`` (what
+``train-all --out root`` writes) and, with ``HYBRIDSCOPE_PRECOMPUTED`` pointed at ``root`` for the
+duration (refs ``zoo/<name>`` and data ``zoo:test`` resolve there), writes ``root/store`` with:
+
+1. formation: one run per variant holding ``sweep`` rows named ``formation:<variant>`` (x = training
+   step, y = strongest full-attention retrieval-head mass), from ``formation.json`` of train-all.
+   Spec: ``{"model": "zoo/<v>", "probe": "sweep", "data": "formation:retrieval_heads_mass",
+   "params": {"ks": [steps]}}`` — a valid RunSpec that the runner never computes (written directly).
+2. token_loss and longppl on held-out long documents (``zoo:test``: documents of the corpus's val
+   and test splits with at least ``max_tokens`` tokens, written to ``root/data/test.jsonl``);
+   LongPPL key tokens come from one evaluator (default ``zoo/full``) so all variants are scored on
+   the same tokens.
+3. the receptive-field sweep (full vs efficient layers restricted to k tokens).
+4. NIAH grids (passkey, then niah) and retrieval-head maps, on a text haystack of ``zoo:test``.
+
+Steps run in that order, each wrapped: a failure is recorded and the next step runs; once
+``budget_s`` is spent the remaining steps are skipped (and listed). Attention runs on the SDPA path
+(``attn_backend="sdpa"``): probe lengths vary (greedy decoding grows the sequence by one token per
+step), and FlexAttention would recompile for every length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backend.zoo.corpus import read_jsonl
+from backend.zoo.tokenizer import backend_of
+
+FORMATION_DATA = "formation:retrieval_heads_mass"
+
+
+@dataclass
+class PrecomputeConfig:
+    n_docs: int = 4
+    max_tokens: int = 4096
+    trunc_len: int = 1024
+    stride: int = 256
+    evaluator: str | None = "zoo/full"
+    ks: tuple[int, ...] = (16, 64, 256, 1024)
+    niah_lengths: tuple[int, ...] = (512, 1024, 2048, 4096)
+    niah_depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    niah_samples: int = 2
+    niah_new_tokens: dict[str, int] = field(default_factory=lambda: {"passkey": 8, "niah": 10})
+    rh_lengths: tuple[int, ...] = (1024, 2048)
+    haystack: str = "text"
+    data: str = "zoo:test"
+
+    @classmethod
+    def smoke(cls) -> PrecomputeConfig:
+        return cls(n_docs=1, max_tokens=512, trunc_len=128, stride=64, ks=(16, 64), niah_lengths=(128, 256),
+                   niah_depths=(0.0, 1.0), niah_samples=1, rh_lengths=(128,))
+
+
+@contextmanager
+def precomputed_root(root: Path) -> Iterator[None]:
+    """Point ``zoo/<name>`` refs and ``zoo:<split>`` data at ``root`` (env for children, module globals
+    for this process, restored afterwards)."""
+    from backend import datasets, model_refs
+
+    old_env = os.environ.get("HYBRIDSCOPE_PRECOMPUTED")
+    old = (model_refs.PRECOMPUTED, datasets.PRECOMPUTED)
+    os.environ["HYBRIDSCOPE_PRECOMPUTED"] = str(root)
+    model_refs.PRECOMPUTED = datasets.PRECOMPUTED = Path(root)
+    try:
+        yield
+    finally:
+        model_refs.PRECOMPUTED, datasets.PRECOMPUTED = old
+        if old_env is None:
+            os.environ.pop("HYBRIDSCOPE_PRECOMPUTED", None)
+        else:
+            os.environ["HYBRIDSCOPE_PRECOMPUTED"] = old_env
+
+
+def prepare_data(root: Path, data_dir: Path, min_tokens: int) -> dict:
+    """Write ``root/data/test.jsonl`` (held-out val + test documents with >= ``min_tokens`` tokens,
+    sorted by id) and ``root/data/val.jsonl`` (the corpus's val split as is)."""
+    tok = backend_of(Path(data_dir) / "tokenizer")
+    docs = [d for split in ("val", "test") for d in read_jsonl(Path(data_dir) / f"{split}.jsonl")]
+    long_docs = sorted((d for d in docs if len(tok.encode(d.text, add_special_tokens=False).ids) >= min_tokens),
+                       key=lambda d: d.id)
+    if not long_docs:
+        raise ValueError(f"data: no held-out document has >= {min_tokens} tokens in {data_dir}")
+    out = Path(root) / "data"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "test.jsonl").write_text("".join(d.to_json() + "\n" for d in long_docs), encoding="utf-8")
+    (out / "val.jsonl").write_bytes((Path(data_dir) / "val.jsonl").read_bytes())
+    return {"test_docs": [d.id for d in long_docs]}
+
+
+def formation_specs(formation: dict[str, list[dict]]) -> list[tuple[str, dict, dict]]:
+    """(run_id, spec, sweep rows) per variant with records at steps > 0 (log-x charts)."""
+    out = []
+    for v, records in sorted(formation.items()):
+        recs = sorted((r for r in records if r.get("step", 0) > 0 and r.get("max_full") is not None),
+                      key=lambda r: r["step"])
+        if not recs:
+            continue
+        spec = {"model": f"zoo/{v}", "probe": "sweep", "data": FORMATION_DATA,
+                "params": {"ks": [int(r["step"]) for r in recs]}}
+        rows = {"name": [f"formation:{v}"] * len(recs), "x": [float(r["step"]) for r in recs],
+                "y": [float(r["max_full"]) for r in recs],
+                "label": [f"step {r['step']}: max {r['max_full']:.3f}, top-5 mean {r['top5_full']:.3f}"
+                          for r in recs]}
+        digest = hashlib.sha256(json.dumps([spec, rows], sort_keys=True).encode()).hexdigest()[:12]
+        out.append((f"formation-{v}-{digest}", spec, rows))
+    return out
+
+
+def write_formation(store, formation: dict[str, list[dict]]) -> list[str]:
+    """Write the formation runs (see the module docstring); returns their run_ids."""
+    ids = []
+    for run_id, spec, rows in formation_specs(formation):
+        records = formation[spec["model"][4:]]
+        store.write_run(run_id, spec, {"sweep": rows}, overwrite=True,
+                        meta={"source": "train-all formation.json", "records": [
+                            {k: r.get(k) for k in ("step", "tokens", "max_full", "top5_full", "max_swa",
+                                                   "top5_swa", "val_loss")} for r in records]})
+        ids.append(run_id)
+    return ids
+
+
+def run_specs(variants: list[str], cfg: PrecomputeConfig) -> list[tuple[str, Any]]:
+    """(step name, RunSpec) in execution order: longppl+token_loss, sweep, niah passkey,
+    retrieval heads, niah (each over all variants before the next)."""
+    from backend.spec import RunSpec
+
+    lp = {"n_docs": cfg.n_docs, "max_tokens": cfg.max_tokens, "trunc_len": cfg.trunc_len, "stride": cfg.stride}
+    if cfg.evaluator:
+        lp["evaluator"] = cfg.evaluator
+    grid = {"lengths": list(cfg.niah_lengths), "depths": list(cfg.niah_depths), "samples": cfg.niah_samples,
+            "haystack": cfg.haystack}
+    data_hay = cfg.data if cfg.haystack == "text" else None
+    out: list[tuple[str, Any]] = []
+    for m in variants:
+        ref = f"zoo/{m}"
+        out.append((f"token_loss:{m}", RunSpec.build(model=ref, probe="token_loss", data=cfg.data,
+                                                      params={"n_docs": cfg.n_docs, "max_tokens": cfg.max_tokens})))
+        out.append((f"longppl:{m}", RunSpec.build(model=ref, probe="longppl", data=cfg.data, params=lp)))
+    for m in variants:
+        out.append((f"sweep:{m}", RunSpec.build(model=f"zoo/{m}", probe="sweep", data=cfg.data,
+                                                params={**lp, "ks": list(cfg.ks)})))
+    for m in variants:
+        out.append((f"niah_passkey:{m}", RunSpec.build(
+            model=f"zoo/{m}", probe="niah", data=data_hay,
+            params={**grid, "task": "passkey", "max_new_tokens": cfg.niah_new_tokens["passkey"]})))
+    for m in variants:
+        out.append((f"retrieval_heads:{m}", RunSpec.build(
+            model=f"zoo/{m}", probe="retrieval_heads", data=data_hay,
+            params={"lengths": list(cfg.rh_lengths), "haystack": cfg.haystack})))
+    for m in variants:
+        out.append((f"niah:{m}", RunSpec.build(
+            model=f"zoo/{m}", probe="niah", data=data_hay,
+            params={**grid, "task": "niah", "max_new_tokens": cfg.niah_new_tokens["niah"]})))
+    return out
+
+
+def _use_backend(ref: str, attn_backend: str) -> None:
+    """Load (and cache) ``ref`` as the runner will, and set its attention kernel backend."""
+    from backend.loading import load
+    from models.attention_mixer import HybridAttention
+
+    for mod in load(ref).model.modules():
+        if isinstance(mod, HybridAttention):
+            mod.backend = attn_backend
+
+
+def precompute(root: Path, data_dir: Path, variants: list[str], cfg: PrecomputeConfig,
+               formation_json: Path | None = None, budget_s: float | None = None,
+               attn_backend: str = "sdpa") -> dict:
+    """Build ``root/store``; returns (and writes to ``root/precompute_summary.json``) what ran."""
+    t0 = time.perf_counter()
+    root = Path(root).resolve()
+    summary: dict[str, Any] = {"config": asdict(cfg), "steps": {}, "skipped": [], "failed": {}}
+    with precomputed_root(root):
+        from backend.runner import Runner
+        from backend.store import TraceStore
+
+        missing = [v for v in variants if not (root / "zoo" / v / "config.json").is_file()]
+        variants = [v for v in variants if v not in missing]
+        summary["missing_models"] = missing
+        if cfg.evaluator and cfg.evaluator[4:] not in variants:
+            cfg.evaluator = None
+        summary["data"] = prepare_data(root, data_dir, cfg.max_tokens)
+        store = TraceStore(root / "store")
+        if formation_json is not None and Path(formation_json).is_file():
+            try:
+                summary["formation_runs"] = write_formation(store, json.loads(Path(formation_json).read_text()))
+            except Exception as e:  # noqa: BLE001 - record and go on
+                summary["failed"]["formation"] = f"{type(e).__name__}: {e}"
+        runner = Runner(store_root=root / "store", read_only_roots=[])
+        for v in variants:
+            _use_backend(f"zoo/{v}", attn_backend)
+        for name, spec in run_specs(variants, cfg):
+            if budget_s is not None and time.perf_counter() - t0 > budget_s:
+                summary["skipped"].append(name)
+                continue
+            s = time.perf_counter()
+            try:
+                res = runner.run(spec)
+                meta = res.manifest.get("meta", {})
+                keep = {k: meta[k] for k in ("longppl", "ppl", "accuracy", "mean_nll", "n_key") if k in meta}
+                summary["steps"][name] = {"run_id": res.run_id, "seconds": round(time.perf_counter() - s, 2), **keep}
+            except Exception as e:  # noqa: BLE001 - one failing probe must not stop the others
+                summary["failed"][name] = f"{type(e).__name__}: {e}"
+            print(f"[precompute] {name}: {summary['steps'].get(name) or summary['failed'].get(name)}", flush=True)
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    (root / "precompute_summary.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+    return summary

@@ -1,0 +1,323 @@
+"""Trainer for the native zoo models: AdamW, linear warmup + cosine decay, grad clipping, bf16 autocast
+on CUDA (FlexAttention / fla kernels through the config's "auto" backends), optional torch.compile,
+JSONL + stdout logging, checkpoints and exact resume, retrieval-head formation at evaluation points.
+
+Length of a run: ``steps`` fixed, or ``time_budget_s``: the first ``calib_steps`` steps are timed
+(the first two, which include compilation, are skipped) and the schedule's total is set once to the
+number of steps that fit in the remaining budget (minus the measured cost of evaluations and the
+final export); a hard wall-clock stop at the budget is a backstop. Evaluation points are at fixed
+fractions of the total (``EVAL_FRACTIONS``); each writes a checkpoint (only the newest ``keep``
+are kept) and a formation record.
+
+Files of a run (``run_dir``): ``train_log.jsonl``, ``formation.json``, ``checkpoints/``, ``summary.json``;
+the final bf16 export (with tokenizer and model card) goes to ``export_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from backend.zoo import checkpoint as ck
+from backend.zoo.data import BatchStream, Corpus, SyntheticSource, corpus_summary
+from backend.zoo.formation import EvalSet, retrieval_scores, val_loss
+from backend.zoo.variants import context_of, get_variant, param_count, variant_config
+
+EVAL_FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1.0)
+
+
+@dataclass
+class TrainArgs:
+    """Hyperparameters and run control of one variant (all variants of a zoo share them)."""
+
+    variant: str
+    size: str = "zoo"
+    batch_size: int = 16
+    micro_batch: int = 0  # rows per forward (0 = batch_size); gradients are accumulated
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 30
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    steps: int | None = None
+    time_budget_s: float | None = None
+    max_seconds: float | None = None  # hard wall-clock stop (default: time_budget_s)
+    calib_steps: int = 10
+    log_every: int = 10
+    eval_fractions: tuple[float, ...] = EVAL_FRACTIONS
+    keep_checkpoints: int = 1
+    seed: int = 0
+    synthetic_frac: float = 0.08
+    compile: bool = False
+    device: str = "auto"
+
+    def check(self) -> None:
+        get_variant(self.variant)
+        context_of(self.size)
+        if (self.steps is None) == (self.time_budget_s is None):
+            raise ValueError("steps/time_budget_s: give exactly one of them")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps: must be >= 1, got {self.steps}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"max_seconds: must be > 0, got {self.max_seconds}")
+        if self.time_budget_s is not None and self.calib_steps < 3:
+            raise ValueError(f"calib_steps: must be >= 3 with a time budget, got {self.calib_steps}")
+        if self.batch_size < 1 or self.micro_batch < 0 or (self.micro_batch and self.batch_size % self.micro_batch):
+            raise ValueError(f"micro_batch: must divide batch_size ({self.batch_size}), got {self.micro_batch}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
+
+
+def lr_at(step: int, total: int | None, warmup: int, peak: float, min_ratio: float) -> float:
+    """LR for optimizer step ``step`` (0-based): linear warmup over ``warmup`` steps, then cosine from
+    ``peak`` to ``peak * min_ratio`` at ``total``; ``peak`` while total is still unknown."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    if total is None:
+        return peak
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """One variant's training run. ``run()`` trains to the end (resuming first if asked)."""
+
+    def __init__(self, args: TrainArgs, corpus: Corpus, synthetic: SyntheticSource, run_dir: Path,
+                 export_dir: Path | None = None, eval_set: EvalSet | None = None, quiet: bool = False) -> None:
+        from models.modeling import HybridForCausalLM
+
+        args.check()
+        if corpus.seq_len != context_of(args.size):
+            raise ValueError(f"corpus: seq_len {corpus.seq_len} != training context {context_of(args.size)}")
+        self.args, self.corpus, self.eval_set, self.quiet = args, corpus, eval_set, quiet
+        self.run_dir, self.export_dir = Path(run_dir), Path(export_dir) if export_dir else None
+        self.device = pick_device(args.device)
+        self.config = variant_config(args.variant, args.size)
+        self.n_params = param_count(self.config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(args.seed)
+            self.model = HybridForCausalLM(self.config).to(self.device).train()
+        self.forward = torch.compile(self.model) if args.compile else self.model
+        decay = [p for p in self.model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
+        kw = {"fused": True} if self.device.type == "cuda" else {}
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=args.lr, betas=(args.beta1, args.beta2), eps=1e-8, **kw)
+        self.batches = BatchStream(corpus, synthetic, args.batch_size, args.seed)
+        self.step, self.tokens = 0, 0
+        self.total_steps = args.steps
+        self.eval_steps: list[int] = []
+        self.formation: list[dict] = []
+        self.train_seconds = 0.0  # wall time of completed steps (carried over a resume)
+        self.last_loss: float | None = None
+        self.status = "running"
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step; returns (loss, grad norm) as device tensors (no host sync)."""
+        a = self.args
+        lr = lr_at(self.step, self.total_steps, a.warmup_steps, a.lr, a.min_lr_ratio)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        x, y = self.batches.next()
+        micro = a.micro_batch or a.batch_size
+        n_micro = a.batch_size // micro
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
+        total = torch.zeros((), device=self.device)
+        for i in range(n_micro):
+            xb = x[i * micro : (i + 1) * micro].to(self.device, non_blocking=True)
+            yb = y[i * micro : (i + 1) * micro].to(self.device, non_blocking=True)
+            with amp:
+                loss = self.forward(input_ids=xb, labels=yb).loss / n_micro
+            loss.backward()
+            total += loss.detach()
+        gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), a.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens += x.numel()
+        return total, gn
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _log(self, rec: dict) -> None:
+        rec = {"variant": self.args.variant, **rec}
+        with open(self.run_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+        if not self.quiet:
+            keys = ("step", "loss", "lr", "grad_norm", "tok_per_s", "elapsed_s", "event", "max_full", "val_loss")
+            print(f"[{self.args.variant}] " + " ".join(f"{k}={rec[k]}" for k in keys if k in rec), flush=True)
+
+    def set_total(self, total: int) -> None:
+        """Fix the schedule length and the evaluation steps."""
+        self.total_steps = max(total, self.step + 1, self.args.warmup_steps + 1)
+        evals = {max(1, min(self.total_steps, round(f * self.total_steps))) for f in self.args.eval_fractions}
+        self.eval_steps = sorted(s for s in evals if s > self.step or s == self.total_steps)
+
+    def evaluate(self) -> dict:
+        rec: dict[str, Any] = {"step": self.step, "tokens": self.tokens}
+        if self.eval_set is not None:
+            t0 = time.perf_counter()
+            rec.update(retrieval_scores(self.model, self.eval_set, self.device))
+            rec["val_loss"] = val_loss(self.model, self.eval_set, self.device)
+            rec["eval_seconds"] = round(time.perf_counter() - t0, 3)
+        self.formation = [r for r in self.formation if r["step"] != self.step] + [rec]
+        (self.run_dir / "formation.json").write_text(
+            json.dumps({"variant": self.args.variant, "records": self.formation}, indent=1), encoding="utf-8")
+        return rec
+
+    def state(self) -> dict:
+        return {"args": asdict(self.args), "total_steps": self.total_steps, "eval_steps": self.eval_steps,
+                "tokens": self.tokens, "optimizer": self.opt.state_dict(), "data": self.batches.state_dict(),
+                "formation": self.formation, "train_seconds": self.train_seconds, "last_loss": self.last_loss}
+
+    def save(self) -> Path:
+        return ck.save_checkpoint(self.run_dir, self.step, self.model, self.corpus.tokenizer_dir, self.state(),
+                                  keep=self.args.keep_checkpoints)
+
+    def resume(self) -> bool:
+        """Load the latest complete checkpoint of ``run_dir``; False when there is none."""
+        path = ck.latest_checkpoint(self.run_dir)
+        if path is None:
+            return False
+        st = ck.load_state(path)
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["optimizer"])
+        self.batches.load_state_dict(st["data"])
+        self.step, self.tokens = int(st["step"]), int(st["tokens"])
+        self.total_steps, self.eval_steps = st["total_steps"], list(st["eval_steps"])
+        self.formation, self.train_seconds = list(st["formation"]), float(st["train_seconds"])
+        self.last_loss = st.get("last_loss")
+        ck.set_rng_state(st["rng"])
+        log = self.run_dir / "train_log.jsonl"
+        if log.is_file():  # drop records past the checkpoint: the resumed run rewrites them
+            keep = [ln for ln in log.read_text(encoding="utf-8").splitlines()
+                    if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
+            log.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
+        self._log({"event": "resumed", "step": self.step, "from": path.name})
+        return True
+
+    def card(self) -> dict:
+        v, c = get_variant(self.args.variant), self.config
+        last = self.formation[-1] if self.formation else {}
+        return {
+            "name": v.name, "description": v.description, "pattern": v.pattern, "ratio": v.ratio,
+            "window": c.sliding_window if v.window else None, "full_pe": v.full_pe, "params": self.n_params,
+            "context": self.corpus.seq_len, "steps": self.step, "tokens_seen": self.tokens,
+            "batch": f"{self.args.batch_size} x {self.corpus.seq_len} tokens",
+            "final_train_loss": None if self.last_loss is None else round(self.last_loss, 4),
+            "final_val_loss": None if last.get("val_loss") is None else round(last["val_loss"], 4),
+            "train_seconds": round(self.train_seconds, 1), "device": _device_name(self.device),
+            "synthetic_frac": self.args.synthetic_frac, "status": self.status,
+            "hyperparameters": {k: v for k, v in asdict(self.args).items() if k not in ("variant", "device")},
+        }
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, resume: bool = False, eval_cost_s: float | None = None, stop_after: int | None = None) -> dict:
+        """Train to the end; export; return the summary. ``eval_cost_s`` (seconds per evaluation, if
+        known) sharpens the time-budget estimate; else the first evaluation is timed. ``stop_after``:
+        stop at that step with a checkpoint and no export (status "interrupted"; resume later)."""
+        a = self.args
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        resumed = resume and self.resume()
+        if not resumed:
+            (self.run_dir / "train_log.jsonl").unlink(missing_ok=True)
+            self._log({"event": "start", "step": 0, "params": self.n_params, "device": str(self.device),
+                       **corpus_summary(self.corpus, self.batches.synthetic)})
+            if self.total_steps is not None:
+                self.set_total(self.total_steps)
+        wall0 = time.perf_counter()
+        limit = a.max_seconds if a.max_seconds is not None else a.time_budget_s
+        budget_end = None if limit is None else wall0 + limit - self.train_seconds
+        plan_end = None if a.time_budget_s is None else wall0 + a.time_budget_s - self.train_seconds
+        if eval_cost_s is None and a.time_budget_s is not None and self.total_steps is None:
+            t0 = time.perf_counter()
+            self.evaluate()  # step 0 point, and its cost
+            eval_cost_s = time.perf_counter() - t0
+        eval_cost_s = eval_cost_s or 0.0
+        step_times: list[float] = []
+        win_t, win_steps, loss_sum, gn_last = time.perf_counter(), 0, None, None
+        while self.total_steps is None or self.step < self.total_steps:
+            t_step = time.perf_counter()
+            loss, gn = self.train_step()
+            loss_sum = loss if loss_sum is None else loss_sum + loss
+            gn_last, win_steps = gn, win_steps + 1
+            if self.total_steps is None and len(step_times) < a.calib_steps:
+                self._sync()
+                step_times.append(time.perf_counter() - t_step)
+                if len(step_times) == a.calib_steps:
+                    sps = sorted(step_times[2:])[len(step_times[2:]) // 2]
+                    reserve = eval_cost_s * len(a.eval_fractions) + 3.0 + 2.0 * sps
+                    left = plan_end - time.perf_counter() - reserve
+                    self.set_total(self.step + int(max(0.0, left) / sps * 0.95))
+                    self._log({"event": "calibrated", "step": self.step, "sec_per_step": round(sps, 4),
+                               "total_steps": self.total_steps, "eval_cost_s": round(eval_cost_s, 2)})
+            done = self.total_steps is not None and self.step >= self.total_steps
+            if self.step % a.log_every == 0 or done:
+                self._sync()
+                now = time.perf_counter()
+                self.last_loss = float(loss_sum) / win_steps
+                self._log({"step": self.step, "loss": round(self.last_loss, 4),
+                           "lr": float(f"{self.opt.param_groups[0]['lr']:.3g}"),
+                           "grad_norm": round(float(gn_last), 3), "tokens": self.tokens,
+                           "tok_per_s": round(win_steps * a.batch_size * self.corpus.seq_len / (now - win_t)),
+                           "elapsed_s": round(self.train_seconds + now - wall0, 1)})
+                if not math.isfinite(self.last_loss):
+                    self.status = "diverged"
+                    break
+                win_t, win_steps, loss_sum = now, 0, None
+            if self.step in self.eval_steps:
+                rec = self.evaluate()
+                self._log({"event": "eval", **{k: v for k, v in rec.items() if k != "per_layer"}})
+                self.train_seconds += time.perf_counter() - wall0
+                wall0 = time.perf_counter()
+                self.save()
+            if budget_end is not None and time.perf_counter() > budget_end and not done:
+                self.status = "stopped_at_time_limit"
+                break
+            if stop_after is not None and self.step >= stop_after and not done:
+                self.train_seconds += time.perf_counter() - wall0
+                self.status = "interrupted"
+                self.save()
+                self._log({"event": "interrupted", "step": self.step})
+                return {"status": self.status, "step": self.step}
+        self.train_seconds += time.perf_counter() - wall0
+        if self.status == "running":
+            self.status = "done"
+        if not self.formation or self.formation[-1]["step"] != self.step:
+            self.evaluate()
+        return self.finish()
+
+    def finish(self) -> dict:
+        card = self.card()
+        if self.export_dir is not None:
+            ck.export_pretrained(self.model, self.export_dir, self.corpus.tokenizer_dir, card)
+        summary = {**card, "formation": self.formation[-1] if self.formation else None}
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+        self._log({"event": "finished", "step": self.step, "status": self.status, "tokens": self.tokens})
+        return summary
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu"
