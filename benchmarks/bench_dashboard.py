@@ -4,7 +4,8 @@ Builds a temp store holding two token_loss runs (A: no ablation, B: rf[full]=64)
 in total, plus small synthetic runs for the other views; serves ``streamlit run app/main.py`` on
 127.0.0.1; drives Debian's /usr/bin/chromium with Playwright and measures
 
-- permalink open -> charts rendered (goal <= 2 s): a Per-token loss A-vs-B link (text shading + loss
+- permalink open -> charts rendered (goal <= 2 s): a Per-token loss A-vs-B permalink as the app writes it
+  (/token_loss?view=token_loss&...; text shading + loss
   vs position), a fresh browser page per open, a different token window each time (no result cache);
   the very first open after the server starts (cold: imports, first DuckDB scan) is reported apart;
 - view switch (goal <= 300 ms): click another view in the sidebar -> its header and charts rendered.
@@ -170,13 +171,11 @@ def serve(store: Path, pre: Path, script: str = "app/main.py") -> tuple[subproce
 
 
 def wait_rendered(page, header: str, n_charts: int, extra: str | None = None) -> None:
-    page.get_by_role("heading", name=header).first.wait_for()
+    """The view's header is shown, its charts are drawn (canvas/svg inside), and ``extra`` exists."""
+    page.get_by_role("heading", name=header).first.wait_for(timeout=60_000)
     page.wait_for_function(f"{RENDERED} >= {n_charts}", timeout=60_000)
     if extra:
-        page.locator(extra).first.wait_for()
-    page.wait_for_function(
-        "!document.querySelector('[data-testid=\"stStatusWidget\"] button')", timeout=60_000
-    )
+        page.locator(extra).first.wait_for(timeout=60_000)
 
 
 def open_once(ctx, url: str, header: str, n_charts: int, extra: str | None) -> float:

@@ -1,4 +1,4 @@
-"""Subcommands ``variants``, ``train``, ``train-all`` and ``precompute`` of ``python -m backend.zoo``."""
+"""Subcommands ``variants``, ``train``, ``train-all``, ``precompute`` and ``report`` of ``python -m backend.zoo``."""
 
 from __future__ import annotations
 
@@ -59,6 +59,8 @@ def add_commands(sub) -> None:
     p.add_argument("--budget-s", type=float, default=None, help="skip remaining steps after this many seconds")
     p.add_argument("--attn-backend", choices=("sdpa", "auto"), default="sdpa")
     p.add_argument("--evaluator", default="zoo/full", help="LongPPL key-token model ('' = each model itself)")
+    r = sub.add_parser("report", help="compact tables of a trained + precomputed zoo root")
+    r.add_argument("--root", type=Path, required=True)
 
 
 def _train_args(ns: argparse.Namespace, variant: str) -> TrainArgs:
@@ -89,6 +91,12 @@ def run_command(ns: argparse.Namespace) -> dict:
             print(f"{r['name']:<11} {r['pattern']}  ratio {r['ratio']}  window {r['window'] or '-':>5}  "
                   f"pe[full]={r['full_pe']:<4}  params {r['params']:,}  bf16 {r['bf16_bytes'] / 1e6:.2f} MB")
         return {"variants": rows}
+    if ns.cmd == "report":
+        from backend.zoo.report import report
+
+        text = report(ns.root)
+        print(text, flush=True)
+        return {"lines": len(text.splitlines())}
     if ns.cmd == "train":
         from dataclasses import replace
 

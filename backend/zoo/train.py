@@ -168,8 +168,8 @@ class Trainer:
             print(f"[{self.args.variant}] " + " ".join(f"{k}={rec[k]}" for k in keys if k in rec), flush=True)
 
     def set_total(self, total: int) -> None:
-        """Fix the schedule length and the evaluation steps."""
-        self.total_steps = max(total, self.step + 1, self.args.warmup_steps + 1)
+        """Fix the schedule length (at least one step past the current one) and the evaluation steps."""
+        self.total_steps = max(total, self.step + 1)
         evals = {max(1, min(self.total_steps, round(f * self.total_steps))) for f in self.args.eval_fractions}
         self.eval_steps = sorted(s for s in evals if s > self.step or s == self.total_steps)
 
@@ -268,7 +268,7 @@ class Trainer:
                     sps = sorted(step_times[2:])[len(step_times[2:]) // 2]
                     reserve = eval_cost_s * len(a.eval_fractions) + 3.0 + 2.0 * sps
                     left = plan_end - time.perf_counter() - reserve
-                    self.set_total(self.step + int(max(0.0, left) / sps * 0.95))
+                    self.set_total(max(a.warmup_steps + 1, self.step + int(max(0.0, left) / sps * 0.95)))
                     self._log({"event": "calibrated", "step": self.step, "sec_per_step": round(sps, 4),
                                "total_steps": self.total_steps, "eval_cost_s": round(eval_cost_s, 2)})
             done = self.total_steps is not None and self.step >= self.total_steps

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The zoo in one device command: train the seven variants, precompute their traces, package them.
+#
+#   bash scripts/gpu_zoo.sh            # on the device; carry .whl and .data/zoo (both git-ignored)
+#   bash scripts/gpu_zoo.sh --smoke    # CPU dry run of the same plumbing: 2 tiny variants, 4 steps each
+#   bash scripts/gpu_zoo.sh precompute package   # only some phases (train precompute package report)
+#
+# Work dir $ZOO_WORK (default out/zoo_work; git-ignored, kept on a warm machine, so a rerun resumes:
+# finished variants are skipped, unfinished ones continue from their last checkpoint).
+# $OUT receives at most 8 files: zoo_<variant>.tar.gz (final bf16 checkpoint + tokenizer + README.md
+# card; extract into precomputed/) and zoo_traces.tar.gz (store/, data/, formation.json, plans,
+# summaries, training logs and this script's logs; extract into precomputed/ as well).
+# Never stops early: each phase runs under its own hard timeout inside an overall deadline
+# (TOTAL_S, default 575 s), its exit code is recorded, and a summary is printed at the end.
+# Budgets (seconds, env): TRAIN_S=390 (train-all plans its steps to end within it, compile and
+# calibration included), PRE_S=110 (precompute skips what is left after it), TOTAL_S=575.
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+
+SMOKE=0
+PHASES=()
+for arg in "$@"; do
+  case "$arg" in
+    --smoke) SMOKE=1 ;;
+    train|precompute|report|package) PHASES+=("$arg") ;;
+    *) echo "unknown argument: $arg (phases: train precompute report package; or --smoke)" >&2; exit 2 ;;
+  esac
+done
+[ ${#PHASES[@]} -eq 0 ] && PHASES=(train precompute report package)
+
+if [ "$SMOKE" -eq 1 ]; then
+  OUT="${OUT:-$PWD/out/gpu_zoo_smoke}"
+  WORK="${ZOO_WORK:-$PWD/out/zoo_work_smoke}"
+  DATA="${ZOO_DATA:-.data/zoo}"
+  TOTAL_S=${TOTAL_S:-900}; TRAIN_S=${TRAIN_S:-400}; PRE_S=${PRE_S:-300}
+  TRAIN_ARGS=(--size smoke --steps 4 --variants swa64,mamba2 --max-docs 30 --evals 2 --device cpu)
+  PRE_ARGS=(--smoke --variants swa64,mamba2)
+else
+  OUT="${OUT:-$PWD/out/gpu_zoo}"
+  WORK="${ZOO_WORK:-$PWD/out/zoo_work}"
+  DATA="${ZOO_DATA:-.data/zoo}"
+  TOTAL_S=${TOTAL_S:-575}; TRAIN_S=${TRAIN_S:-390}; PRE_S=${PRE_S:-110}
+  TRAIN_ARGS=(--total-budget-s "$TRAIN_S")
+  PRE_ARGS=()
+fi
+mkdir -p "$OUT" "$WORK/logs"
+LOGS="$WORK/logs"
+T0=$(date +%s)
+DEADLINE=$((T0 + TOTAL_S))
+SUMMARY=()
+
+step() {  # step NAME CAP_SECONDS CMD... : run under min(CAP, time left - 15), log to $LOGS/NAME.log
+  local name=$1 cap=$2
+  shift 2
+  local left=$((DEADLINE - $(date +%s) - 15))
+  local limit=$((cap < left ? cap : left))
+  if [ "$limit" -lt 10 ]; then
+    echo "=== $name: SKIPPED (only ${left}s left of the overall budget)" | tee -a "$LOGS/$name.log"
+    SUMMARY+=("$name: SKIPPED (overall budget)")
+    return
+  fi
+  echo "=== $name (limit ${limit}s): $*" | tee -a "$LOGS/$name.log"
+  local start=$(date +%s)
+  timeout -k 10 "$limit" "$@" >> "$LOGS/$name.log" 2>&1
+  local rc=$?
+  local dur=$(($(date +%s) - start))
+  local what="rc=$rc"
+  { [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; } && what="rc=$rc (TIMEOUT after ${limit}s)"
+  grep -E '^\[(train-all|calibrate|precompute)\]|Error|error:|Traceback' "$LOGS/$name.log" | tail -n 12
+  echo "=== $name: $what in ${dur}s" | tee -a "$LOGS/$name.log"
+  SUMMARY+=("$name: $what, ${dur}s")
+}
+
+{
+  echo "date: $(date -u +%FT%TZ)  smoke=$SMOKE  phases=${PHASES[*]}"
+  echo "git: $(git rev-parse --short HEAD 2>/dev/null) $(git status --porcelain 2>/dev/null | wc -l) changed files"
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__)" 2>&1
+  echo "data: $DATA ($(ls "$DATA" 2>/dev/null | tr '\n' ' '))"
+} > "$LOGS/env.txt" 2>&1
+cat "$LOGS/env.txt"
+
+if [ "$SMOKE" -eq 0 ]; then
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    if python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl \
+        > "$LOGS/pip.log" 2>&1; then
+      export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+      SUMMARY+=("pip fla wheels: ok")
+    else
+      SUMMARY+=("pip fla wheels: FAILED (see logs/pip.log); recurrent mixers use the torch chunked path")
+    fi
+  else
+    SUMMARY+=("pip fla wheels: no .whl directory (carry it); recurrent mixers use the torch chunked path")
+  fi
+  python3 -c "import fla; print('fla', fla.__version__)" >> "$LOGS/env.txt" 2>&1 || echo "fla: import failed" >> "$LOGS/env.txt"
+  tail -1 "$LOGS/env.txt"
+fi
+
+variants_done() {  # how many variants have a final export
+  ls -d "$WORK"/zoo/*/config.json 2>/dev/null | wc -l
+}
+
+for p in "${PHASES[@]}"; do
+  case "$p" in
+    train)
+      step train $((TRAIN_S + 45)) python3 -m backend.zoo train-all --data "$DATA" --out "$WORK" "${TRAIN_ARGS[@]}"
+      want=7; [ "$SMOKE" -eq 1 ] && want=2
+      if [ "$(variants_done)" -lt "$want" ]; then  # a crash (not a planned stop): resume the rest once
+        left=$((DEADLINE - $(date +%s) - PRE_S - 40))
+        if [ "$left" -gt 60 ]; then
+          step train_retry "$left" python3 -m backend.zoo train-all --data "$DATA" --out "$WORK" "${TRAIN_ARGS[@]}"
+        fi
+      fi
+      SUMMARY+=("variants exported: $(variants_done)")
+      ;;
+    precompute)
+      step precompute $((PRE_S + 40)) python3 -m backend.zoo precompute --root "$WORK" --data "$DATA" \
+        --budget-s "$PRE_S" "${PRE_ARGS[@]}"
+      ;;
+    package)
+      rm -f "$OUT"/zoo_*.tar.gz
+      for d in "$WORK"/zoo/*/; do
+        [ -f "$d/config.json" ] || continue
+        v=$(basename "$d")
+        tar -czf "$OUT/zoo_$v.tar.gz" -C "$WORK" "zoo/$v" && SUMMARY+=("zoo_$v.tar.gz: $(du -h "$OUT/zoo_$v.tar.gz" | cut -f1)")
+      done
+      extras=()
+      for f in store data formation.json plan.json train_summary.json precompute_summary.json logs; do
+        [ -e "$WORK/$f" ] && extras+=("$f")
+      done
+      runs=$(cd "$WORK" && ls runs/*/train_log.jsonl runs/*/formation.json runs/*/summary.json 2>/dev/null)
+      # shellcheck disable=SC2086
+      tar -czf "$OUT/zoo_traces.tar.gz" -C "$WORK" "${extras[@]}" $runs \
+        && SUMMARY+=("zoo_traces.tar.gz: $(du -h "$OUT/zoo_traces.tar.gz" | cut -f1)")
+      big=$(find "$OUT" -name '*.tar.gz' -size +16M | tr '\n' ' ')
+      [ -n "$big" ] && SUMMARY+=("WARNING over 16 MiB (will not come back): $big")
+      SUMMARY+=("\$OUT: $(ls "$OUT" | wc -l) files, $(du -sh "$OUT" | cut -f1) total")
+      ;;
+    report)
+      python3 -m backend.zoo report --root "$WORK" 2>&1 | grep -v '^{\|^}\|^  "' | tee "$LOGS/report.txt"
+      ;;
+  esac
+done
+
+{
+  echo "==== summary ($(($(date +%s) - T0))s total)"
+  for line in "${SUMMARY[@]}"; do echo "  $line"; done
+} | tee "$LOGS/summary.txt"
+exit 0
