@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # The zoo in one device command: train the seven variants, precompute their traces, package them.
 #
-#   bash scripts/gpu_zoo.sh            # on the device; carry .whl and .data/zoo (both git-ignored)
+#   bash scripts/gpu_zoo.sh            # on the device; carry .whl and .data/zoo (both git-ignored;
+#                                      # .whl/zoo/ holds pydantic wheels for cp312: the image lacks it)
 #   bash scripts/gpu_zoo.sh --smoke    # CPU dry run of the same plumbing: 2 tiny variants, 4 steps each
-#   bash scripts/gpu_zoo.sh precompute package   # only some phases (train precompute package report)
+#   bash scripts/gpu_zoo.sh precompute report package   # only some phases (train precompute report package)
 #
 # Work dir $ZOO_WORK (default out/zoo_work; git-ignored, kept on a warm machine, so a rerun resumes:
 # finished variants are skipped, unfinished ones continue from their last checkpoint).
-# $OUT receives at most 8 files: zoo_<variant>.tar.gz (final bf16 checkpoint + tokenizer + README.md
-# card; extract into precomputed/) and zoo_traces.tar.gz (store/, data/, formation.json, plans,
-# summaries, training logs and this script's logs; extract into precomputed/ as well).
+# $OUT receives at most 8 files (backend/zoo/package.py): zoo_<variant>.tar.gz (final bf16 checkpoint
+# + tokenizer + README.md card; two variants per archive if needed) and zoo_traces.tar.gz (store/,
+# data/, formation.json, plans, summaries, training logs and this script's logs; split by run if over
+# 16 MiB). Extract them all into precomputed/.
 # Never stops early: each phase runs under its own hard timeout inside an overall deadline
 # (TOTAL_S, default 575 s), its exit code is recorded, and a summary is printed at the end.
-# Budgets (seconds, env): TRAIN_S=390 (train-all plans its steps to end within it, compile and
-# calibration included), PRE_S=110 (precompute skips what is left after it), TOTAL_S=575.
+# Budgets (seconds, env): TRAIN_S=390 (train-all plans equal steps for all variants to end within
+# it, compile and calibration included; MAX_TOKENS=32e6 caps the tokens per variant, ~13 epochs of
+# the corpus), PRE_S=110 (precompute skips what is left after it), TOTAL_S=575 (the device allows
+# 600 s per command).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -41,7 +45,7 @@ else
   WORK="${ZOO_WORK:-$PWD/out/zoo_work}"
   DATA="${ZOO_DATA:-.data/zoo}"
   TOTAL_S=${TOTAL_S:-575}; TRAIN_S=${TRAIN_S:-390}; PRE_S=${PRE_S:-110}
-  TRAIN_ARGS=(--total-budget-s "$TRAIN_S")
+  TRAIN_ARGS=(--total-budget-s "$TRAIN_S" --max-tokens "${MAX_TOKENS:-32e6}")
   PRE_ARGS=()
 fi
 mkdir -p "$OUT" "$WORK/logs"
@@ -82,19 +86,22 @@ step() {  # step NAME CAP_SECONDS CMD... : run under min(CAP, time left - 15), l
 cat "$LOGS/env.txt"
 
 if [ "$SMOKE" -eq 0 ]; then
+  # .whl/*.whl: fla (+ einops); .whl/zoo/*.whl: pydantic for the runner (absent from the device image)
   if ls .whl/*.whl >/dev/null 2>&1; then
     if python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl \
-        > "$LOGS/pip.log" 2>&1; then
+        $(ls .whl/zoo/*.whl 2>/dev/null) > "$LOGS/pip.log" 2>&1; then
       export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-      SUMMARY+=("pip fla wheels: ok")
+      SUMMARY+=("pip wheels: ok")
     else
-      SUMMARY+=("pip fla wheels: FAILED (see logs/pip.log); recurrent mixers use the torch chunked path")
+      SUMMARY+=("pip wheels: FAILED (see logs/pip.log); recurrent mixers use the torch chunked path")
     fi
   else
-    SUMMARY+=("pip fla wheels: no .whl directory (carry it); recurrent mixers use the torch chunked path")
+    SUMMARY+=("pip wheels: no .whl directory (carry it); torch chunked recurrences, no precompute")
   fi
   python3 -c "import fla; print('fla', fla.__version__)" >> "$LOGS/env.txt" 2>&1 || echo "fla: import failed" >> "$LOGS/env.txt"
-  tail -1 "$LOGS/env.txt"
+  python3 -c "import pydantic; print('pydantic', pydantic.VERSION)" >> "$LOGS/env.txt" 2>&1 \
+    || { echo "pydantic: import failed" >> "$LOGS/env.txt"; SUMMARY+=("pydantic missing: precompute will fail"); }
+  tail -2 "$LOGS/env.txt"
 fi
 
 variants_done() {  # how many variants have a final export
@@ -114,27 +121,26 @@ for p in "${PHASES[@]}"; do
       fi
       SUMMARY+=("variants exported: $(variants_done)")
       ;;
-    precompute)
-      step precompute $((PRE_S + 40)) python3 -m backend.zoo precompute --root "$WORK" --data "$DATA" \
-        --budget-s "$PRE_S" "${PRE_ARGS[@]}"
+    precompute)  # its own budget shrinks to what the deadline leaves (minus time for the last run)
+      left=$((DEADLINE - $(date +%s) - 60))
+      pre=$((PRE_S < left ? PRE_S : left))
+      step precompute $((pre + 40)) python3 -m backend.zoo precompute --root "$WORK" --data "$DATA" \
+        --budget-s "$((pre > 10 ? pre : 10))" "${PRE_ARGS[@]}"
       ;;
     package)
-      rm -f "$OUT"/zoo_*.tar.gz
-      for d in "$WORK"/zoo/*/; do
-        [ -f "$d/config.json" ] || continue
-        v=$(basename "$d")
-        tar -czf "$OUT/zoo_$v.tar.gz" -C "$WORK" "zoo/$v" && SUMMARY+=("zoo_$v.tar.gz: $(du -h "$OUT/zoo_$v.tar.gz" | cut -f1)")
-      done
-      extras=()
-      for f in store data formation.json plan.json train_summary.json precompute_summary.json logs; do
-        [ -e "$WORK/$f" ] && extras+=("$f")
-      done
-      runs=$(cd "$WORK" && ls runs/*/train_log.jsonl runs/*/formation.json runs/*/summary.json 2>/dev/null)
-      # shellcheck disable=SC2086
-      tar -czf "$OUT/zoo_traces.tar.gz" -C "$WORK" "${extras[@]}" $runs \
-        && SUMMARY+=("zoo_traces.tar.gz: $(du -h "$OUT/zoo_traces.tar.gz" | cut -f1)")
-      big=$(find "$OUT" -name '*.tar.gz' -size +16M | tr '\n' ' ')
-      [ -n "$big" ] && SUMMARY+=("WARNING over 16 MiB (will not come back): $big")
+      {
+        echo "==== summary so far ($(($(date +%s) - T0))s)"
+        for line in "${SUMMARY[@]}"; do echo "  $line"; done
+      } > "$LOGS/summary.txt"
+      if ! timeout -k 5 120 python3 -m backend.zoo package --root "$WORK" --dest "$OUT" > "$LOGS/package.log" 2>&1; then
+        echo "python packager failed (see logs/package.log); falling back to plain tar" | tee -a "$LOGS/package.log"
+        rm -f "$OUT"/zoo_*.tar.gz
+        for d in "$WORK"/zoo/*/; do
+          [ -f "$d/config.json" ] && tar -czf "$OUT/zoo_$(basename "$d").tar.gz" -C "$WORK" "zoo/$(basename "$d")"
+        done
+        tar -czf "$OUT/zoo_traces.tar.gz" --exclude=locks -C "$WORK" store data formation.json logs 2>/dev/null
+      fi
+      while read -r line; do SUMMARY+=("$line"); done < <(grep -E 'MiB|WARNING' "$LOGS/package.log")
       SUMMARY+=("\$OUT: $(ls "$OUT" | wc -l) files, $(du -sh "$OUT" | cut -f1) total")
       ;;
     report)

@@ -2,5 +2,10 @@
 
 Data side: ``corpus`` (stdlib documents, splits, synthetic retrieval documents), ``tokenizer``
 (byte-level BPE, HF-style save, token-stream packing), ``build`` (deterministic rebuild).
-CLI: ``python -m backend.zoo build-data --out DIR`` and ``python -m backend.zoo pack ...``.
+Models: ``variants`` (the seven), ``data`` + ``synthetic_rows`` (training rows, fresh synthetic rows
+every epoch), ``train`` / ``train_all`` (trainer, equal-data runs of all variants), ``checkpoint``,
+``formation`` (retrieval-head formation during training). Traces: ``precompute`` (trace store via the
+runner), ``report``, ``package`` (archives for the device round trip).
+CLI: ``python -m backend.zoo build-data | pack | variants | train | train-all | precompute | report |
+package`` (scripts/gpu_zoo.sh runs the GPU pipeline).
 """

@@ -25,14 +25,18 @@ STATE = "trainer_state.pt"
 LATEST = "LATEST"
 
 
-def export_pretrained(model: torch.nn.Module, out_dir: Path, tokenizer_dir: Path,
-                      card: dict[str, Any] | None = None) -> Path:
+def export_pretrained(
+    model: torch.nn.Module, out_dir: Path, tokenizer_dir: Path, card: dict[str, Any] | None = None
+) -> Path:
     """Write ``model`` in bf16 (safetensors, tied weights stored once), the tokenizer files and, if
     ``card`` is given, README.md (the model card). Writes to a temp dir, then renames over ``out_dir``."""
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     export = copy.deepcopy(model).to(dtype=torch.bfloat16)
     export.save_pretrained(str(tmp))
     del export
@@ -63,8 +67,9 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, tokenizer_dir: Path, state: dict,
-                    keep: int = 1) -> Path:
+def save_checkpoint(
+    run_dir: Path, step: int, model: torch.nn.Module, tokenizer_dir: Path, state: dict, keep: int = 1
+) -> Path:
     """Write checkpoint ``step`` (bf16 export + ``state`` + RNG), point LATEST at it, keep the newest
     ``keep`` checkpoints. ``state`` must hold everything else the trainer needs to resume."""
     ck_root = Path(run_dir) / "checkpoints"
@@ -103,26 +108,49 @@ def load_state(path: Path) -> dict:
 def model_card_markdown(card: dict[str, Any]) -> str:
     """README.md of a zoo checkpoint from its card dict (also embedded as JSON at the end)."""
     rows = [
-        ("variant", card.get("name")), ("description", card.get("description")),
+        ("variant", card.get("name")),
+        ("description", card.get("description")),
         ("layer pattern", f"`{card.get('pattern')}` (F full, S sliding window, M Mamba-2, G Gated DeltaNet)"),
-        ("efficient:full ratio", card.get("ratio")), ("SWA window", card.get("window") or "n/a"),
-        ("full-attention PE", card.get("full_pe")), ("parameters", f"{card.get('params', 0):,}"),
-        ("training context", card.get("context")), ("steps", card.get("steps")),
-        ("tokens seen", f"{card.get('tokens_seen', 0):,}"), ("batch", card.get("batch")),
-        ("final train loss", card.get("final_train_loss")), ("final val loss", card.get("final_val_loss")),
-        ("training time (s)", card.get("train_seconds")), ("device", card.get("device")),
+        ("efficient:full ratio", card.get("ratio")),
+        ("SWA window", card.get("window") or "n/a"),
+        ("full-attention PE", card.get("full_pe")),
+        ("parameters", f"{card.get('params', 0):,}"),
+        ("training context", card.get("context")),
+        ("steps", card.get("steps")),
+        ("tokens seen", f"{card.get('tokens_seen', 0):,}"),
+        ("batch", card.get("batch")),
+        ("final train loss", card.get("final_train_loss")),
+        ("final val loss", card.get("final_val_loss")),
+        ("training time (s)", card.get("train_seconds")),
+        ("device", card.get("device")),
     ]
-    lines = [f"# HybridScope zoo: `{card.get('name')}`", "",
-             "A small native hybrid LM (model_type `hybridscope`) trained from scratch by "
-             "`python -m backend.zoo train-all` to show the findings of Qiao et al., *Rethinking the Role "
-             "of Efficient Attention in Hybrid Architectures*, at toy scale. Load it as `zoo/"
-             f"{card.get('name')}` (HybridScope) or with `AutoModelForCausalLM.from_pretrained` after "
-             "`import models`.", "", "| field | value |", "|---|---|"]
+    lines = [
+        f"# HybridScope zoo: `{card.get('name')}`",
+        "",
+        "A small native hybrid LM (model_type `hybridscope`) trained from scratch by "
+        "`python -m backend.zoo train-all` to show the findings of Qiao et al., *Rethinking the Role "
+        "of Efficient Attention in Hybrid Architectures*, at toy scale. Load it as `zoo/"
+        f"{card.get('name')}` (HybridScope) or with `AutoModelForCausalLM.from_pretrained` after "
+        "`import models`.",
+        "",
+        "| field | value |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v} |" for k, v in rows]
-    lines += ["", "## Data", "",
-              "CPython standard-library source (PSF License 2.0) built by `python -m backend.zoo build-data`, "
-              "plus synthetic retrieval documents drawn fresh every epoch (key-value recall and passkey in the "
-              f"corpus format; NIAH / passkey prompt templates on code haystacks): {card.get('synthetic_frac')} "
-              "of the rows. Byte-level BPE tokenizer (vocab 8192) trained on the training split.",
-              "", "## Card (JSON)", "", "```json", json.dumps(card, indent=1, sort_keys=True, default=str), "```", ""]
+    lines += [
+        "",
+        "## Data",
+        "",
+        "CPython standard-library source (PSF License 2.0) built by `python -m backend.zoo build-data`, "
+        "plus synthetic retrieval documents drawn fresh every epoch (key-value recall and passkey in the "
+        f"corpus format; NIAH / passkey prompt templates on code haystacks): {card.get('synthetic_frac')} "
+        "of the rows. Byte-level BPE tokenizer (vocab 8192) trained on the training split.",
+        "",
+        "## Card (JSON)",
+        "",
+        "```json",
+        json.dumps(card, indent=1, sort_keys=True, default=str),
+        "```",
+        "",
+    ]
     return "\n".join(lines)

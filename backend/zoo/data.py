@@ -60,8 +60,9 @@ def _pack(texts: list[str], tok, seq_len: int, eos_id: int, pad_id: int) -> np.n
     return np.asarray(flat, dtype=np.uint16).reshape(-1, seq_len)
 
 
-def load_corpus(data_dir: Path | str, seq_len: int, cache_dir: Path | str | None = None,
-                max_docs: int | None = None) -> Corpus:
+def load_corpus(
+    data_dir: Path | str, seq_len: int, cache_dir: Path | str | None = None, max_docs: int | None = None
+) -> Corpus:
     """Tokenize and pack ``data_dir``'s train and val splits (cached under ``cache_dir`` if given).
 
     ``max_docs`` keeps only the first N natural training documents (smoke runs and tests).
@@ -69,12 +70,18 @@ def load_corpus(data_dir: Path | str, seq_len: int, cache_dir: Path | str | None
     data_dir = Path(data_dir)
     for name in ("train.jsonl", "val.jsonl", "tokenizer/tokenizer.json"):
         if not (data_dir / name).is_file():
-            raise ValueError(f"data: {data_dir} has no {name}; build it with `python -m backend.zoo build-data`")
+            raise ValueError(
+                f"data: {data_dir} has no {name}; build it with `python -m backend.zoo build-data`"
+            )
     tok = backend_of(data_dir / "tokenizer")
     eos_id, pad_id = tok.token_to_id(EOS), tok.token_to_id(PAD)
     val_texts = [d.text for d in read_jsonl(data_dir / "val.jsonl")]
-    key = _hash_files(data_dir / "train.jsonl", data_dir / "val.jsonl", data_dir / "tokenizer" / "tokenizer.json",
-                      extra=f"{seq_len}:{max_docs}")
+    key = _hash_files(
+        data_dir / "train.jsonl",
+        data_dir / "val.jsonl",
+        data_dir / "tokenizer" / "tokenizer.json",
+        extra=f"{seq_len}:{max_docs}",
+    )
     cache = Path(cache_dir) / f"rows-{key}.npz" if cache_dir is not None else None
     if cache is not None and cache.is_file():
         z = np.load(cache)
@@ -104,20 +111,38 @@ class SyntheticSource:
     """Synthetic rows per epoch, computed once per (epoch) and cached; ``workers`` > 0 builds the
     next ``prefetch`` epochs in background processes (spawned: safe after CUDA init)."""
 
-    def __init__(self, corpus: Corpus, frac: float, seed: int, workers: int = 0, prefetch: int = 3,
-                 min_tokens: int | None = None) -> None:
+    def __init__(
+        self,
+        corpus: Corpus,
+        frac: float,
+        seed: int,
+        workers: int = 0,
+        prefetch: int = 3,
+        min_tokens: int | None = None,
+    ) -> None:
         self.n_rows = n_synthetic_rows(len(corpus.rows), frac)
         self.seed, self.prefetch, self.seq_len = seed, prefetch, corpus.seq_len
         self.min_tokens = min_tokens or min(256, corpus.seq_len // 4)
         self._cache: dict[int, np.ndarray] = {}
         self._futures: dict[int, cf.Future] = {}
-        args = (str(corpus.tokenizer_dir / "tokenizer.json"), str(corpus.data_dir / "train.jsonl"),
-                corpus.seq_len, corpus.eos_id, corpus.pad_id, self.min_tokens, corpus.max_docs)
+        args = (
+            str(corpus.tokenizer_dir / "tokenizer.json"),
+            str(corpus.data_dir / "train.jsonl"),
+            corpus.seq_len,
+            corpus.eos_id,
+            corpus.pad_id,
+            self.min_tokens,
+            corpus.max_docs,
+        )
         self._pool = None
         self._maker = None
         if workers > 0 and self.n_rows > 0:
-            self._pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=synthetic_rows.init_worker, initargs=args)
+            self._pool = cf.ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=synthetic_rows.init_worker,
+                initargs=args,
+            )
         else:
             self._args = args
 
@@ -126,7 +151,9 @@ class SyntheticSource:
 
     def _submit(self, epoch: int) -> None:
         if self._pool is not None and epoch not in self._cache and epoch not in self._futures:
-            self._futures[epoch] = self._pool.submit(synthetic_rows.worker_rows, self.n_rows, self.epoch_seed(epoch))
+            self._futures[epoch] = self._pool.submit(
+                synthetic_rows.worker_rows, self.n_rows, self.epoch_seed(epoch)
+            )
 
     def get(self, epoch: int) -> np.ndarray:
         """The synthetic rows of ``epoch`` [n_rows, seq_len]; the same for every caller and run."""
@@ -190,8 +217,10 @@ class BatchStream:
 
 def corpus_summary(corpus: Corpus, synthetic: SyntheticSource) -> dict:
     return {
-        "natural_rows": int(len(corpus.rows)), "synthetic_rows_per_epoch": int(synthetic.n_rows),
-        "val_rows": int(len(corpus.val_rows)), "seq_len": corpus.seq_len,
+        "natural_rows": int(len(corpus.rows)),
+        "synthetic_rows_per_epoch": int(synthetic.n_rows),
+        "val_rows": int(len(corpus.val_rows)),
+        "seq_len": corpus.seq_len,
         "tokens_per_epoch": int((len(corpus.rows) + synthetic.n_rows) * corpus.seq_len),
         "natural_source": STDLIB_SOURCE,
     }

@@ -1,11 +1,12 @@
 """Evaluation during training: retrieval-head formation and validation loss.
 
 At each evaluation point the trainer scores a fixed set of synthetic NIAH samples (same prompts for
-every variant and step) with :func:`backend.probes.retrieval_heads.sample_scores` (metric "mass":
-attention probability from the answer rows onto the needle tokens, per layer x head, averaged over
-samples), and records the strongest full-attention head (``max_full``) and the mean of the five
-strongest (``top5_full``). Attention runs on the SDPA path here (``attention_backend``) so that
-evaluation (other lengths, no grad) never triggers FlexAttention recompiles.
+every variant and step) with :func:`mass_scores` (``backend.probes.retrieval_heads.sample_scores``
+with metric "mass": attention probability from the answer rows onto the needle tokens, per layer x
+head; averaged over samples), and records the strongest full-attention head (``max_full``) and the
+mean of the five strongest (``top5_full``). Attention runs on the SDPA path here
+(``attention_backend``) so that evaluation (other lengths, no grad) never triggers FlexAttention
+recompiles.
 """
 
 from __future__ import annotations
@@ -30,9 +31,17 @@ class EvalSet:
     pad_id: int
 
 
-def make_eval_set(tokenizer_dir: Path, haystack_texts: list[str], val_rows: np.ndarray, pad_id: int,
-                  lengths: tuple[int, ...] = (1024, 2048), depths: tuple[float, ...] = (0.25, 0.75),
-                  task: str = "niah", seed: int = 0, n_val_rows: int = 8) -> EvalSet:
+def make_eval_set(
+    tokenizer_dir: Path,
+    haystack_texts: list[str],
+    val_rows: np.ndarray,
+    pad_id: int,
+    lengths: tuple[int, ...] = (1024, 2048),
+    depths: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9),
+    task: str = "niah",
+    seed: int = 0,
+    n_val_rows: int = 8,
+) -> EvalSet:
     """Samples over lengths x depths (one each) on a held-out text haystack, and the first val rows."""
     from transformers import AutoTokenizer
 
@@ -40,8 +49,9 @@ def make_eval_set(tokenizer_dir: Path, haystack_texts: list[str], val_rows: np.n
     from backend.data.synthetic import make_grid
 
     codec = HFCodec(AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True))
-    samples = make_grid(task, codec.count, list(lengths), list(depths), 1, seed=seed, haystack="text",
-                        docs=haystack_texts)
+    samples = make_grid(
+        task, codec.count, list(lengths), list(depths), 1, seed=seed, haystack="text", docs=haystack_texts
+    )
     rows = torch.from_numpy(val_rows[:n_val_rows].astype(np.int64))
     return EvalSet(codec, samples, rows, pad_id)
 
@@ -66,11 +76,34 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
+def mass_scores(model: torch.nn.Module, codec: Any, prompt: str, answer: str, spans, device) -> dict:
+    """{attention layer: per-head attention mass on the needle tokens, averaged over the answer rows}.
+
+    The same numbers as ``backend.probes.retrieval_heads.sample_scores(..., metric="mass")`` (a test
+    checks it), without importing the probe package: that pulls in pydantic (RunSpec), which the
+    device image lacks, and training must not depend on it.
+    """
+    from backend.attention_probe import row_probs
+
+    enc = codec.encode(prompt + " " + answer)
+    ids, offsets = enc.ids, enc.offsets
+    start = len(prompt) + 1  # the answer's first character (after the separating space)
+    first_answer = next(i for i, (a, b) in enumerate(offsets) if b > start and b > a)
+    rows = list(range(first_answer - 1, len(ids) - 1))
+    needles = [i for i, (a, b) in enumerate(offsets) if b > a and any(a < e and b > s for s, e in spans)]
+    if not needles:
+        raise ValueError("samples: the needle did not survive tokenisation (no token overlaps its span)")
+    need = torch.tensor(needles, device=device)
+
+    def reduce(layer: int, probs: torch.Tensor) -> np.ndarray:  # probs [H, nq, L]
+        return probs[:, :, need].sum(-1).mean(-1).cpu().numpy()
+
+    return row_probs(model, torch.tensor([ids], device=device), rows, reduce=reduce)
+
+
 @torch.no_grad()
 def retrieval_scores(model: torch.nn.Module, ev: EvalSet, device: torch.device) -> dict:
     """Per-layer mean head scores and the summary numbers over full-attention (and SWA) heads."""
-    from backend.probes.retrieval_heads import sample_scores
-
     kinds = list(model.config.layer_types)
     total: dict[int, np.ndarray] = {}
     was_training = model.training
@@ -78,7 +111,7 @@ def retrieval_scores(model: torch.nn.Module, ev: EvalSet, device: torch.device) 
     try:
         with attention_backend(model, "sdpa"), _autocast(device):
             for s in ev.samples:
-                scores = sample_scores(model, ev.codec, s.prompt, s.answer, s.answer_spans, "mass", device)
+                scores = mass_scores(model, ev.codec, s.prompt, s.answer, s.answer_spans, device)
                 for layer, v in scores.items():
                     total[layer] = total.get(layer, 0) + np.asarray(v, dtype=np.float64)
     finally:

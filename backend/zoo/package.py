@@ -20,7 +20,11 @@ RUN_FILES = ("train_log.jsonl", "formation.json", "summary.json")
 
 
 def _size(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return (
+        path.stat().st_size
+        if path.is_file()
+        else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    )
 
 
 def _bins(items: list[tuple[Path, int]], limit: int) -> list[list[Path]]:
@@ -48,7 +52,9 @@ def _tar(out: Path, work: Path, paths: list[Path]) -> int:
     return out.stat().st_size
 
 
-def package(work: Path, out: Path, max_files: int = 8, max_file: int = 16 * MIB, max_total: int = 60 * MIB) -> dict:
+def package(
+    work: Path, out: Path, max_files: int = 8, max_file: int = 16 * MIB, max_total: int = 60 * MIB
+) -> dict:
     """Write the archives into ``out``; returns {archive name: size} and any warnings."""
     work, out = Path(work), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -71,9 +77,8 @@ def package(work: Path, out: Path, max_files: int = 8, max_file: int = 16 * MIB,
     sizes: dict[str, int] = {}
     warnings: list[str] = []
     for b in sorted(model_bins, key=lambda b: b[0].name):
-        sizes[f"zoo_{'--'.join(p.name for p in b)}.tar.gz"] = 0
-        sizes[f"zoo_{'--'.join(p.name for p in b)}.tar.gz"] = _tar(out / f"zoo_{'--'.join(p.name for p in b)}.tar.gz",
-                                                                   work, b)
+        name = f"zoo_{'--'.join(p.name for p in b)}.tar.gz"
+        sizes[name] = _tar(out / name, work, b)
     for i, b in enumerate(trace_bins):
         name = "zoo_traces.tar.gz" if i == 0 else f"zoo_traces_{i + 1}.tar.gz"
         sizes[name] = _tar(out / name, work, b)

@@ -12,10 +12,14 @@ duration (refs ``zoo/<name>`` and data ``zoo:test`` resolve there), writes ``roo
    and test splits with at least ``max_tokens`` tokens, written to ``root/data/test.jsonl``);
    LongPPL key tokens come from one evaluator (default ``zoo/full``) so all variants are scored on
    the same tokens.
-3. the receptive-field sweep (full vs efficient layers restricted to k tokens).
+3. the receptive-field sweep (full vs efficient layers restricted to k tokens) on ``sweep_n_docs``
+   documents (fewer than LongPPL's: each of its 1 + 2 * len(ks) LongPPL runs stores per-token tables,
+   and the whole store must fit one 16 MiB archive).
 4. NIAH grids (passkey, then niah) and retrieval-head maps, on a text haystack of ``zoo:test``.
 
-Steps run in that order, each wrapped: a failure is recorded and the next step runs; once
+Without pydantic (absent from the device image unless carried) the runner cannot start: the
+formation runs are still written and the failure is recorded. Steps run in that order, each
+wrapped: a failure is recorded and the next step runs; once
 ``budget_s`` is spent the remaining steps are skipped (and listed). Attention runs on the SDPA path
 (``attn_backend="sdpa"``): probe lengths vary (greedy decoding grows the sequence by one token per
 step), and FlexAttention would recompile for every length.
@@ -42,6 +46,7 @@ FORMATION_DATA = "formation:retrieval_heads_mass"
 @dataclass
 class PrecomputeConfig:
     n_docs: int = 4
+    sweep_n_docs: int = 2  # the sweep's 1 + 2 * len(ks) LongPPL runs each store per-token tables
     max_tokens: int = 4096
     trunc_len: int = 1024
     stride: int = 256
@@ -57,8 +62,18 @@ class PrecomputeConfig:
 
     @classmethod
     def smoke(cls) -> PrecomputeConfig:
-        return cls(n_docs=1, max_tokens=512, trunc_len=128, stride=64, ks=(16, 64), niah_lengths=(128, 256),
-                   niah_depths=(0.0, 1.0), niah_samples=1, rh_lengths=(128,))
+        return cls(
+            n_docs=1,
+            sweep_n_docs=1,
+            max_tokens=512,
+            trunc_len=128,
+            stride=64,
+            ks=(16, 64),
+            niah_lengths=(128, 256),
+            niah_depths=(0.0, 1.0),
+            niah_samples=1,
+            rh_lengths=(128,),
+        )
 
 
 @contextmanager
@@ -86,8 +101,10 @@ def prepare_data(root: Path, data_dir: Path, min_tokens: int) -> dict:
     sorted by id) and ``root/data/val.jsonl`` (the corpus's val split as is)."""
     tok = backend_of(Path(data_dir) / "tokenizer")
     docs = [d for split in ("val", "test") for d in read_jsonl(Path(data_dir) / f"{split}.jsonl")]
-    long_docs = sorted((d for d in docs if len(tok.encode(d.text, add_special_tokens=False).ids) >= min_tokens),
-                       key=lambda d: d.id)
+    long_docs = sorted(
+        (d for d in docs if len(tok.encode(d.text, add_special_tokens=False).ids) >= min_tokens),
+        key=lambda d: d.id,
+    )
     if not long_docs:
         raise ValueError(f"data: no held-out document has >= {min_tokens} tokens in {data_dir}")
     out = Path(root) / "data"
@@ -101,16 +118,26 @@ def formation_specs(formation: dict[str, list[dict]]) -> list[tuple[str, dict, d
     """(run_id, spec, sweep rows) per variant with records at steps > 0 (log-x charts)."""
     out = []
     for v, records in sorted(formation.items()):
-        recs = sorted((r for r in records if r.get("step", 0) > 0 and r.get("max_full") is not None),
-                      key=lambda r: r["step"])
+        recs = sorted(
+            (r for r in records if r.get("step", 0) > 0 and r.get("max_full") is not None),
+            key=lambda r: r["step"],
+        )
         if not recs:
             continue
-        spec = {"model": f"zoo/{v}", "probe": "sweep", "data": FORMATION_DATA,
-                "params": {"ks": [int(r["step"]) for r in recs]}}
-        rows = {"name": [f"formation:{v}"] * len(recs), "x": [float(r["step"]) for r in recs],
-                "y": [float(r["max_full"]) for r in recs],
-                "label": [f"step {r['step']}: max {r['max_full']:.3f}, top-5 mean {r['top5_full']:.3f}"
-                          for r in recs]}
+        spec = {
+            "model": f"zoo/{v}",
+            "probe": "sweep",
+            "data": FORMATION_DATA,
+            "params": {"ks": [int(r["step"]) for r in recs]},
+        }
+        rows = {
+            "name": [f"formation:{v}"] * len(recs),
+            "x": [float(r["step"]) for r in recs],
+            "y": [float(r["max_full"]) for r in recs],
+            "label": [
+                f"step {r['step']}: max {r['max_full']:.3f}, top-5 mean {r['top5_full']:.3f}" for r in recs
+            ],
+        }
         digest = hashlib.sha256(json.dumps([spec, rows], sort_keys=True).encode()).hexdigest()[:12]
         out.append((f"formation-{v}-{digest}", spec, rows))
     return out
@@ -121,10 +148,30 @@ def write_formation(store, formation: dict[str, list[dict]]) -> list[str]:
     ids = []
     for run_id, spec, rows in formation_specs(formation):
         records = formation[spec["model"][4:]]
-        store.write_run(run_id, spec, {"sweep": rows}, overwrite=True,
-                        meta={"source": "train-all formation.json", "records": [
-                            {k: r.get(k) for k in ("step", "tokens", "max_full", "top5_full", "max_swa",
-                                                   "top5_swa", "val_loss")} for r in records]})
+        store.write_run(
+            run_id,
+            spec,
+            {"sweep": rows},
+            overwrite=True,
+            meta={
+                "source": "train-all formation.json",
+                "records": [
+                    {
+                        k: r.get(k)
+                        for k in (
+                            "step",
+                            "tokens",
+                            "max_full",
+                            "top5_full",
+                            "max_swa",
+                            "top5_swa",
+                            "val_loss",
+                        )
+                    }
+                    for r in records
+                ],
+            },
+        )
         ids.append(run_id)
     return ids
 
@@ -134,33 +181,84 @@ def run_specs(variants: list[str], cfg: PrecomputeConfig) -> list[tuple[str, Any
     retrieval heads, niah (each over all variants before the next)."""
     from backend.spec import RunSpec
 
-    lp = {"n_docs": cfg.n_docs, "max_tokens": cfg.max_tokens, "trunc_len": cfg.trunc_len, "stride": cfg.stride}
+    lp = {
+        "n_docs": cfg.n_docs,
+        "max_tokens": cfg.max_tokens,
+        "trunc_len": cfg.trunc_len,
+        "stride": cfg.stride,
+    }
     if cfg.evaluator:
         lp["evaluator"] = cfg.evaluator
-    grid = {"lengths": list(cfg.niah_lengths), "depths": list(cfg.niah_depths), "samples": cfg.niah_samples,
-            "haystack": cfg.haystack}
+    grid = {
+        "lengths": list(cfg.niah_lengths),
+        "depths": list(cfg.niah_depths),
+        "samples": cfg.niah_samples,
+        "haystack": cfg.haystack,
+    }
     data_hay = cfg.data if cfg.haystack == "text" else None
     out: list[tuple[str, Any]] = []
     for m in variants:
         ref = f"zoo/{m}"
-        out.append((f"token_loss:{m}", RunSpec.build(model=ref, probe="token_loss", data=cfg.data,
-                                                      params={"n_docs": cfg.n_docs, "max_tokens": cfg.max_tokens})))
+        out.append(
+            (
+                f"token_loss:{m}",
+                RunSpec.build(
+                    model=ref,
+                    probe="token_loss",
+                    data=cfg.data,
+                    params={"n_docs": cfg.n_docs, "max_tokens": cfg.max_tokens},
+                ),
+            )
+        )
         out.append((f"longppl:{m}", RunSpec.build(model=ref, probe="longppl", data=cfg.data, params=lp)))
     for m in variants:
-        out.append((f"sweep:{m}", RunSpec.build(model=f"zoo/{m}", probe="sweep", data=cfg.data,
-                                                params={**lp, "ks": list(cfg.ks)})))
+        out.append(
+            (
+                f"sweep:{m}",
+                RunSpec.build(
+                    model=f"zoo/{m}",
+                    probe="sweep",
+                    data=cfg.data,
+                    params={**lp, "n_docs": cfg.sweep_n_docs, "ks": list(cfg.ks)},
+                ),
+            )
+        )
     for m in variants:
-        out.append((f"niah_passkey:{m}", RunSpec.build(
-            model=f"zoo/{m}", probe="niah", data=data_hay,
-            params={**grid, "task": "passkey", "max_new_tokens": cfg.niah_new_tokens["passkey"]})))
+        out.append(
+            (
+                f"niah_passkey:{m}",
+                RunSpec.build(
+                    model=f"zoo/{m}",
+                    probe="niah",
+                    data=data_hay,
+                    params={**grid, "task": "passkey", "max_new_tokens": cfg.niah_new_tokens["passkey"]},
+                ),
+            )
+        )
     for m in variants:
-        out.append((f"retrieval_heads:{m}", RunSpec.build(
-            model=f"zoo/{m}", probe="retrieval_heads", data=data_hay,
-            params={"lengths": list(cfg.rh_lengths), "haystack": cfg.haystack})))
+        out.append(
+            (
+                f"retrieval_heads:{m}",
+                RunSpec.build(
+                    model=f"zoo/{m}",
+                    probe="retrieval_heads",
+                    data=data_hay,
+                    params={"lengths": list(cfg.rh_lengths), "haystack": cfg.haystack},
+                ),
+            )
+        )
     for m in variants:
-        out.append((f"niah:{m}", RunSpec.build(
-            model=f"zoo/{m}", probe="niah", data=data_hay,
-            params={**grid, "task": "niah", "max_new_tokens": cfg.niah_new_tokens["niah"]})))
+        out.append(
+            (
+                f"niah:{m}",
+                RunSpec.build(
+                    model=f"zoo/{m}",
+                    probe="niah",
+                    data=data_hay,
+                    params={**grid, "task": "niah", "max_new_tokens": cfg.niah_new_tokens["niah"]},
+                ),
+            )
+        )
     return out
 
 
@@ -174,33 +272,48 @@ def _use_backend(ref: str, attn_backend: str) -> None:
             mod.backend = attn_backend
 
 
-def precompute(root: Path, data_dir: Path, variants: list[str], cfg: PrecomputeConfig,
-               formation_json: Path | None = None, budget_s: float | None = None,
-               attn_backend: str = "sdpa") -> dict:
+def precompute(
+    root: Path,
+    data_dir: Path,
+    variants: list[str],
+    cfg: PrecomputeConfig,
+    formation_json: Path | None = None,
+    budget_s: float | None = None,
+    attn_backend: str = "sdpa",
+) -> dict:
     """Build ``root/store``; returns (and writes to ``root/precompute_summary.json``) what ran."""
     t0 = time.perf_counter()
     root = Path(root).resolve()
     summary: dict[str, Any] = {"config": asdict(cfg), "steps": {}, "skipped": [], "failed": {}}
     with precomputed_root(root):
-        from backend.runner import Runner
         from backend.store import TraceStore
 
         missing = [v for v in variants if not (root / "zoo" / v / "config.json").is_file()]
         variants = [v for v in variants if v not in missing]
         summary["missing_models"] = missing
-        if cfg.evaluator and cfg.evaluator[4:] not in variants:
+        if cfg.evaluator and cfg.evaluator.removeprefix("zoo/") not in variants:
             cfg.evaluator = None
         summary["data"] = prepare_data(root, data_dir, cfg.max_tokens)
         store = TraceStore(root / "store")
         if formation_json is not None and Path(formation_json).is_file():
             try:
-                summary["formation_runs"] = write_formation(store, json.loads(Path(formation_json).read_text()))
+                summary["formation_runs"] = write_formation(
+                    store, json.loads(Path(formation_json).read_text())
+                )
             except Exception as e:  # noqa: BLE001 - record and go on
                 summary["failed"]["formation"] = f"{type(e).__name__}: {e}"
-        runner = Runner(store_root=root / "store", read_only_roots=[])
-        for v in variants:
-            _use_backend(f"zoo/{v}", attn_backend)
-        for name, spec in run_specs(variants, cfg):
+        try:  # the runner needs pydantic (RunSpec, Ablation); the formation runs above do not
+            from backend.runner import Runner
+
+            runner = Runner(store_root=root / "store", read_only_roots=[])
+            specs = run_specs(variants, cfg)
+            for v in variants:
+                _use_backend(f"zoo/{v}", attn_backend)
+        except Exception as e:  # noqa: BLE001 - record it; nothing else can run
+            summary["failed"]["runner"] = f"{type(e).__name__}: {e}"
+            print(f"[precompute] runner unavailable: {summary['failed']['runner']}", flush=True)
+            specs = []
+        for name, spec in specs:
             if budget_s is not None and time.perf_counter() - t0 > budget_s:
                 summary["skipped"].append(name)
                 continue
@@ -209,10 +322,24 @@ def precompute(root: Path, data_dir: Path, variants: list[str], cfg: PrecomputeC
                 res = runner.run(spec)
                 meta = res.manifest.get("meta", {})
                 keep = {k: meta[k] for k in ("longppl", "ppl", "accuracy", "mean_nll", "n_key") if k in meta}
-                summary["steps"][name] = {"run_id": res.run_id, "seconds": round(time.perf_counter() - s, 2), **keep}
+                summary["steps"][name] = {
+                    "run_id": res.run_id,
+                    "seconds": round(time.perf_counter() - s, 2),
+                    **keep,
+                }
             except Exception as e:  # noqa: BLE001 - one failing probe must not stop the others
                 summary["failed"][name] = f"{type(e).__name__}: {e}"
-            print(f"[precompute] {name}: {summary['steps'].get(name) or summary['failed'].get(name)}", flush=True)
-    summary["seconds"] = round(time.perf_counter() - t0, 1)
-    (root / "precompute_summary.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+            print(
+                f"[precompute] {name}: {summary['steps'].get(name) or summary['failed'].get(name)}",
+                flush=True,
+            )
+            _write_summary(root, summary, t0)  # after every step: a killed run still leaves one
+    _write_summary(root, summary, t0)
     return summary
+
+
+def _write_summary(root: Path, summary: dict, t0: float) -> None:
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    tmp = root / "precompute_summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+    tmp.replace(root / "precompute_summary.json")

@@ -31,14 +31,18 @@ def training_lines(root: Path) -> list[str]:
     if not s:
         return ["training: no train_summary.json"]
     formation = _load(root / "formation.json") or {}
-    lines = [f"training: {s.get('steps')} steps per variant, {s.get('seconds')} s total",
-             f"{'variant':<11} {'status':<12} {'steps':>5} {'tokens':>11} {'loss':>6} {'val':>6} {'s':>5}  "
-             "max full-attn retrieval score over training"]
+    lines = [
+        f"training: {s.get('steps')} steps per variant, {s.get('seconds')} s total",
+        f"{'variant':<11} {'status':<12} {'steps':>5} {'tokens':>11} {'loss':>6} {'val':>6} {'s':>5}  "
+        "max full-attn retrieval score over training",
+    ]
     for name, v in s.get("variants", {}).items():
         curve = " ".join(_fmt(r.get("max_full"), 2) for r in formation.get(name, []))
-        lines.append(f"{name:<11} {str(v.get('status'))[:12]:<12} {_fmt(v.get('steps')):>5} "
-                     f"{v.get('tokens_seen') or 0:>11,} {_fmt(v.get('final_train_loss'), 2):>6} "
-                     f"{_fmt(v.get('final_val_loss'), 2):>6} {_fmt(v.get('train_seconds'), 0):>5}  {curve}")
+        lines.append(
+            f"{name:<11} {str(v.get('status'))[:12]:<12} {_fmt(v.get('steps')):>5} "
+            f"{v.get('tokens_seen') or 0:>11,} {_fmt(v.get('final_train_loss'), 2):>6} "
+            f"{_fmt(v.get('final_val_loss'), 2):>6} {_fmt(v.get('train_seconds'), 0):>5}  {curve}"
+        )
     return lines
 
 
@@ -55,7 +59,9 @@ def _best_head(store, run_id: str) -> float | None:
         t = store.read_table(run_id, "head_scores").to_pydict()
     except Exception:  # noqa: BLE001
         return None
-    vals = [s for s, k in zip(t["score"], t["layer_type"], strict=True) if s is not None and k == "full_attention"]
+    vals = [
+        s for s, k in zip(t["score"], t["layer_type"], strict=True) if s is not None and k == "full_attention"
+    ]
     return max(vals) if vals else None
 
 
@@ -69,20 +75,30 @@ def precompute_lines(root: Path) -> list[str]:
     steps = s.get("steps", {})
     ks = s.get("config", {}).get("ks", [])
     k_lo = min(ks) if ks else None
-    lines = [f"precompute: {len(steps)} runs ok, {len(s.get('failed', {}))} failed, {len(s.get('skipped', []))} "
-             f"skipped, {s.get('seconds')} s; sweep k={k_lo}: LongPPL with full / efficient layers restricted",
-             f"{'variant':<11} {'ppl':>7} {'longppl':>8} {'rf_full':>8} {'rf_eff':>8} {'passkey':>7} {'niah':>6} "
-             f"{'best_head':>9}"]
-    names = sorted({k.split(":", 1)[1] for k in steps} | {k.split(":", 1)[1] for k in s.get("failed", {}) if ":" in k})
+    lines = [
+        f"precompute: {len(steps)} runs ok, {len(s.get('failed', {}))} failed, {len(s.get('skipped', []))} "
+        f"skipped, {s.get('seconds')} s; sweep k={k_lo}: LongPPL with full / efficient layers restricted",
+        f"{'variant':<11} {'ppl':>7} {'longppl':>8} {'rf_full':>8} {'rf_eff':>8} {'passkey':>7} {'niah':>6} "
+        f"{'best_head':>9}",
+    ]
+    names = sorted(
+        {k.split(":", 1)[1] for k in steps} | {k.split(":", 1)[1] for k in s.get("failed", {}) if ":" in k}
+    )
     for v in names:
         lp = steps.get(f"longppl:{v}", {})
         sw = _sweep(store, steps[f"sweep:{v}"]["run_id"]) if f"sweep:{v}" in steps else {}
-        rh = _best_head(store, steps[f"retrieval_heads:{v}"]["run_id"]) if f"retrieval_heads:{v}" in steps else None
-        lines.append(f"{v:<11} {_fmt(lp.get('ppl'), 2):>7} {_fmt(lp.get('longppl'), 2):>8} "
-                     f"{_fmt(sw.get(('restrict_full', float(k_lo or 0))), 2):>8} "
-                     f"{_fmt(sw.get(('restrict_efficient', float(k_lo or 0))), 2):>8} "
-                     f"{_fmt(steps.get(f'niah_passkey:{v}', {}).get('accuracy'), 2):>7} "
-                     f"{_fmt(steps.get(f'niah:{v}', {}).get('accuracy'), 2):>6} {_fmt(rh):>9}")
+        rh = (
+            _best_head(store, steps[f"retrieval_heads:{v}"]["run_id"])
+            if f"retrieval_heads:{v}" in steps
+            else None
+        )
+        lines.append(
+            f"{v:<11} {_fmt(lp.get('ppl'), 2):>7} {_fmt(lp.get('longppl'), 2):>8} "
+            f"{_fmt(sw.get(('restrict_full', float(k_lo or 0))), 2):>8} "
+            f"{_fmt(sw.get(('restrict_efficient', float(k_lo or 0))), 2):>8} "
+            f"{_fmt(steps.get(f'niah_passkey:{v}', {}).get('accuracy'), 2):>7} "
+            f"{_fmt(steps.get(f'niah:{v}', {}).get('accuracy'), 2):>6} {_fmt(rh):>9}"
+        )
     for name, err in s.get("failed", {}).items():
         lines.append(f"FAILED {name}: {err[:160]}")
     if s.get("skipped"):

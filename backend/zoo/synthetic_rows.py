@@ -51,8 +51,16 @@ class SyntheticMaker:
     ``sources``: natural training texts (filler and haystacks; key words are drawn from them).
     """
 
-    def __init__(self, tokenizer, sources: Sequence[str], seq_len: int, eos_id: int, pad_id: int,
-                 min_tokens: int = 256, kinds: Sequence[str] = KINDS) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        sources: Sequence[str],
+        seq_len: int,
+        eos_id: int,
+        pad_id: int,
+        min_tokens: int = 256,
+        kinds: Sequence[str] = KINDS,
+    ) -> None:
         bad = [k for k in kinds if k not in KINDS]
         if bad or not kinds:
             raise ValueError(f"kinds: {bad or 'empty'} not allowed; allowed: {list(KINDS)}")
@@ -94,7 +102,7 @@ class SyntheticMaker:
         """Consecutive source lines (wrapping on to the next text) totalling >= n_chars characters."""
         i = rng.randrange(len(self.sources))
         lines = self.sources[i].splitlines(keepends=True)
-        out = lines[rng.randrange(len(lines)):]
+        out = lines[rng.randrange(len(lines)) :]
         total = sum(map(len, out))
         while total < n_chars:
             i = (i + 1) % len(self.sources)
@@ -126,8 +134,12 @@ class SyntheticMaker:
                 n = max(1, n)
                 lines = [f"key_{k} = {v}\n" for k, v in zip(keys[:n], values[:n], strict=True)]
                 i = min(n - 1, int(depth * n))
-                return ("# key-value table\n" + "".join(lines) + KV_QUERY.format(key=f"key_{keys[i]}")
-                        + f"{values[i]}\n")
+                return (
+                    "# key-value table\n"
+                    + "".join(lines)
+                    + KV_QUERY.format(key=f"key_{keys[i]}")
+                    + f"{values[i]}\n"
+                )
 
             return self._fit(build, n_tokens, n_max, int(n_tokens / 8.5))
         if kind == "passkey":
@@ -146,8 +158,11 @@ class SyntheticMaker:
             text = "".join(self._code_lines(rng, int(n_tokens * CHARS_PER_TOKEN * 1.3)))
             units = split_units(text)
             niah = kind == "niah_text"
-            value = self._unique_number(rng, 1_000_000, 10_000_000, text) if niah else \
-                self._unique_number(rng, 10_000, 100_000, text)
+            value = (
+                self._unique_number(rng, 1_000_000, 10_000_000, text)
+                if niah
+                else self._unique_number(rng, 10_000, 100_000, text)
+            )
             key = f"{rng.choice(self.words)}-{rng.choice(self.words)}"
             preamble = NIAH_PREAMBLE if niah else PASSKEY_PREAMBLE
             needle = NIAH_NEEDLE.format(key=key, value=value) if niah else PASSKEY_NEEDLE.format(key=value)
@@ -195,12 +210,20 @@ class SyntheticMaker:
 _WORKER: SyntheticMaker | None = None
 
 
-def init_worker(tokenizer_json: str, train_jsonl: str, seq_len: int, eos_id: int, pad_id: int,
-                min_tokens: int, max_sources: int | None) -> None:
+def init_worker(
+    tokenizer_json: str,
+    train_jsonl: str,
+    seq_len: int,
+    eos_id: int,
+    pad_id: int,
+    min_tokens: int,
+    max_sources: int | None,
+) -> None:
     """Process-pool initializer: build this process's SyntheticMaker once."""
     global _WORKER
-    _WORKER = maker_from_files(Path(tokenizer_json), Path(train_jsonl), seq_len, eos_id, pad_id, min_tokens,
-                               max_sources)
+    _WORKER = maker_from_files(
+        Path(tokenizer_json), Path(train_jsonl), seq_len, eos_id, pad_id, min_tokens, max_sources
+    )
 
 
 def worker_rows(n_rows: int, seed: int) -> np.ndarray:
@@ -218,8 +241,15 @@ def natural_texts(train_jsonl: Path, max_docs: int | None = None) -> list[str]:
     return texts[:max_docs] if max_docs else texts
 
 
-def maker_from_files(tokenizer_json: Path, train_jsonl: Path, seq_len: int, eos_id: int, pad_id: int,
-                     min_tokens: int, max_sources: int | None = None) -> SyntheticMaker:
+def maker_from_files(
+    tokenizer_json: Path,
+    train_jsonl: Path,
+    seq_len: int,
+    eos_id: int,
+    pad_id: int,
+    min_tokens: int,
+    max_sources: int | None = None,
+) -> SyntheticMaker:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_json))

@@ -6,8 +6,8 @@ Length of a run: ``steps`` fixed, or ``time_budget_s``: the first ``calib_steps`
 (the first two, which include compilation, are skipped) and the schedule's total is set once to the
 number of steps that fit in the remaining budget (minus the measured cost of evaluations and the
 final export); a hard wall-clock stop at the budget is a backstop. Evaluation points are at fixed
-fractions of the total (``EVAL_FRACTIONS``); each writes a checkpoint (only the newest ``keep``
-are kept) and a formation record.
+fractions of the total (``EVAL_FRACTIONS``); each writes a checkpoint and a formation record
+(``save_every`` adds checkpoints every N steps; only the newest ``keep_checkpoints`` are kept).
 
 Files of a run (``run_dir``): ``train_log.jsonl``, ``formation.json``, ``checkpoints/``, ``summary.json``;
 the final bf16 export (with tokenizer and model card) goes to ``export_dir``.
@@ -55,10 +55,13 @@ class TrainArgs:
     log_every: int = 10
     eval_fractions: tuple[float, ...] = EVAL_FRACTIONS
     keep_checkpoints: int = 1
+    save_every: int = 0  # extra checkpoints every N steps (0 = only at evaluation points)
     seed: int = 0
     synthetic_frac: float = 0.08
     compile: bool = False
     device: str = "auto"
+    attn_backend: str = "auto"  # kernel paths used in training (the saved config keeps "auto")
+    linear_backend: str = "auto"
 
     def check(self) -> None:
         get_variant(self.variant)
@@ -71,8 +74,14 @@ class TrainArgs:
             raise ValueError(f"max_seconds: must be > 0, got {self.max_seconds}")
         if self.time_budget_s is not None and self.calib_steps < 3:
             raise ValueError(f"calib_steps: must be >= 3 with a time budget, got {self.calib_steps}")
-        if self.batch_size < 1 or self.micro_batch < 0 or (self.micro_batch and self.batch_size % self.micro_batch):
-            raise ValueError(f"micro_batch: must divide batch_size ({self.batch_size}), got {self.micro_batch}")
+        if (
+            self.batch_size < 1
+            or self.micro_batch < 0
+            or (self.micro_batch and self.batch_size % self.micro_batch)
+        ):
+            raise ValueError(
+                f"micro_batch: must divide batch_size ({self.batch_size}), got {self.micro_batch}"
+            )
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
 
@@ -88,6 +97,24 @@ def lr_at(step: int, total: int | None, warmup: int, peak: float, min_ratio: flo
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def set_backends(model: torch.nn.Module, attn: str, linear: str) -> None:
+    """Set the kernel backend of every mixer (module attributes only; the config is untouched)."""
+    from models.attention_mixer import HybridAttention
+    from models.config import ATTN_BACKENDS, LINEAR_BACKENDS
+    from models.linear_mixers import GatedDeltaNetMixer, Mamba2Mixer
+
+    if attn not in ATTN_BACKENDS or linear not in LINEAR_BACKENDS:
+        raise ValueError(
+            f"attn_backend/linear_backend: allowed {list(ATTN_BACKENDS)} / {list(LINEAR_BACKENDS)}, "
+            f"got {attn!r} / {linear!r}"
+        )
+    for m in model.modules():
+        if isinstance(m, HybridAttention):
+            m.backend = attn
+        elif isinstance(m, (Mamba2Mixer, GatedDeltaNetMixer)):
+            m.backend = linear
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -97,8 +124,16 @@ def pick_device(name: str) -> torch.device:
 class Trainer:
     """One variant's training run. ``run()`` trains to the end (resuming first if asked)."""
 
-    def __init__(self, args: TrainArgs, corpus: Corpus, synthetic: SyntheticSource, run_dir: Path,
-                 export_dir: Path | None = None, eval_set: EvalSet | None = None, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        args: TrainArgs,
+        corpus: Corpus,
+        synthetic: SyntheticSource,
+        run_dir: Path,
+        export_dir: Path | None = None,
+        eval_set: EvalSet | None = None,
+        quiet: bool = False,
+    ) -> None:
         from models.modeling import HybridForCausalLM
 
         args.check()
@@ -112,13 +147,18 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(args.seed)
             self.model = HybridForCausalLM(self.config).to(self.device).train()
+        set_backends(self.model, args.attn_backend, args.linear_backend)
         self.forward = torch.compile(self.model) if args.compile else self.model
         decay = [p for p in self.model.parameters() if p.ndim >= 2]
         no_decay = [p for p in self.model.parameters() if p.ndim < 2]
         kw = {"fused": True} if self.device.type == "cuda" else {}
         self.opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=args.lr, betas=(args.beta1, args.beta2), eps=1e-8, **kw)
+            lr=args.lr,
+            betas=(args.beta1, args.beta2),
+            eps=1e-8,
+            **kw,
+        )
         self.batches = BatchStream(corpus, synthetic, args.batch_size, args.seed)
         self.step, self.tokens = 0, 0
         self.total_steps = args.steps
@@ -164,7 +204,17 @@ class Trainer:
         with open(self.run_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
         if not self.quiet:
-            keys = ("step", "loss", "lr", "grad_norm", "tok_per_s", "elapsed_s", "event", "max_full", "val_loss")
+            keys = (
+                "step",
+                "loss",
+                "lr",
+                "grad_norm",
+                "tok_per_s",
+                "elapsed_s",
+                "event",
+                "max_full",
+                "val_loss",
+            )
             print(f"[{self.args.variant}] " + " ".join(f"{k}={rec[k]}" for k in keys if k in rec), flush=True)
 
     def set_total(self, total: int) -> None:
@@ -182,17 +232,32 @@ class Trainer:
             rec["eval_seconds"] = round(time.perf_counter() - t0, 3)
         self.formation = [r for r in self.formation if r["step"] != self.step] + [rec]
         (self.run_dir / "formation.json").write_text(
-            json.dumps({"variant": self.args.variant, "records": self.formation}, indent=1), encoding="utf-8")
+            json.dumps({"variant": self.args.variant, "records": self.formation}, indent=1), encoding="utf-8"
+        )
         return rec
 
     def state(self) -> dict:
-        return {"args": asdict(self.args), "total_steps": self.total_steps, "eval_steps": self.eval_steps,
-                "tokens": self.tokens, "optimizer": self.opt.state_dict(), "data": self.batches.state_dict(),
-                "formation": self.formation, "train_seconds": self.train_seconds, "last_loss": self.last_loss}
+        return {
+            "args": asdict(self.args),
+            "total_steps": self.total_steps,
+            "eval_steps": self.eval_steps,
+            "tokens": self.tokens,
+            "optimizer": self.opt.state_dict(),
+            "data": self.batches.state_dict(),
+            "formation": self.formation,
+            "train_seconds": self.train_seconds,
+            "last_loss": self.last_loss,
+        }
 
     def save(self) -> Path:
-        return ck.save_checkpoint(self.run_dir, self.step, self.model, self.corpus.tokenizer_dir, self.state(),
-                                  keep=self.args.keep_checkpoints)
+        return ck.save_checkpoint(
+            self.run_dir,
+            self.step,
+            self.model,
+            self.corpus.tokenizer_dir,
+            self.state(),
+            keep=self.args.keep_checkpoints,
+        )
 
     def resume(self) -> bool:
         """Load the latest complete checkpoint of ``run_dir``; False when there is none."""
@@ -210,8 +275,11 @@ class Trainer:
         ck.set_rng_state(st["rng"])
         log = self.run_dir / "train_log.jsonl"
         if log.is_file():  # drop records past the checkpoint: the resumed run rewrites them
-            keep = [ln for ln in log.read_text(encoding="utf-8").splitlines()
-                    if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
+            keep = [
+                ln
+                for ln in log.read_text(encoding="utf-8").splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= self.step
+            ]
             log.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
         self._log({"event": "resumed", "step": self.step, "from": path.name})
         return True
@@ -220,19 +288,30 @@ class Trainer:
         v, c = get_variant(self.args.variant), self.config
         last = self.formation[-1] if self.formation else {}
         return {
-            "name": v.name, "description": v.description, "pattern": v.pattern, "ratio": v.ratio,
-            "window": c.sliding_window if v.window else None, "full_pe": v.full_pe, "params": self.n_params,
-            "context": self.corpus.seq_len, "steps": self.step, "tokens_seen": self.tokens,
+            "name": v.name,
+            "description": v.description,
+            "pattern": v.pattern,
+            "ratio": v.ratio,
+            "window": c.sliding_window if v.window else None,
+            "full_pe": v.full_pe,
+            "params": self.n_params,
+            "context": self.corpus.seq_len,
+            "steps": self.step,
+            "tokens_seen": self.tokens,
             "batch": f"{self.args.batch_size} x {self.corpus.seq_len} tokens",
             "final_train_loss": None if self.last_loss is None else round(self.last_loss, 4),
             "final_val_loss": None if last.get("val_loss") is None else round(last["val_loss"], 4),
-            "train_seconds": round(self.train_seconds, 1), "device": _device_name(self.device),
-            "synthetic_frac": self.args.synthetic_frac, "status": self.status,
+            "train_seconds": round(self.train_seconds, 1),
+            "device": _device_name(self.device),
+            "synthetic_frac": self.args.synthetic_frac,
+            "status": self.status,
             "hyperparameters": {k: v for k, v in asdict(self.args).items() if k not in ("variant", "device")},
         }
 
     # ------------------------------------------------------------------ the loop
-    def run(self, resume: bool = False, eval_cost_s: float | None = None, stop_after: int | None = None) -> dict:
+    def run(
+        self, resume: bool = False, eval_cost_s: float | None = None, stop_after: int | None = None
+    ) -> dict:
         """Train to the end; export; return the summary. ``eval_cost_s`` (seconds per evaluation, if
         known) sharpens the time-budget estimate; else the first evaluation is timed. ``stop_after``:
         stop at that step with a checkpoint and no export (status "interrupted"; resume later)."""
@@ -241,8 +320,15 @@ class Trainer:
         resumed = resume and self.resume()
         if not resumed:
             (self.run_dir / "train_log.jsonl").unlink(missing_ok=True)
-            self._log({"event": "start", "step": 0, "params": self.n_params, "device": str(self.device),
-                       **corpus_summary(self.corpus, self.batches.synthetic)})
+            self._log(
+                {
+                    "event": "start",
+                    "step": 0,
+                    "params": self.n_params,
+                    "device": str(self.device),
+                    **corpus_summary(self.corpus, self.batches.synthetic),
+                }
+            )
             if self.total_steps is not None:
                 self.set_total(self.total_steps)
         wall0 = time.perf_counter()
@@ -266,21 +352,34 @@ class Trainer:
                 step_times.append(time.perf_counter() - t_step)
                 if len(step_times) == a.calib_steps:
                     sps = sorted(step_times[2:])[len(step_times[2:]) // 2]
-                    reserve = eval_cost_s * len(a.eval_fractions) + 3.0 + 2.0 * sps
+                    reserve = (eval_cost_s + 0.5) * len(a.eval_fractions) + 3.0 + 2.0 * sps  # + saves
                     left = plan_end - time.perf_counter() - reserve
                     self.set_total(max(a.warmup_steps + 1, self.step + int(max(0.0, left) / sps * 0.95)))
-                    self._log({"event": "calibrated", "step": self.step, "sec_per_step": round(sps, 4),
-                               "total_steps": self.total_steps, "eval_cost_s": round(eval_cost_s, 2)})
+                    self._log(
+                        {
+                            "event": "calibrated",
+                            "step": self.step,
+                            "sec_per_step": round(sps, 4),
+                            "total_steps": self.total_steps,
+                            "eval_cost_s": round(eval_cost_s, 2),
+                        }
+                    )
             done = self.total_steps is not None and self.step >= self.total_steps
             if self.step % a.log_every == 0 or done:
                 self._sync()
                 now = time.perf_counter()
                 self.last_loss = float(loss_sum) / win_steps
-                self._log({"step": self.step, "loss": round(self.last_loss, 4),
-                           "lr": float(f"{self.opt.param_groups[0]['lr']:.3g}"),
-                           "grad_norm": round(float(gn_last), 3), "tokens": self.tokens,
-                           "tok_per_s": round(win_steps * a.batch_size * self.corpus.seq_len / (now - win_t)),
-                           "elapsed_s": round(self.train_seconds + now - wall0, 1)})
+                self._log(
+                    {
+                        "step": self.step,
+                        "loss": round(self.last_loss, 4),
+                        "lr": float(f"{self.opt.param_groups[0]['lr']:.3g}"),
+                        "grad_norm": round(float(gn_last), 3),
+                        "tokens": self.tokens,
+                        "tok_per_s": round(win_steps * a.batch_size * self.corpus.seq_len / (now - win_t)),
+                        "elapsed_s": round(self.train_seconds + now - wall0, 1),
+                    }
+                )
                 if not math.isfinite(self.last_loss):
                     self.status = "diverged"
                     break
@@ -290,6 +389,8 @@ class Trainer:
                 self._log({"event": "eval", **{k: v for k, v in rec.items() if k != "per_layer"}})
                 self.train_seconds += time.perf_counter() - wall0
                 wall0 = time.perf_counter()
+                self.save()
+            elif a.save_every and self.step % a.save_every == 0 and not done:
                 self.save()
             if budget_end is not None and time.perf_counter() > budget_end and not done:
                 self.status = "stopped_at_time_limit"
@@ -308,13 +409,14 @@ class Trainer:
         return self.finish()
 
     def finish(self) -> dict:
+        """Export (if an export dir is set), write summary.json and return its content."""
         card = self.card()
         if self.export_dir is not None:
             ck.export_pretrained(self.model, self.export_dir, self.corpus.tokenizer_dir, card)
-        summary = {**card, "formation": self.formation[-1] if self.formation else None}
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+        text = json.dumps({**card, "formation": self.formation[-1] if self.formation else None}, default=str)
+        (self.run_dir / "summary.json").write_text(text, encoding="utf-8")
         self._log({"event": "finished", "step": self.step, "status": self.status, "tokens": self.tokens})
-        return summary
+        return json.loads(text)  # exactly what summary.json holds (JSON types)
 
 
 def _device_name(device: torch.device) -> str:

@@ -59,8 +59,16 @@ BASE: dict[str, Any] = dict(
     pad_token_id=PAD_ID,
 )
 SMOKE: dict[str, Any] = dict(
-    hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-    linear_num_heads=2, linear_head_dim=16, linear_key_dim=16, mamba_state_size=16, chunk_size=16,
+    hidden_size=32,
+    intermediate_size=64,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=16,
+    linear_num_heads=2,
+    linear_head_dim=16,
+    linear_key_dim=16,
+    mamba_state_size=16,
+    chunk_size=16,
     max_position_embeddings=2 * SMOKE_CONTEXT,
 )
 SIZES = ("zoo", "smoke")
@@ -95,8 +103,13 @@ VARIANTS: dict[str, Variant] = {
         Variant("swa1024", "SSSFSSSF", 1024, description="SWA hybrid, window 1024"),
         Variant("mamba2", "MMMFMMMF", description="Mamba-2 hybrid"),
         Variant("gdn", "GGGFGGGF", mixer={"linear_num_heads": 3}, description="Gated DeltaNet hybrid"),
-        Variant("swa64_nope", "SSSFSSSF", 64, full_pe="nope",
-                description="SWA hybrid, window 64, NoPE on the full-attention layers"),
+        Variant(
+            "swa64_nope",
+            "SSSFSSSF",
+            64,
+            full_pe="nope",
+            description="SWA hybrid, window 64, NoPE on the full-attention layers",
+        ),
     )
 }
 NAMES = tuple(VARIANTS)
@@ -125,8 +138,12 @@ def variant_config(name: str, size: str = "zoo", **overrides: Any) -> HybridConf
     if size == "smoke":
         kw.update(SMOKE)
     if v.mixer:
-        kw.update({k: (max(1, val // 2) if size == "smoke" and k == "linear_num_heads" else val)
-                   for k, val in v.mixer.items()})
+        kw.update(
+            {
+                k: (max(1, val // 2) if size == "smoke" and k == "linear_num_heads" else val)
+                for k, val in v.mixer.items()
+            }
+        )
     window = v.window if size == "zoo" or v.window is None else SMOKE_WINDOWS[v.window]
     if window is not None:
         kw["sliding_window"] = window
@@ -152,9 +169,17 @@ def describe(size: str = "zoo") -> list[dict[str, Any]]:
     rows = []
     for name, v in VARIANTS.items():
         cfg = variant_config(name, size)
-        rows.append({
-            "name": name, "pattern": v.pattern, "ratio": v.ratio, "window": cfg.sliding_window if v.window else None,
-            "full_pe": v.full_pe, "params": param_count(cfg), "bf16_bytes": 2 * param_count(cfg),
-            "context": context_of(size), "description": v.description,
-        })
+        rows.append(
+            {
+                "name": name,
+                "pattern": v.pattern,
+                "ratio": v.ratio,
+                "window": cfg.sliding_window if v.window else None,
+                "full_pe": v.full_pe,
+                "params": param_count(cfg),
+                "bf16_bytes": 2 * param_count(cfg),
+                "context": context_of(size),
+                "description": v.description,
+            }
+        )
     return rows

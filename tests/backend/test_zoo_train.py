@@ -18,7 +18,7 @@ from backend.zoo.build import build_data
 from backend.zoo.data import BatchStream, SyntheticSource, load_corpus, n_synthetic_rows
 from backend.zoo.synthetic_rows import KINDS, maker_from_files
 from backend.zoo.train import TrainArgs, Trainer, lr_at
-from backend.zoo.train_all import plan_steps
+from backend.zoo.train_all import plan_steps, variant_cap
 from backend.zoo.variants import BASE, NAMES, VARIANTS, param_count, variant_config
 
 MIXER_FIELDS = {"layer_types", "sliding_window", "layer_pe", "linear_num_heads"}
@@ -27,8 +27,16 @@ MIXER_FIELDS = {"layer_types", "sliding_window", "layer_pe", "linear_num_heads"}
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("zoo_data")
-    build_data(out, max_files=14, val_frac=0.2, test_frac=0.2, vocab_size=700, synthetic_frac=0.08,
-               synthetic_max_tokens=900, seed=3)
+    build_data(
+        out,
+        max_files=14,
+        val_frac=0.2,
+        test_frac=0.2,
+        vocab_size=700,
+        synthetic_frac=0.08,
+        synthetic_max_tokens=900,
+        seed=3,
+    )
     return out
 
 
@@ -38,15 +46,25 @@ def corpus(data_dir):
 
 
 def _args(**kw) -> TrainArgs:
-    base = dict(variant="swa64", size="smoke", batch_size=2, warmup_steps=2, log_every=1, steps=6,
-                eval_fractions=(0.5, 1.0), synthetic_frac=0.25, lr=3e-3)
+    base = dict(
+        variant="swa64",
+        size="smoke",
+        batch_size=2,
+        warmup_steps=2,
+        log_every=1,
+        steps=6,
+        eval_fractions=(0.5, 1.0),
+        synthetic_frac=0.25,
+        lr=3e-3,
+    )
     return TrainArgs(**{**base, **kw})
 
 
 def _trainer(corpus, run_dir, export_dir=None, **kw) -> Trainer:
     args = _args(**kw)
-    return Trainer(args, corpus, SyntheticSource(corpus, args.synthetic_frac, args.seed), run_dir, export_dir,
-                   quiet=True)
+    return Trainer(
+        args, corpus, SyntheticSource(corpus, args.synthetic_frac, args.seed), run_dir, export_dir, quiet=True
+    )
 
 
 # ---------------------------------------------------------------------------------- variants
@@ -106,6 +124,14 @@ def test_plan_steps():
     assert plan_steps(cal, ["a", "b"], 1.0, 2, warmup=5) == 6
 
 
+def test_variant_cap():
+    cal = {"sec_per_step": {"a": 0.1, "b": 0.2}, "eval_s": 0.5, "save_s": 0.5}
+    # a: train 10 s + overhead 2 evals * 1 s + 10 s = 12 s; b: 20 s + 12 s
+    assert variant_cap(cal, 100, 2, "a", [], 1000.0) == pytest.approx(1.3 * 10 + 12)
+    assert variant_cap(cal, 100, 2, "a", ["b"], 50.0) == pytest.approx(50 - 32)
+    assert variant_cap(cal, 100, 2, "a", ["b"], 10.0) == pytest.approx(0.5 * 22)
+
+
 def test_train_args_errors():
     with pytest.raises(ValueError, match="steps/time_budget_s: give exactly one"):
         _args(steps=None).check()
@@ -137,7 +163,9 @@ def test_batch_stream_epochs_and_labels(corpus):
 def test_synthetic_docs_hold_the_answer_once(data_dir):
     from tokenizers import Tokenizer
 
-    maker = maker_from_files(data_dir / "tokenizer" / "tokenizer.json", data_dir / "train.jsonl", 512, 0, 1, 64)
+    maker = maker_from_files(
+        data_dir / "tokenizer" / "tokenizer.json", data_dir / "train.jsonl", 512, 0, 1, 64
+    )
     tok = Tokenizer.from_file(str(data_dir / "tokenizer" / "tokenizer.json"))
     rng = random.Random(5)
     assert maker.doc("niah_text", rng, 40) is None  # the template alone does not fit: row() uses kv
@@ -154,6 +182,26 @@ def test_synthetic_docs_hold_the_answer_once(data_dir):
     assert row.shape == (512,) and row.dtype == np.uint16
     tail = np.nonzero(row != 1)[0].max()
     assert (row[tail + 1 :] == 1).all() and (row[: tail + 1] != 1).all() and row[tail] == 0
+
+
+def test_mass_scores_match_the_probe(data_dir):
+    from transformers import AutoTokenizer
+
+    from backend.codec import HFCodec
+    from backend.data.synthetic import make_sample
+    from backend.probes.retrieval_heads import sample_scores
+    from backend.zoo.formation import mass_scores
+    from models.tiny import tiny_model
+
+    codec = HFCodec(AutoTokenizer.from_pretrained(data_dir / "tokenizer"))
+    model = tiny_model("SSFM", seed=3, vocab_size=700)
+    s = make_sample("passkey", codec.count, 300, 0.4, haystack="text", docs=["def f(x):\n    return x + 1\n"])
+    ours = mass_scores(model, codec, s.prompt, s.answer, s.answer_spans, torch.device("cpu"))
+    ref = sample_scores(model, codec, s.prompt, s.answer, s.answer_spans, "mass", torch.device("cpu"))
+    assert sorted(ours) == sorted(ref) == [0, 1, 2]
+    for layer in ref:
+        assert np.array_equal(ours[layer], ref[layer])
+    assert ref[2].max() > 0  # the full-attention layer reaches the needle (SWA window 8 does not)
 
 
 # ---------------------------------------------------------------------------------- training
@@ -176,18 +224,24 @@ def test_resume_is_exact(corpus, tmp_path):
     sb = resumed.run(resume=True)
     assert sa["steps"] == sb["steps"] == 6 and sa["tokens_seen"] == sb["tokens_seen"]
     assert resumed.batches.state_dict() == full.batches.state_dict()
-    for (na, pa), (nb, pb) in zip(full.model.named_parameters(), resumed.model.named_parameters(), strict=True):
+    for (na, pa), (nb, pb) in zip(
+        full.model.named_parameters(), resumed.model.named_parameters(), strict=True
+    ):
         assert na == nb and torch.equal(pa, pb), na
     log_b = [json.loads(x) for x in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
-    losses_a = [r["loss"] for r in map(json.loads, (tmp_path / "a" / "train_log.jsonl").read_text().splitlines())
-                if "loss" in r]
+    losses_a = [
+        r["loss"]
+        for r in map(json.loads, (tmp_path / "a" / "train_log.jsonl").read_text().splitlines())
+        if "loss" in r
+    ]
     assert [r["loss"] for r in log_b if "loss" in r] == losses_a
     assert sum(r.get("event") == "resumed" for r in log_b) == 1
 
 
 def test_checkpoint_round_trip(corpus, tmp_path):
-    import models  # noqa: F401  (registers the native family)
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import models  # noqa: F401  (registers the native family)
 
     tr = _trainer(corpus, tmp_path / "run", tmp_path / "export", steps=2, eval_fractions=(1.0,))
     tr.run()
@@ -227,9 +281,11 @@ def test_formation_runs_in_the_store(tmp_path):
     from backend.store import TraceStore
     from backend.zoo.precompute import write_formation
 
-    recs = [{"step": 0, "tokens": 0, "max_full": 0.01, "top5_full": 0.01},
-            {"step": 8, "tokens": 100, "max_full": 0.2, "top5_full": 0.1, "val_loss": 3.0},
-            {"step": 16, "tokens": 200, "max_full": 0.5, "top5_full": 0.3}]
+    recs = [
+        {"step": 0, "tokens": 0, "max_full": 0.01, "top5_full": 0.01},
+        {"step": 8, "tokens": 100, "max_full": 0.2, "top5_full": 0.1, "val_loss": 3.0},
+        {"step": 16, "tokens": 200, "max_full": 0.5, "top5_full": 0.3},
+    ]
     store = TraceStore(tmp_path / "store")
     (run_id,) = write_formation(store, {"swa64": recs, "empty": []})
     m = store.manifest(run_id)
@@ -245,3 +301,119 @@ def test_smoke_config_is_small():
     cfg = variant_config("swa256", "smoke")
     assert cfg.sliding_window == 16 and param_count(cfg) < 400_000
     assert replace(_args(), variant="gdn").variant == "gdn"
+
+
+# ---------------------------------------------------------------------------------- packaging
+def test_package_fits_file_limits(tmp_path):
+    import tarfile
+
+    from backend.zoo.package import package
+
+    work, rng = tmp_path / "work", np.random.default_rng(0)
+
+    def blob(path: Path, n: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rng.integers(0, 256, n, dtype=np.uint8).tobytes())  # incompressible
+
+    for v in ("a", "b", "c"):
+        blob(work / "zoo" / v / "config.json", 10)
+        blob(work / "zoo" / v / "model.safetensors", 30_000)
+    for r in range(5):
+        blob(work / "store" / "runs" / f"run{r}" / "t.parquet", 20_000)
+    blob(work / "store" / "locks" / "run0.lock", 10)
+    blob(work / "runs" / "a" / "train_log.jsonl", 100)
+    blob(work / "formation.json", 100)
+    res = package(work, tmp_path / "out", max_files=4, max_file=70_000, max_total=10**6)
+    assert len(res["archives"]) <= 4 and not res["warnings"], res
+    assert "zoo_traces.tar.gz" in res["archives"] and "zoo_traces_2.tar.gz" in res["archives"]
+    names = set()
+    for name in res["archives"]:
+        with tarfile.open(tmp_path / "out" / name) as tf:
+            names |= {m.name for m in tf.getmembers() if m.isfile()}
+    want = {p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file() and "locks" not in p.parts}
+    assert names == want
+    tight = package(work, tmp_path / "out2", max_files=4, max_file=20_000, max_total=50_000)
+    assert any("MiB" in w for w in tight["warnings"])  # oversized archives are reported, not dropped
+
+
+# ---------------------------------------------------------------------------------- train-all + precompute
+@pytest.fixture(scope="module")
+def zoo_root(data_dir, tmp_path_factory):
+    """train-all on two smoke variants; swa64's first attempt fails (as a kernel error would) and is
+    retried with the next FALLBACKS entry."""
+    from backend.zoo import train as train_mod
+    from backend.zoo.train_all import train_all
+
+    root = tmp_path_factory.mktemp("zoo_root")
+    orig = train_mod.Trainer.train_step
+
+    def flaky(self):
+        if self.args.variant == "swa64" and self.args.attn_backend == "auto":
+            raise RuntimeError("simulated FlexAttention compile failure")
+        return orig(self)
+
+    base = _args(variant="full", steps=3, eval_fractions=(0.5, 1.0))
+    mp = pytest.MonkeyPatch()
+    mp.setattr(train_mod.Trainer, "train_step", flaky)
+    try:
+        summary = train_all(root, data_dir, base, ["swa64", "mamba2"], eval_lengths=(384,), workers=0)
+    finally:
+        mp.undo()
+    return root, summary
+
+
+def test_train_all_equal_steps_and_fallback(zoo_root, data_dir):
+    from backend.zoo.train_all import train_all
+
+    root, summary = zoo_root
+    sw, mb = summary["variants"]["swa64"], summary["variants"]["mamba2"]
+    assert sw["status"] == mb["status"] == "done" and sw["steps"] == mb["steps"] == 3
+    assert sw["tokens_seen"] == mb["tokens_seen"]
+    assert sw["hyperparameters"]["attn_backend"] == "sdpa" and mb["hyperparameters"]["attn_backend"] == "auto"
+    assert json.loads((root / "zoo" / "swa64" / "config.json").read_text())["attn_backend"] == "auto"
+    formation = json.loads((root / "formation.json").read_text())
+    assert [r["step"] for r in formation["swa64"]] == [2, 3] and "max_full" in formation["swa64"][-1]
+    again = train_all(root, data_dir, _args(variant="full", steps=3), ["swa64", "mamba2"], workers=0)
+    assert again["variants"]["swa64"] == summary["variants"]["swa64"]  # finished variants are skipped
+
+
+def test_precompute_and_report(zoo_root, data_dir):
+    from backend.store import TraceStore
+    from backend.zoo.precompute import PrecomputeConfig, precompute
+    from backend.zoo.report import report
+
+    root, _ = zoo_root
+    cfg = PrecomputeConfig(
+        n_docs=1,
+        sweep_n_docs=1,
+        max_tokens=300,
+        trunc_len=128,
+        stride=64,
+        evaluator="zoo/swa64",
+        ks=(16,),
+        niah_lengths=(384,),
+        niah_depths=(0.5,),
+        niah_samples=1,
+        rh_lengths=(384,),
+    )
+    s = precompute(root, data_dir, ["swa64", "mamba2", "gdn"], cfg, root / "formation.json")
+    assert s["missing_models"] == ["gdn"] and not s["failed"] and not s["skipped"], s
+    assert len(s["formation_runs"]) == 2 and len(s["steps"]) == 12
+    store = TraceStore(root / "store", read_only=True)
+    specs = [store.manifest(r)["spec"] for r in store.runs()]
+    assert {sp["probe"] for sp in specs} == {
+        "token_loss",
+        "longppl",
+        "key_tokens",
+        "sweep",
+        "niah",
+        "retrieval_heads",
+    }
+    key_models = {sp["model"] for sp in specs if sp["probe"] == "key_tokens"}
+    assert key_models == {"zoo/swa64"}  # one evaluator for all variants
+    assert all(sp.get("data") in ("zoo:test", "formation:retrieval_heads_mass") for sp in specs)
+    text = report(root)
+    assert "swa64" in text and "mamba2" in text and "FAILED" not in text
+    from backend import model_refs
+
+    assert model_refs.PRECOMPUTED != root  # the override was undone
