@@ -74,6 +74,7 @@ class HybridAttention(nn.Module):
         if cap is not None:
             cap.record(self.layer_idx, "q", q)
             cap.record(self.layer_idx, "k", k)
+        q, k = q.to(v.dtype), k.to(v.dtype)  # under autocast the fp32 qk-norm would leave q/k fp32, v bf16
         o = attention(q, k, v, window=plan.window, sinks=plan.sinks, backend=self.backend)  # [B, Hq, L, D]
         o = mask_heads(o, plan.masked_heads, dim=1)
         out = self.o_proj(o.transpose(1, 2).reshape(B, L, self.num_heads * self.head_dim))
