@@ -45,7 +45,9 @@ def resolve(ref: str | None, n_docs: int | None = None, seed: int = 0) -> tuple[
     else:
         path = Path(ref.removeprefix("file:")).expanduser()
         if not path.exists():
-            raise DataRefError(f"data: {ref!r} not found; allowed: zoo:val, zoo:test, stdlib, file:PATH (a .txt/.jsonl file or folder)")
+            raise DataRefError(
+                f"data: {ref!r} not found; allowed: zoo:val, zoo:test, stdlib, file:PATH (a .txt/.jsonl file or folder)"
+            )
         docs = load_text_dataset(path, n_docs=n_docs, seed=seed)
     if not docs:
         raise DataRefError(f"data: {ref!r} holds no documents")

@@ -25,7 +25,6 @@ fla is imported lazily; if it does not import, fla rows say SKIP. In --smoke mod
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -33,7 +32,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import Bench, env_meta, free, measure, random_ids, rel_err, timed_once  # noqa: E402
+from benchlib import (  # noqa: E402
+    Bench,
+    bench_parser,
+    env_meta,
+    free,
+    measure,
+    pick_device,
+    random_ids,
+    rel_err,
+    timed_once,
+)
 
 from models.attention_mixer import HybridAttention  # noqa: E402
 from models.config import HybridConfig  # noqa: E402
@@ -240,12 +249,7 @@ def section_linear(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="JSON results path")
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes on CPU (exercise every code path)")
-    ap.add_argument(
-        "--budget-s", type=float, default=240.0, help="soft budget: later rows SKIP once exceeded"
-    )
+    ap = bench_parser(__doc__)
     ap.add_argument("--sections", default="swa,gdn,mamba2", help="comma list of swa,gdn,mamba2")
     ap.add_argument("--skip-fla", action="store_true", help="do not run the fla rows (they say SKIP)")
     ap.add_argument(
@@ -255,13 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         help="max predicted seconds of one chunked forward when picking L (default 20)",
     )
     args = ap.parse_args(argv)
-    if args.smoke:
-        device, S = torch.device("cpu"), SMOKE
-    elif torch.cuda.is_available():
-        device, S = torch.device("cuda"), GPU
-    else:
-        print("no CUDA device; use --smoke for a tiny CPU run", file=sys.stderr)
+    device = pick_device(args.smoke)
+    if device is None:
         return 2
+    S = SMOKE if args.smoke else GPU
     if args.chunked_limit_s is not None:
         S = {**S, "chunked_limit_s": args.chunked_limit_s}
     meta = {**env_meta(device), "script": "bench_mixers", "smoke": args.smoke, "sizes": S}

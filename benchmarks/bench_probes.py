@@ -31,7 +31,6 @@ beta -inf: with a random-init model LSD ~ 0, so the official key set is empty).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -41,7 +40,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import GIB, Bench, env_meta, free, measure, random_ids  # noqa: E402
+from benchlib import GIB, Bench, bench_parser, env_meta, free, measure, pick_device, random_ids  # noqa: E402
 
 from backend.attention_probe import row_probs  # noqa: E402
 from backend.forward import token_nll  # noqa: E402
@@ -299,22 +298,14 @@ def longppl_section(bench: Bench, model, S: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="JSON results path")
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes on CPU (exercise every code path)")
-    ap.add_argument(
-        "--budget-s", type=float, default=240.0, help="soft budget: later rows SKIP once exceeded"
-    )
+    ap = bench_parser(__doc__)
     ap.add_argument("--lengths", default=None, help="comma list overriding the default lengths")
     ap.add_argument("--no-longppl", action="store_true", help="skip the LongPPL section")
     args = ap.parse_args(argv)
-    if args.smoke:
-        device, dtype, S = torch.device("cpu"), torch.float32, SMOKE
-    elif torch.cuda.is_available():
-        device, dtype, S = torch.device("cuda"), torch.bfloat16, GPU
-    else:
-        print("no CUDA device; use --smoke for a tiny CPU run", file=sys.stderr)
+    device = pick_device(args.smoke)
+    if device is None:
         return 2
+    dtype, S = (torch.float32, SMOKE) if args.smoke else (torch.bfloat16, GPU)
     lengths = [int(x) for x in args.lengths.split(",")] if args.lengths else list(S["lengths"])
     meta = {**env_meta(device), "script": "bench_probes", "smoke": args.smoke, "sizes": S,
             "dtype": str(dtype), "lengths": lengths}

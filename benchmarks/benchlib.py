@@ -8,12 +8,14 @@
   time budget skips rows once exceeded (status SKIP). Results are re-written to the ``--out`` JSON
   after every row, so a killed run still leaves what it measured.
 - ``print_table``: the compact final tables.
+- ``bench_parser`` / ``pick_device``: the command-line options and device choice the scripts share.
 
 Testing the guards: ``BENCH_INJECT_OOM="section/name;section/name"`` makes those rows raise an OOM.
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import math
@@ -262,3 +264,22 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def random_ids(vocab: int, length: int, device: torch.device, seed: int, batch: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, vocab, (batch, length), generator=g).to(device)
+
+
+def bench_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser (description: the first line of ``doc``) with the shared --out, --smoke, --budget-s."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--out", required=True, help="JSON results path")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes on CPU (exercise every code path)")
+    ap.add_argument("--budget-s", type=float, default=240.0, help="soft budget: later rows SKIP once exceeded")
+    return ap
+
+
+def pick_device(smoke: bool) -> torch.device | None:
+    """CPU for --smoke, else CUDA; None (after a message on stderr) when CUDA is not available."""
+    if smoke:
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    print("no CUDA device; use --smoke for a tiny CPU run", file=sys.stderr)
+    return None

@@ -220,7 +220,8 @@ def ssd_fla(x, dt, A, Bm, Cm, D=None, initial_state=None, chunk_size=64, window=
 
 
 def ssd(x, dt, A, Bm, Cm, D=None, initial_state=None, chunk_size=64, window=None, backend="auto"):
-    """Dispatch: ``auto`` = fla on CUDA (when installed), chunked otherwise; or force ``recurrent``/``chunked``/``fla``."""
+    """Dispatch: ``auto`` = fla on CUDA (when installed), chunked otherwise; or force
+    ``recurrent``/``chunked``/``fla``."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":

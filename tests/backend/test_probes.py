@@ -125,14 +125,9 @@ def test_retrieval_scores_equal_eager_full_attention(pattern, ablation):
 
 
 def test_retrieval_scores_hf_qwen3():
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from tests.hf_tiny import build
 
-    cfg = Qwen3Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, initializer_range=0.3,
-                      layer_types=["sliding_attention", "full_attention"] * 2, sliding_window=8,
-                      use_sliding_window=True, max_window_layers=0)
-    torch.manual_seed(0)
-    model = Qwen3ForCausalLM(cfg).eval()
+    model = build("qwen3", vocab_size=256)  # the CharCodec's byte vocabulary
     try:
         with capture(model, names=("q", "k")):
             pass

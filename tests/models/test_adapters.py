@@ -13,68 +13,14 @@ import dataclasses
 
 import pytest
 import torch
-from transformers import (
-    Gemma3ForCausalLM,
-    Gemma3TextConfig,
-    LlamaConfig,
-    LlamaForCausalLM,
-    Qwen3Config,
-    Qwen3ForCausalLM,
-    SmolLM3Config,
-    SmolLM3ForCausalLM,
-)
+from transformers import LlamaConfig, LlamaForCausalLM
 
 import kernels.attention as kattn
 from models.adapters import ATTN_NAME, adapter_for, supported_model_types
 from models.plan import FULL, SWA, LayerPlan
+from tests.hf_tiny import BASE, FAMILIES, LAYER_TYPES, build, tokens
 
-FAMILIES = ("qwen3", "smollm3", "gemma3")
-BASE = dict(
-    vocab_size=128,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=16,
-    initializer_range=0.3,  # peaked attention: ablations move logits by O(1), far above tolerances
-)
-LAYER_TYPES = [SWA, FULL, SWA, FULL]
 TOL = 1e-5
-
-
-def build(family: str, attn: str = "sdpa", source: torch.nn.Module | None = None, **over) -> torch.nn.Module:
-    """A tiny model of ``family``; ``source`` copies its weights; ``over`` edits the config."""
-    if family == "qwen3":
-        kw = dict(layer_types=LAYER_TYPES, sliding_window=8, use_sliding_window=True, max_window_layers=0)
-        model_cls, cfg = Qwen3ForCausalLM, Qwen3Config(**{**BASE, **kw, **over})
-    elif family == "smollm3":
-        kw = dict(
-            layer_types=LAYER_TYPES,
-            sliding_window=8,
-            use_sliding_window=True,
-            no_rope_layers=[1, 1, 1, 0],
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-        )
-        model_cls, cfg = SmolLM3ForCausalLM, SmolLM3Config(**{**BASE, **kw, **over})
-    elif family == "gemma3":
-        kw = dict(layer_types=LAYER_TYPES, sliding_window=8, query_pre_attn_scalar=16)
-        model_cls, cfg = Gemma3ForCausalLM, Gemma3TextConfig(**{**BASE, **kw, **over})
-    else:
-        raise AssertionError(family)
-    torch.manual_seed(0)
-    model = model_cls(cfg).eval()
-    if source is not None:
-        model.load_state_dict(source.state_dict())
-    if attn != "sdpa":
-        model.set_attn_implementation(attn)
-    return model
-
-
-def tokens(seed: int = 0, batch: int = 2, length: int = 24) -> torch.Tensor:
-    return torch.randint(3, 128, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()

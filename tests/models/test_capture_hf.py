@@ -10,14 +10,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (
-    Gemma3ForCausalLM,
-    Gemma3TextConfig,
-    Qwen3Config,
-    Qwen3ForCausalLM,
-    SmolLM3Config,
-    SmolLM3ForCausalLM,
-)
 from transformers.masking_utils import AttentionMaskInterface
 from transformers.modeling_utils import AttentionInterface
 
@@ -27,40 +19,21 @@ from kernels.attention import attention_reference
 from models.adapters import adapter_for
 from models.apply import apply_ablation
 from models.capture import attention_scale, capture, current_plans
-from models.plan import FULL, SWA
+from tests import hf_tiny
+from tests.hf_tiny import FAMILIES
 
-FAMILIES = ("qwen3", "smollm3", "gemma3")
-BASE = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-            num_key_value_heads=2, head_dim=16, initializer_range=0.3)
-LAYER_TYPES = [SWA, FULL, SWA, FULL]
 ABLATIONS = ("", "window[swa]=3", "pe[full]=nope", "window[all]=5;sinks=2;pe[swa]=nope")
 
 
 def build(family: str, attn: str = "sdpa", source: torch.nn.Module | None = None, **over) -> torch.nn.Module:
-    """Tiny ``family`` model (SWA, FULL, SWA, FULL; window 8); ``source`` copies weights; ``over``
-    edits the config."""
-    kw = dict(layer_types=LAYER_TYPES, sliding_window=8)
-    if family == "qwen3":
-        model_cls, cfg = Qwen3ForCausalLM, Qwen3Config(
-            **{**BASE, **kw, "use_sliding_window": True, "max_window_layers": 0, **over})
-    elif family == "smollm3":
-        kw.update(use_sliding_window=True, no_rope_layers=[1, 1, 1, 0], pad_token_id=0, bos_token_id=1,
-                  eos_token_id=2)
-        model_cls, cfg = SmolLM3ForCausalLM, SmolLM3Config(**{**BASE, **kw, **over})
-    else:  # query_pre_attn_scalar 9: scaling 1/3, not head_dim ** -0.5
-        kw.update(query_pre_attn_scalar=9)
-        model_cls, cfg = Gemma3ForCausalLM, Gemma3TextConfig(**{**BASE, **kw, **over})
-    torch.manual_seed(0)
-    model = model_cls(cfg).eval()
-    if source is not None:
-        model.load_state_dict(source.state_dict())
-    if attn != "sdpa":
-        model.set_attn_implementation(attn)
-    return model
+    """``hf_tiny.build``, with Gemma3's query_pre_attn_scalar 9: scaling 1/3, not head_dim ** -0.5."""
+    if family == "gemma3":
+        over = {"query_pre_attn_scalar": 9, **over}
+    return hf_tiny.build(family, attn, source, **over)
 
 
 def tokens(seed: int = 0, batch: int = 2, length: int = 20) -> torch.Tensor:
-    return torch.randint(3, 128, (batch, length), generator=torch.Generator().manual_seed(seed))
+    return hf_tiny.tokens(seed, batch, length)
 
 
 def state(model) -> tuple:

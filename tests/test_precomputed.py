@@ -1,0 +1,82 @@
+"""The bundled embedded default (precomputed/): every zoo model loads and reproduces its bundled
+token_loss trace; the bundled store opens read-only; every dashboard view renders data from it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PRE = ROOT / "precomputed"
+ZOO = sorted(p.name for p in (PRE / "zoo").glob("*") if (p / "config.json").is_file()) if (PRE / "zoo").is_dir() else []
+pytestmark = pytest.mark.skipif(not ZOO, reason="no bundled zoo in precomputed/")
+
+
+def _reader():
+    from backend.store_reader import StoreReader
+
+    return StoreReader([PRE / "store"])
+
+
+def test_bundle_has_the_seven_variants_with_cards():
+    assert set(ZOO) == {"full", "swa64", "swa256", "swa1024", "mamba2", "gdn", "swa64_nope"}
+    for name in ZOO:
+        card = (PRE / "zoo" / name / "README.md").read_text()
+        assert "parameters" in card and "training context" in card, name
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_model_reproduces_its_bundled_token_loss(name):
+    """Recompute the NLL of the first 256 targets of a bundled token_loss trace on CPU (fp32) and
+    compare with the trace (computed on GPU in bf16): same tokens, NLL within bf16 rounding."""
+    import torch
+
+    from backend.datasets import resolve as resolve_data
+    from backend.forward import token_nll
+    from backend.loading import load
+
+    reader = _reader()
+    runs = reader.sql(
+        "SELECT run_id, spec FROM runs WHERE model = ? AND probe IN ('token_loss', 'longppl') AND status = 'ok' "
+        "AND (ablation IS NULL OR ablation = '') ORDER BY probe DESC LIMIT 1", [f"zoo/{name}"]).to_pylist()
+    assert runs, f"no unablated token_loss/longppl trace for zoo/{name}"
+    run_id, spec = runs[0]["run_id"], json.loads(runs[0]["spec"]) if isinstance(runs[0]["spec"], str) else runs[0]["spec"]
+    rows = reader.sql("SELECT pos, token_id, nll FROM token_loss WHERE run_id = ? AND doc = 0 AND pos <= 256 "
+                      "ORDER BY pos", [run_id]).to_pydict()
+    n = len(rows["pos"])
+    assert n == 256
+    lm = load(f"zoo/{name}", device=torch.device("cpu"))
+    _, docs, _ = resolve_data(spec.get("data"), 1)
+    ids = lm.codec.encode(docs[0].text).ids[: n + 1]
+    assert ids[1:] == rows["token_id"], "bundled trace was tokenised differently"
+    nll = token_nll(lm.model.float(), torch.tensor([ids]))[0].numpy()
+    diff = np.abs(nll - np.array(rows["nll"]))
+    assert diff.mean() < 0.05 and diff.max() < 0.5, (diff.mean(), diff.max())
+
+
+def test_bundled_store_is_complete_and_read_only():
+    from backend.store import StoreError, TraceStore
+
+    reader = _reader()
+    probes = {r["probe"] for r in reader.sql("SELECT DISTINCT probe FROM runs WHERE status = 'ok'").to_pylist()}
+    assert {"token_loss", "longppl", "niah", "retrieval_heads", "sweep"} <= probes | {"token_loss"}, probes
+    with pytest.raises(StoreError):
+        TraceStore(PRE / "store", read_only=True).write_error("x1", {"model": "m"}, "nope")
+
+
+@pytest.mark.parametrize("view", ["overview", "longppl", "token_loss", "retrieval_heads", "niah", "runs"])
+def test_every_view_renders_from_the_bundle(view, monkeypatch, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("HYBRIDSCOPE_STORE", str(tmp_path / "empty"))
+    monkeypatch.delenv("HYBRIDSCOPE_PRECOMPUTED", raising=False)
+    monkeypatch.setenv("HYBRIDSCOPE_CLIENT", "fake")
+    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=90)
+    at.query_params["view"] = view
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    if view != "runs":
+        assert list(at.get("vega_lite_chart")) or view == "token_loss", f"{view}: no chart from the bundle"
