@@ -43,7 +43,8 @@ def test_zoo_model_reproduces_its_bundled_token_loss(name):
         "SELECT run_id, spec FROM runs WHERE model = ? AND probe IN ('token_loss', 'longppl') AND status = 'ok' "
         "AND (ablation IS NULL OR ablation = '') ORDER BY probe DESC LIMIT 1", [f"zoo/{name}"]).to_pylist()
     assert runs, f"no unablated token_loss/longppl trace for zoo/{name}"
-    run_id, spec = runs[0]["run_id"], json.loads(runs[0]["spec"]) if isinstance(runs[0]["spec"], str) else runs[0]["spec"]
+    run_id, spec = runs[0]["run_id"], runs[0]["spec"]
+    spec = json.loads(spec) if isinstance(spec, str) else spec
     rows = reader.sql("SELECT pos, token_id, nll FROM token_loss WHERE run_id = ? AND doc = 0 AND pos <= 256 "
                       "ORDER BY pos", [run_id]).to_pydict()
     n = len(rows["pos"])
@@ -62,7 +63,7 @@ def test_bundled_store_is_complete_and_read_only():
 
     reader = _reader()
     probes = {r["probe"] for r in reader.sql("SELECT DISTINCT probe FROM runs WHERE status = 'ok'").to_pylist()}
-    assert {"token_loss", "longppl", "niah", "retrieval_heads", "sweep"} <= probes | {"token_loss"}, probes
+    assert {"token_loss", "key_tokens", "longppl", "niah", "retrieval_heads", "sweep"} <= probes, probes
     with pytest.raises(StoreError):
         TraceStore(PRE / "store", read_only=True).write_error("x1", {"model": "m"}, "nope")
 
