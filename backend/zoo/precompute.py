@@ -196,69 +196,22 @@ def run_specs(variants: list[str], cfg: PrecomputeConfig) -> list[tuple[str, Any
         "haystack": cfg.haystack,
     }
     data_hay = cfg.data if cfg.haystack == "text" else None
+    # (step, probe, data, params) per variant; steps run over all variants before the next step
+    steps = [
+        (("token_loss", "token_loss", cfg.data, {"n_docs": cfg.n_docs, "max_tokens": cfg.max_tokens}),
+         ("longppl", "longppl", cfg.data, lp)),
+        (("sweep", "sweep", cfg.data, {**lp, "n_docs": cfg.sweep_n_docs, "ks": list(cfg.ks)}),),
+        (("niah_passkey", "niah", data_hay,
+          {**grid, "task": "passkey", "max_new_tokens": cfg.niah_new_tokens["passkey"]}),),
+        (("retrieval_heads", "retrieval_heads", data_hay,
+          {"lengths": list(cfg.rh_lengths), "haystack": cfg.haystack}),),
+        (("niah", "niah", data_hay, {**grid, "task": "niah", "max_new_tokens": cfg.niah_new_tokens["niah"]}),),
+    ]
     out: list[tuple[str, Any]] = []
-    for m in variants:
-        ref = f"zoo/{m}"
-        out.append(
-            (
-                f"token_loss:{m}",
-                RunSpec.build(
-                    model=ref,
-                    probe="token_loss",
-                    data=cfg.data,
-                    params={"n_docs": cfg.n_docs, "max_tokens": cfg.max_tokens},
-                ),
-            )
-        )
-        out.append((f"longppl:{m}", RunSpec.build(model=ref, probe="longppl", data=cfg.data, params=lp)))
-    for m in variants:
-        out.append(
-            (
-                f"sweep:{m}",
-                RunSpec.build(
-                    model=f"zoo/{m}",
-                    probe="sweep",
-                    data=cfg.data,
-                    params={**lp, "n_docs": cfg.sweep_n_docs, "ks": list(cfg.ks)},
-                ),
-            )
-        )
-    for m in variants:
-        out.append(
-            (
-                f"niah_passkey:{m}",
-                RunSpec.build(
-                    model=f"zoo/{m}",
-                    probe="niah",
-                    data=data_hay,
-                    params={**grid, "task": "passkey", "max_new_tokens": cfg.niah_new_tokens["passkey"]},
-                ),
-            )
-        )
-    for m in variants:
-        out.append(
-            (
-                f"retrieval_heads:{m}",
-                RunSpec.build(
-                    model=f"zoo/{m}",
-                    probe="retrieval_heads",
-                    data=data_hay,
-                    params={"lengths": list(cfg.rh_lengths), "haystack": cfg.haystack},
-                ),
-            )
-        )
-    for m in variants:
-        out.append(
-            (
-                f"niah:{m}",
-                RunSpec.build(
-                    model=f"zoo/{m}",
-                    probe="niah",
-                    data=data_hay,
-                    params={**grid, "task": "niah", "max_new_tokens": cfg.niah_new_tokens["niah"]},
-                ),
-            )
-        )
+    for group in steps:
+        for m in variants:
+            for step, probe, data, params in group:
+                out.append((f"{step}:{m}", RunSpec.build(model=f"zoo/{m}", probe=probe, data=data, params=params)))
     return out
 
 
