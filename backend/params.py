@@ -112,10 +112,10 @@ class SweepParams(LongPPLParams):
 PROBES: dict[str, tuple[type[_Params], str, str]] = {
     # name: (params model, version, one-line description)
     "token_loss": (TokenLossParams, "1", "per-token NLL with positions; loss-vs-position buckets"),
-    "key_tokens": (KeyTokenParams, "1", "LongPPL key tokens (character spans) chosen by an evaluator"),
-    "longppl": (LongPPLParams, "1", "LongPPL (Fang et al. 2025) and PPL per document"),
+    "key_tokens": (KeyTokenParams, "2", "LongPPL key tokens (character spans) chosen by an evaluator"),
+    "longppl": (LongPPLParams, "2", "LongPPL (Fang et al. 2025) and PPL per document"),
     "niah": (NIAHParams, "1", "needle-in-a-haystack / passkey accuracy over length x depth"),
     "retrieval_heads": (RetrievalHeadParams, "2", "attention mass from the query onto the needle, per head"),
     "attention_rows": (AttentionRowParams, "1", "top-k attended keys and entropy for chosen heads/queries"),
-    "sweep": (SweepParams, "1", "LongPPL vs receptive field k of the full vs the efficient layers"),
+    "sweep": (SweepParams, "2", "LongPPL vs receptive field k of the full vs the efficient layers"),
 }

@@ -48,13 +48,14 @@ def _delta_colour(d: float) -> str:
 def shaded_html(df: pd.DataFrame, delta: pd.Series | None = None) -> str:
     """One span per token, background = loss (or B − A delta), title = details; all text escaped."""
     spans = []
+    deltas = None if delta is None else delta.to_numpy()  # positional, as .iloc (no per-row pandas indexing)
     for i, row in enumerate(df.itertuples(index=False)):
         nll = float(row.nll)
         tip = f"token {row.token!r} · position {row.pos} · loss {nll:.3f}"
-        if delta is not None:
-            tip += f" · B − A {float(delta.iloc[i]):+.3f}"
+        if deltas is not None:
+            tip += f" · B − A {float(deltas[i]):+.3f}"
         tip += " · key token" if row.is_key else ""
-        bg = _delta_colour(float(delta.iloc[i])) if delta is not None else _loss_colour(nll)
+        bg = _delta_colour(float(deltas[i])) if deltas is not None else _loss_colour(nll)
         style = f"background:{bg}" + (";border-bottom:2px solid #000" if row.is_key else "")
         spans.append(
             f'<span class="tok" title="{html.escape(tip)}" style="{style}">{html.escape(row.token)}</span>'

@@ -1,11 +1,13 @@
 """LongPPL maths (Fang et al., ICLR 2025), kept separate from the probe plumbing so it is testable.
 
 Target token t (1 <= t < L) is predicted from tokens < t. Its *long* log-probability uses the whole
-prefix. Its *short* log-probability uses a truncated context: windows of ``trunc_len`` tokens
-start at j*stride (j >= 1); window j scores the targets in [j*stride + trunc_len - stride,
-j*stride + trunc_len), so every target sees between trunc_len - stride and trunc_len - 1 tokens
-of context. Targets t < trunc_len see their full prefix in both cases and are never key tokens.
-Key token: log p_long - log p_short > alpha and log p_long > beta.
+prefix. Its *short* log-probability uses a truncated context, laid out as in the authors' reference
+code: window j covers tokens [j*stride, j*stride + trunc_len + stride) and scores the targets in
+[j*stride + trunc_len, j*stride + trunc_len + stride), so every target t >= trunc_len is scored
+once, seeing between trunc_len and trunc_len + stride - 1 tokens of context. Targets t < trunc_len
+are never key tokens. Key token: log p_long - log p_short > alpha and log p_long > beta.
+Key tokens travel as character spans; a token of the evaluated model (any tokenizer) is a key token
+when its character interval lies inside one of the spans, adjacent spans merged first.
 """
 
 from __future__ import annotations
@@ -23,15 +25,8 @@ def windows(n_tokens: int, trunc_len: int, stride: int) -> list[tuple[int, int, 
     """(start, end, first_target, last_target_exclusive) of every short-context window."""
     if not 0 < stride < trunc_len:
         raise ValueError(f"params.stride: must be in [1, trunc_len-1] (trunc_len={trunc_len}), got {stride}")
-    out = []
-    j = 1
-    while True:
-        s = j * stride
-        t0, t1 = max(trunc_len, s + trunc_len - stride), min(n_tokens, s + trunc_len)
-        if t0 >= n_tokens:
-            return out
-        out.append((s, min(n_tokens, s + trunc_len), t0, t1))
-        j += 1
+    return [(s, min(n_tokens, s + trunc_len + stride), s + trunc_len, min(n_tokens, s + trunc_len + stride))
+            for s in range(0, n_tokens - trunc_len, stride)]
 
 
 @torch.inference_mode()
@@ -55,8 +50,8 @@ def short_logprobs(model, ids: torch.Tensor, trunc_len: int, stride: int, batch:
     n = ids.shape[1]
     out = np.full(n - 1, np.nan)
     wins = windows(n, trunc_len, stride)
-    full = [w for w in wins if w[1] - w[0] == trunc_len]
-    rest = [w for w in wins if w[1] - w[0] != trunc_len]
+    full = [w for w in wins if w[1] - w[0] == trunc_len + stride]
+    rest = [w for w in wins if w[1] - w[0] != trunc_len + stride]
     groups = [full[i : i + batch] for i in range(0, len(full), batch)] + [[w] for w in rest]
     for group in groups:
         x = torch.stack([ids[0, s:e] for s, e, _, _ in group])
@@ -74,13 +69,25 @@ def key_mask(logp_long: np.ndarray, logp_short: np.ndarray, alpha: float, beta: 
     return (lsd > alpha) & (logp_long > beta)
 
 
+def merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted spans with overlapping or adjacent ones merged."""
+    out: list[list[int]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
 def spans_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> np.ndarray:
-    """Which tokens (by character interval) overlap any key span; spans sorted and disjoint."""
-    starts = [s for s, _ in spans]
+    """Which tokens (by character interval) lie inside a key span (after merging adjacent spans)."""
+    merged = merge_spans(spans)
+    starts = [a for a, _ in merged]
     out = np.zeros(len(offsets), dtype=bool)
     for i, (a, b) in enumerate(offsets):
-        k = bisect.bisect_right(starts, b - 1) - 1  # last span starting before b
-        out[i] = k >= 0 and spans[k][1] > a and b > a
+        k = bisect.bisect_right(starts, a) - 1  # last span starting at or before a
+        out[i] = b > a and k >= 0 and b <= merged[k][1]
     return out
 
 

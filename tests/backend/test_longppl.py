@@ -40,11 +40,11 @@ def write_docs(tmp_path, n_docs: int = 2, n_words: int = 80) -> str:
 
 # ---------------------------------------------------------------------------------- windows()
 @pytest.mark.parametrize("n, trunc, stride, expected", [
-    # every target t >= trunc is scored exactly once, with trunc-stride .. trunc-1 tokens of context
-    (20, 8, 4, [(4, 12, 8, 12), (8, 16, 12, 16), (12, 20, 16, 20)]),
-    (15, 8, 3, [(3, 11, 8, 11), (6, 14, 11, 14), (9, 15, 14, 15)]),  # last window is partial
-    (10, 8, 7, [(7, 10, 8, 10)]),  # stride = trunc-1: one token of context at the first target
-    (9, 8, 1, [(1, 9, 8, 9)]),
+    # every target t >= trunc is scored exactly once, with trunc .. trunc+stride-1 tokens of context
+    (20, 8, 4, [(0, 12, 8, 12), (4, 16, 12, 16), (8, 20, 16, 20)]),
+    (15, 8, 3, [(0, 11, 8, 11), (3, 14, 11, 14), (6, 15, 14, 15)]),  # last window is partial
+    (10, 8, 7, [(0, 10, 8, 10)]),
+    (9, 8, 1, [(0, 9, 8, 9)]),
     (8, 8, 4, []),  # nothing beyond trunc_len: no short-context target at all
     (3, 8, 4, []),
 ])
@@ -56,9 +56,9 @@ def test_windows_layout_by_hand(n, trunc, stride, expected):
 def test_windows_cover_every_long_target_once_with_short_context(n, trunc, stride):
     covered = []
     for s, e, t0, t1 in windows(n, trunc, stride):
-        assert e - s <= trunc and s < t0 <= t1 <= e
+        assert e - s <= trunc + stride and s < t0 <= t1 <= e
         for t in range(t0, t1):
-            assert trunc - stride <= t - s <= trunc - 1  # context of target t: tokens s..t-1
+            assert trunc <= t - s <= trunc + stride - 1  # context of target t: tokens s..t-1
         covered += range(t0, t1)
     assert covered == list(range(trunc, n))
 
@@ -87,11 +87,12 @@ def test_key_mask_by_hand():
 
 def test_spans_mask_by_hand():
     offsets = [(0, 3), (3, 5), (5, 5), (5, 9), (9, 12), (12, 13)]
-    spans = [(2, 4), (9, 10)]
-    # (0,3) overlaps [2,4); (3,5) overlaps [2,4); (5,5) is empty; (5,9) touches nothing;
-    # (9,12) overlaps [9,10); (12,13) is after every span
-    assert spans_mask(offsets, spans).tolist() == [True, True, False, False, True, False]
-    assert spans_mask([(1, 2), (0, 10)], [(0, 1), (5, 6)]).tolist() == [False, True]
+    spans = [(12, 13), (0, 5), (5, 9)]  # unsorted; (0,5) and (5,9) are adjacent -> merged (0,9)
+    # (0,3), (3,5) and (5,9) lie inside (0,9); (5,5) is empty; (9,12) is in no span; (12,13) is
+    assert spans_mask(offsets, spans).tolist() == [True, True, False, True, False, True]
+    # containment, not overlap: (3,7) straddles two spans that are not adjacent
+    assert spans_mask([(3, 7), (2, 4)], [(2, 5), (6, 8)]).tolist() == [False, True]
+    assert spans_mask([(3, 7)], [(2, 5), (5, 8)]).tolist() == [True]  # adjacent spans merge
     assert not spans_mask(offsets, []).any()
 
 
