@@ -2,7 +2,9 @@
 # All GPU checks and benchmarks of issues 2 and 3 in one command; logs and JSON go to $OUT.
 #
 #   bash benchmarks/run_gpu.sh                  # on the device (carry .whl: it is git-ignored)
-#   bash benchmarks/run_gpu.sh mixers probes    # only some steps: attention recurrent mixers probes
+#   bash benchmarks/run_gpu.sh mixers probes    # only some steps: attention recurrent mixers probes train
+#   bash benchmarks/run_gpu.sh train            # issue 5: zoo variant vs HF Llama training tokens/s
+#                                               # (opt-in: not in the default list; about 1-2 min)
 #   bash benchmarks/run_gpu.sh --smoke          # CPU dry run of the same plumbing (no pip, tiny sizes)
 #
 # Never stops early: every step runs under its own hard timeout (and the benches under a soft
@@ -19,8 +21,8 @@ STEPS=()
 for arg in "$@"; do
   case "$arg" in
     --smoke) SMOKE=1 ;;
-    attention|recurrent|mixers|probes) STEPS+=("$arg") ;;
-    *) echo "unknown argument: $arg (steps: attention recurrent mixers probes; or --smoke)" >&2; exit 2 ;;
+    attention|recurrent|mixers|probes|train) STEPS+=("$arg") ;;
+    *) echo "unknown argument: $arg (steps: attention recurrent mixers probes train; or --smoke)" >&2; exit 2 ;;
   esac
 done
 [ ${#STEPS[@]} -eq 0 ] && STEPS=(attention recurrent mixers probes)
@@ -88,6 +90,8 @@ for s in "${STEPS[@]}"; do
               --out "$OUT/bench_mixers.json" ;;
     probes) step bench_probes 150 python3 benchmarks/bench_probes.py "${B[@]}" --budget-s 120 \
               --out "$OUT/bench_probes.json" ;;
+    train) step bench_train 300 python3 benchmarks/bench_train.py "${B[@]}" --budget-s 240 \
+              --out "$OUT/bench_train.json" ;;
   esac
 done
 
