@@ -15,6 +15,18 @@ ZOO = sorted(p.name for p in (PRE / "zoo").glob("*") if (p / "config.json").is_f
 pytestmark = pytest.mark.skipif(not ZOO, reason="no bundled zoo in precomputed/")
 
 
+@pytest.fixture(autouse=True)
+def _bundled_root(monkeypatch):
+    """Point model and data refs at the repository's precomputed/, whatever earlier tests (or the
+    environment at import time) set."""
+    from backend import datasets, loading, model_refs
+
+    monkeypatch.delenv("HYBRIDSCOPE_PRECOMPUTED", raising=False)
+    monkeypatch.setattr(model_refs, "PRECOMPUTED", PRE)
+    monkeypatch.setattr(datasets, "PRECOMPUTED", PRE)
+    loading.clear_cache()
+
+
 def _reader():
     from backend.store_reader import StoreReader
 

@@ -142,14 +142,18 @@ def render(vs: ViewState) -> None:
         'HybridScope makes the findings of Qiao et al., "Rethinking the Role of Efficient Attention in '
         'Hybrid Architectures", visible from the traces in the store. Every chart below is live.',
     )
+    findings = data.precomputed_dir() / "FINDINGS.md"
+    if findings.is_file():  # first: whether the bundled zoo reproduces the findings frames every chart
+        text = findings.read_text(encoding="utf-8", errors="replace")[:50_000]
+        paragraphs = [p for p in text.split("\n\n") if p.strip() and not p.lstrip().startswith("#")]
+        if paragraphs:
+            st.info(paragraphs[0])
+        with st.expander("FINDINGS.md — what the bundled zoo reproduces, with its numbers"):
+            st.markdown(text)
     models = data.known_models()
     for i, fn in enumerate((finding_ppl, finding_sweep, finding_formation, finding_nope)):
         _finding(i)
         fn(models)
-    findings = data.precomputed_dir() / "FINDINGS.md"
-    if findings.is_file():
-        with st.expander("FINDINGS.md — what this zoo reproduces", expanded=True):
-            st.markdown(findings.read_text(encoding="utf-8", errors="replace")[:50_000])
     if not len(pd.DataFrame(data.runs())):
         st.info("The store is empty. Pick a model in the sidebar and compute a run, or bundle precomputed/.")
 

@@ -179,7 +179,8 @@ def test_overview_shows_findings_md(store, tmp_path, monkeypatch):
     (pre / "FINDINGS.md").write_text("# Zoo findings\n\nFinding 2 reproduces: LongPPL x3.\n")
     monkeypatch.setenv("HYBRIDSCOPE_PRECOMPUTED", str(pre))
     at = run_app()
-    assert any("Finding 2 reproduces" in m for m in texts(at, "markdown"))
+    assert any("Finding 2 reproduces" in m for m in texts(at, "markdown"))  # the whole file
+    assert texts(at, "info")[0] == "Finding 2 reproduces: LongPPL x3."  # its first paragraph, on top
 
 
 @pytest.mark.parametrize("view", list(VIEW_HEADERS))
