@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import Bench, bench_parser, env_meta, measure, pick_device, random_ids  # noqa: E402
 
-from backend.zoo.train import TrainArgs, Trainer, set_backends  # noqa: E402
+from backend.zoo.train import TrainArgs, Trainer, make_optimizer, set_backends  # noqa: E402
 from backend.zoo.train_all import setup_torch  # noqa: E402
 from backend.zoo.variants import NAMES, context_of, variant_config  # noqa: E402
 from models.config import HybridConfig  # noqa: E402
@@ -77,20 +77,6 @@ class StepHost:
         self.opt = make_optimizer(self.model, args, device)
         self.step, self.tokens = 0, 0
         self.total_steps = args.steps
-
-
-def make_optimizer(model: torch.nn.Module, args: TrainArgs, device: torch.device) -> torch.optim.AdamW:
-    """AdamW exactly as ``Trainer.__init__`` builds it (weight decay on >= 2-d parameters only)."""
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    kw = {"fused": True} if device.type == "cuda" else {}
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr,
-        betas=(args.beta1, args.beta2),
-        eps=1e-8,
-        **kw,
-    )
 
 
 def llama_config(cfg: HybridConfig):

@@ -121,6 +121,20 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def make_optimizer(model: torch.nn.Module, args: TrainArgs, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on >= 2-d parameters only (fused on CUDA)."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    kw = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(args.beta1, args.beta2),
+        eps=1e-8,
+        **kw,
+    )
+
+
 class Trainer:
     """One variant's training run. ``run()`` trains to the end (resuming first if asked)."""
 
@@ -149,16 +163,7 @@ class Trainer:
             self.model = HybridForCausalLM(self.config).to(self.device).train()
         set_backends(self.model, args.attn_backend, args.linear_backend)
         self.forward = torch.compile(self.model) if args.compile else self.model
-        decay = [p for p in self.model.parameters() if p.ndim >= 2]
-        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
-        kw = {"fused": True} if self.device.type == "cuda" else {}
-        self.opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=args.lr,
-            betas=(args.beta1, args.beta2),
-            eps=1e-8,
-            **kw,
-        )
+        self.opt = make_optimizer(self.model, args, self.device)
         self.batches = BatchStream(corpus, synthetic, args.batch_size, args.seed)
         self.step, self.tokens = 0, 0
         self.total_steps = args.steps
