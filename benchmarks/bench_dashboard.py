@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +34,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app import serve as dashboard  # noqa: E402
 from app.fake_client import WORDS, write_synthetic  # noqa: E402
 from backend.store import TraceStore  # noqa: E402
 
@@ -108,12 +106,6 @@ def build_store(root: Path, rows: int) -> None:
             write_synthetic(root, "zoo/swa64", probe, abl)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 BASELINE_APP = """
 import altair as alt, pandas as pd, streamlit as st
 df = pd.DataFrame({"x": range(200), "y": [i % 17 for i in range(200)]})
@@ -129,45 +121,8 @@ st.navigation([st.Page(page("Baseline A", "mark_line"), title="Baseline A", url_
 
 
 def serve(store: Path, pre: Path, script: str = "app/main.py") -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "HYBRIDSCOPE_STORE": str(store),
-        "HYBRIDSCOPE_PRECOMPUTED": str(pre),
-        "HYBRIDSCOPE_CLIENT": "fake",
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            script,
-            "--server.address",
-            "127.0.0.1",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.fileWatcherType",
-            "none",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"{base}/_stcore/health", timeout=2)
-            return proc, base
-        except OSError:
-            time.sleep(0.3)
-    os.kill(proc.pid, signal.SIGTERM)
-    raise RuntimeError("streamlit did not start")
+    return dashboard.start({"HYBRIDSCOPE_STORE": str(store), "HYBRIDSCOPE_PRECOMPUTED": str(pre),
+                            "HYBRIDSCOPE_CLIENT": "fake"}, script)
 
 
 def wait_rendered(page, header: str, n_charts: int, extra: str | None = None) -> None:
@@ -250,8 +205,7 @@ def main() -> None:
                 try:
                     results[name] = measure(browser, base, name == "dashboard", args.repeats)
                 finally:
-                    os.kill(proc.pid, signal.SIGTERM)
-                    proc.wait(timeout=30)
+                    dashboard.stop(proc)
             browser.close()
     d, b = results["dashboard"], results["baseline"]
     print(f"load average (1 min) after the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")

@@ -6,18 +6,12 @@ started by a fixture and stopped by its PID. Skips cleanly when chromium or play
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.app.conftest import ROOT
+from app import serve
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -41,65 +35,10 @@ pytestmark = [
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(store: Path, precomputed: Path) -> tuple[subprocess.Popen, str]:
-    """Start the dashboard; returns (process, base URL) once /_stcore/health answers."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "HYBRIDSCOPE_STORE": str(store),
-        "HYBRIDSCOPE_PRECOMPUTED": str(precomputed),
-        "HYBRIDSCOPE_CLIENT": "fake",
-        "OMP_NUM_THREADS": "1",
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "app/main.py",
-        "--server.address",
-        "127.0.0.1",
-        "--server.port",
-        str(port),
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-        "--server.fileWatcherType",
-        "none",
-    ]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc, base
-        except OSError:
-            time.sleep(0.3)
-    stop_server(proc)
-    raise RuntimeError("streamlit did not become healthy within 60 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+    """Start the dashboard over ``store``; returns (process, base URL) once /_stcore/health answers."""
+    return serve.start({"HYBRIDSCOPE_STORE": str(store), "HYBRIDSCOPE_PRECOMPUTED": str(precomputed),
+                        "HYBRIDSCOPE_CLIENT": "fake", "OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +46,7 @@ def server(base_store, tmp_path_factory):
     pre = tmp_path_factory.mktemp("precomputed")
     proc, base = start_server(base_store[0], pre)
     yield base
-    stop_server(proc)
+    serve.stop(proc)
 
 
 @pytest.fixture(scope="module")
