@@ -23,20 +23,13 @@ from backend.zoo.variants import BASE, NAMES, VARIANTS, param_count, variant_con
 
 MIXER_FIELDS = {"layer_types", "sliding_window", "layer_pe", "linear_num_heads"}
 
+from tests.backend.test_zoo_data import SMALL  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("zoo_data")
-    build_data(
-        out,
-        max_files=14,
-        val_frac=0.2,
-        test_frac=0.2,
-        vocab_size=700,
-        synthetic_frac=0.08,
-        synthetic_max_tokens=900,
-        seed=3,
-    )
+    build_data(out, **SMALL)  # the small deterministic build test_zoo_data.py checks
     return out
 
 
