@@ -107,12 +107,12 @@ def llama_config(cfg: HybridConfig):
     )
 
 
-def build_native(cfg: HybridConfig, attn_backend: str, seed: int) -> torch.nn.Module:
+def build_native(cfg: HybridConfig, attn_backend: str, seed: int, linear_backend: str = "auto") -> torch.nn.Module:
     from models.modeling import HybridForCausalLM
 
     torch.manual_seed(seed)
     model = HybridForCausalLM(cfg)
-    set_backends(model, attn_backend, "auto")
+    set_backends(model, attn_backend, linear_backend)
     return model
 
 
@@ -160,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 20; smoke 2)")
     ap.add_argument("--compile", action="store_true", help="torch.compile both models (as train --compile)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--linear-backend", default="auto", choices=("auto", "chunked", "fla"),
+        help="Mamba-2 / GDN kernels of the native model (default auto: fla on CUDA when installed)",
+    )  # fmt: skip
+    ap.add_argument("--native-only", action="store_true", help="skip the HF Llama row (no ratio)")
     args = ap.parse_args(argv)
     device = pick_device(args.smoke)
     if device is None:
@@ -190,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "variant": args.variant,
         "sizes": S,
         "compile": args.compile,
+        "linear_backend": args.linear_backend,
         "config": dims,
         "params": {"native": native_n, "llama": llama_n, "native_minus_llama": native_n - llama_n},
         "optimizer": {k: getattr(targs, k) for k in ("lr", "weight_decay", "beta1", "beta2", "grad_clip")},
@@ -204,29 +210,33 @@ def main(argv: list[str] | None = None) -> int:
     run = dict(vocab=cfg.vocab_size, context=S["context"], warmup=S["warmup"], steps=S["steps"], device=device)
     bench.section("train")
     native = None
+    lin = args.linear_backend
     for attn in ("auto", "sdpa"):
         name = f"native:{args.variant}" + ("" if attn == "auto" else f"[attn={attn}]")
         rec = bench.row(
-            "train", name, lambda a=attn: train_row(lambda: build_native(cfg, a, args.seed), targs, **run),
-            attn_backend=attn,
+            "train", name, lambda a=attn: train_row(lambda: build_native(cfg, a, args.seed, lin), targs, **run),
+            attn_backend=attn, linear_backend=lin,
         )  # fmt: skip
         if rec.get("status") == "ok":
             native = rec
             break
-    llama = bench.row(
-        "train", "llama[sdpa]", lambda: train_row(lambda: build_llama(cfg, args.seed), targs, **run),
-        attn_backend="sdpa",
-    )  # fmt: skip
-    bench.end_section("train")
-    ok = native is not None and llama.get("status") == "ok"
-    bench.ratio(
-        "tok_s native/llama",
-        native["tok_s"] / llama["tok_s"] if ok else None,
-        goal="(> 1: the hybrid trains faster)",
-        native_row=native["name"] if native else None,
-        peak_gib_native=native.get("peak_gib") if native else None,
-        peak_gib_llama=llama.get("peak_gib"),
-    )
+    if args.native_only:
+        bench.end_section("train")
+    else:
+        llama = bench.row(
+            "train", "llama[sdpa]", lambda: train_row(lambda: build_llama(cfg, args.seed), targs, **run),
+            attn_backend="sdpa",
+        )  # fmt: skip
+        bench.end_section("train")
+        ok = native is not None and llama.get("status") == "ok"
+        bench.ratio(
+            "tok_s native/llama",
+            native["tok_s"] / llama["tok_s"] if ok else None,
+            goal="(> 1: the hybrid trains faster)",
+            native_row=native["name"] if native else None,
+            peak_gib_native=native.get("peak_gib") if native else None,
+            peak_gib_llama=llama.get("peak_gib"),
+        )
     bench.finish(["params", "tok_s", "tok_s_mean", "ms", "peak_gib", "first_call_s", "last_loss", "note"])
     return 0
 

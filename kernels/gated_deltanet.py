@@ -110,16 +110,30 @@ def _chunk_terms(q, k, v, g, beta):
 
 
 def _scan(terms, q, state, scale):
-    """Carry ``state [..., Dk, Dv]`` through the chunk axis (dim -3 of q); returns (o, state)."""
-    outs = []
-    for c in range(q.shape[-3]):
-        gam = terms["gam"][..., c, :]
-        v_new = terms["u0"][..., c, :, :] - terms["w"][..., c, :, :] @ state
-        qc = torch.exp(gam)[..., None] * q[..., c, :, :]
-        outs.append(scale * (qc @ state + terms["aqk"][..., c, :, :] @ v_new))
-        kd = terms["kd"][..., c, :, :]
-        state = torch.exp(gam[..., -1])[..., None, None] * state + kd.transpose(-1, -2) @ v_new
-    return torch.stack(outs, dim=-3), state
+    """Carry ``state [..., Dk, Dv]`` through the chunk axis (dim -3 of q); returns (o, state).
+
+    Chunk ``c`` maps the state entering it affinely, ``S -> M_c S + X_c`` with
+    ``M_c = e^{γ_C} I - Kdᵀ W`` and ``X_c = Kdᵀ U0`` (from ``U = U0 - W S``). The prefix compositions
+    of these maps come from a log-depth (Hillis-Steele) scan, ``(M_i, X_i) ∘ (M_j, X_j) =
+    (M_i M_j, M_i X_j + X_i)``, so every chunk's entering state is known without a loop over chunks;
+    the outputs then follow in one batched step.
+    """
+    gam, w, u0, kd = terms["gam"], terms["w"], terms["u0"], terms["kd"]
+    kdt = kd.transpose(-1, -2)
+    eye = torch.eye(w.shape[-1], dtype=w.dtype, device=w.device)
+    m = torch.exp(gam[..., -1])[..., None, None] * eye - kdt @ w  # [..., n, Dk, Dk]
+    x = kdt @ u0  # [..., n, Dk, Dv]
+    n, d = m.shape[-3], 1
+    while d < n:  # inclusive prefix: afterwards (m[i], x[i]) = map of chunks 0..i
+        m_cur = m[..., d:, :, :]
+        x = torch.cat([x[..., :d, :, :], m_cur @ x[..., :-d, :, :] + x[..., d:, :, :]], dim=-3)
+        m = torch.cat([m[..., :d, :, :], m_cur @ m[..., :-d, :, :]], dim=-3)
+        d *= 2
+    after = m @ state.unsqueeze(-3) + x  # state leaving each chunk [..., n, Dk, Dv]
+    entering = torch.cat([state.unsqueeze(-3).expand_as(after[..., :1, :, :]), after[..., :-1, :, :]], dim=-3)
+    v_new = u0 - w @ entering
+    o = scale * ((torch.exp(gam)[..., None] * q) @ entering + terms["aqk"] @ v_new)
+    return o, after[..., -1, :, :]
 
 
 def _pad_seq(ts, pad: int, dim: int = 1):

@@ -128,7 +128,7 @@ def ssd_chunked(x, dt, A, Bm, Cm, D=None, initial_state=None, chunk_size=64, win
     """Chunked SSD in pure torch. Returns ``(y, final_state)`` (``final_state`` None when windowed).
 
     Unwindowed: per chunk, the intra-chunk quadratic form ``(C Bᵀ ⊙ exp(segsum(a))) (dt x)``, plus
-    the state carried in from earlier chunks (a loop over chunks of ``[P, N]`` state updates).
+    the state carried in from earlier chunks (all chunk states at once through a decay matrix over chunks).
     Windowed: :func:`_ssd_window_band`.
     """
     _check(x, dt, A, Bm, Cm, D, initial_state, window)
@@ -148,17 +148,19 @@ def ssd_chunked(x, dt, A, Bm, Cm, D=None, initial_state=None, chunk_size=64, win
     y_diag = scores @ u_c  # [B, H, n, Q, P]
     decay_to_end = torch.exp(acs[..., -1:] - acs)  # [B, H, n, Q]
     chunk_states = (u_c * decay_to_end[..., None]).transpose(-1, -2) @ b_c  # [B, H, n, P, N]
-    chunk_decay = torch.exp(acs[..., -1])  # [B, H, n]
-    state = (
-        x.new_zeros(b, h, p, bh.shape[-1], dtype=torch.float32)
+    init = (
+        x.new_zeros(b, h, 1, p, bh.shape[-1], dtype=torch.float32)
         if initial_state is None
-        else initial_state.float()
+        else initial_state.float()[:, :, None]
     )
-    y_off = []
-    for c in range(a_c.shape[2]):
-        y_off.append(torch.exp(acs[:, :, c])[..., None] * (c_c[:, :, c] @ state.transpose(-1, -2)))
-        state = chunk_decay[:, :, c, None, None] * state + chunk_states[:, :, c]
-    y = y_diag + torch.stack(y_off, dim=2)  # [B, H, n, Q, P]
+    # states entering each chunk, all at once: S_c = sum_{j<c} exp(A_{j+1..c-1}) chunk_states_j
+    # + exp(A_{0..c-1}) S_init, i.e. a lower-triangular decay matrix over chunks (no loop)
+    states = torch.cat([init, chunk_states], dim=2)  # [B, H, n + 1, P, N]
+    decay_chunk = torch.exp(segsum(F.pad(acs[..., -1], (1, 0))))  # [B, H, n + 1, n + 1]
+    states = torch.einsum("bhzc,bhcpn->bhzpn", decay_chunk, states)
+    state = states[:, :, -1]
+    y_off = torch.exp(acs)[..., None] * (c_c @ states[:, :, :-1].transpose(-1, -2))  # [B, H, n, Q, P]
+    y = y_diag + y_off
     y = y.movedim(1, 3).reshape(b, length + pad, h, p)[:, :length]
     return _finish(y, x, D), state
 
