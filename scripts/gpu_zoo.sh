@@ -15,8 +15,9 @@
 # Never stops early: each phase runs under its own hard timeout inside an overall deadline
 # (TOTAL_S, default 575 s), its exit code is recorded, and a summary is printed at the end.
 # Budgets (seconds, env): TRAIN_S=390 (train-all plans equal steps for all variants to end within
-# it, compile and calibration included; MAX_TOKENS=32e6 caps the tokens per variant, ~13 epochs of
-# the corpus), PRE_S=110 (precompute skips what is left after it), TOTAL_S=575 (the device allows
+# it, compile and calibration included; MAX_TOKENS=120e6 caps the tokens per variant, ~8 epochs of
+# the 15M-token corpus; LINEAR_BACKEND=chunked picks the recurrent kernels), PRE_S=110 (precompute
+# skips what is left after it), TOTAL_S=575 (the device allows
 # 600 s per command).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +46,11 @@ else
   WORK="${ZOO_WORK:-$PWD/out/zoo_work}"
   DATA="${ZOO_DATA:-.data/zoo}"
   TOTAL_S=${TOTAL_S:-575}; TRAIN_S=${TRAIN_S:-390}; PRE_S=${PRE_S:-110}
-  TRAIN_ARGS=(--total-budget-s "$TRAIN_S" --max-tokens "${MAX_TOKENS:-32e6}")
+  # LINEAR_BACKEND=chunked (default): the torch chunked Mamba-2 / GDN paths train at 77 / 114 ms per step
+  # (benchmarks/RESULTS.md); fla 0.6.0's backward refuses or fails to compile with triton 3.6 on Hopper,
+  # and each failed attempt costs its compile time. "auto" tries fla first (then falls back).
+  TRAIN_ARGS=(--total-budget-s "$TRAIN_S" --max-tokens "${MAX_TOKENS:-120e6}"
+              --linear-backend "${LINEAR_BACKEND:-chunked}")
   PRE_ARGS=()
 fi
 mkdir -p "$OUT" "$WORK/logs"

@@ -1,7 +1,7 @@
 """CLI for the zoo: data (``build-data``, ``pack``), models (``variants``, ``train``, ``train-all``) and
 traces (``precompute``). Each command prints a JSON summary on stdout (training logs go to stdout too).
 
-    python -m backend.zoo build-data --out .data/zoo
+    python -m backend.zoo build-data --out .data/zoo [--stdlib-only | --packages numpy,pydantic]
     python -m backend.zoo variants                                  # param counts of the seven variants
     python -m backend.zoo train --variant swa64 --data .data/zoo --out out/zoo --steps 200 [--resume]
     python -m backend.zoo train-all --data .data/zoo --out out/zoo --total-budget-s 400
@@ -24,7 +24,21 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build-data", help="rebuild corpus JSONL + tokenizer + manifest deterministically")
     b.add_argument("--out", required=True, type=Path)
     b.add_argument("--stdlib-root", type=Path, default=None, help="default: this Python's Lib directory")
-    b.add_argument("--max-files", type=int, default=None, help="first N kept files only (quick builds)")
+    b.add_argument(
+        "--max-files", type=int, default=None, help="first N kept files of each source only (quick builds)"
+    )
+    g = b.add_mutually_exclusive_group()
+    g.add_argument(
+        "--packages",
+        type=lambda v: tuple(x for x in v.split(",") if x.strip()),
+        default=None,
+        help="comma-separated installed packages whose Python source joins the stdlib "
+        "(default: backend.zoo.corpus.DEFAULT_PACKAGES)",
+    )
+    g.add_argument("--stdlib-only", action="store_true", help="no package source, the stdlib only")
+    b.add_argument(
+        "--package-holdout-scale", type=float, default=0.25, help="val/test fractions for package files, x"
+    )
     b.add_argument("--val-frac", type=float, default=0.015)
     b.add_argument("--test-frac", type=float, default=0.015)
     b.add_argument("--vocab-size", type=int, default=8192)
@@ -70,17 +84,24 @@ def _run(args: argparse.Namespace) -> dict:
             synthetic_frac=args.synthetic_frac,
             synthetic_max_tokens=args.synthetic_max_tokens,
             seed=args.seed,
+            packages=() if args.stdlib_only else args.packages,
+            package_holdout_scale=args.package_holdout_scale,
         )
         summary = {s: {k: v[k] for k in ("docs", "chars", "tokens")} for s, v in m["splits"].items()}
+        summary["train_tokens_by_source"] = {
+            src: v["tokens"] for src, v in m["splits"]["train"]["by_source"].items()
+        }
+        summary["packages"] = {n: f"{p['version']} {p['licence']}" for n, p in m["packages"].items()}
     elif args.cmd != "pack":
         from backend.zoo.cli_train import run_command
 
         return run_command(args)
     else:
+        from backend.zoo.corpus import split_path
         from backend.zoo.tokenizer import pack_tokens
 
         summary = pack_tokens(
-            args.data / f"{args.split}.jsonl", args.data / "tokenizer", args.seq_len, args.out
+            split_path(args.data, args.split), args.data / "tokenizer", args.seq_len, args.out
         )
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     return summary

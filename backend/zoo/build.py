@@ -1,10 +1,15 @@
 """Deterministic build of the zoo corpus (train/val/test JSONL), tokenizer and manifest.
 
 ``build_data(out)`` writes:
-  out/train.jsonl, out/val.jsonl, out/test.jsonl   {"id", "text", "source"} per line
-  out/tokenizer/                                   HF-style byte-level BPE
-  out/manifest.json                                counts, chars, tokens, sha256 of every output
-Running it twice with the same arguments on the same Python gives byte-identical files.
+  out/train.jsonl.gz                  {"id", "text", "source"} per line, gzip (mtime 0)
+  out/val.jsonl, out/test.jsonl       the same, uncompressed
+  out/tokenizer/                      HF-style byte-level BPE
+  out/manifest.json                   counts, chars, tokens per split and source; every package with
+                                      version and licence; sha256 of every output (and of the
+                                      uncompressed training JSONL)
+Natural text: the stdlib plus ``packages`` (default ``corpus.DEFAULT_PACKAGES``; ``()`` for the stdlib
+only); see :mod:`backend.zoo.corpus`. Running it twice with the same arguments on the same Python with
+the same installed package versions gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -13,14 +18,18 @@ import hashlib
 import json
 import platform
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 from backend.zoo.corpus import (
+    DEFAULT_PACKAGES,
     KV_SOURCE,
     PASSKEY_SOURCE,
     SPLITS,
     STDLIB_SOURCE,
     Doc,
+    check_packages,
+    collect_package,
     collect_stdlib,
     make_synthetic,
     split_docs,
@@ -28,9 +37,10 @@ from backend.zoo.corpus import (
 )
 from backend.zoo.tokenizer import EOS, PAD, backend_of, encode_many, save_hf, train_bpe
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
 MIN_BYTES = 2_000
 MAX_BYTES = 200_000
+SPLIT_FILES = {"train": "train.jsonl.gz", "val": "val.jsonl", "test": "test.jsonl"}
 LICENCE = {
     "stdlib": "Python Software Foundation License Version 2 (PSF-2.0); source of the CPython "
     "standard library shipped with the Python used for the build",
@@ -74,24 +84,39 @@ def build_data(
     synthetic_min_tokens: int = 256,
     synthetic_max_tokens: int = 4000,
     seed: int = 0,
+    packages: Sequence[str] | None = None,
+    package_holdout_scale: float = 0.25,
 ) -> dict:
     """Build corpus + tokenizer into ``out``; returns the manifest (also written to manifest.json).
 
+    ``packages``: installed packages whose Python source joins the stdlib (None: ``DEFAULT_PACKAGES``,
+    empty: stdlib only); each must be installed with an allowed licence (ValueError naming it).
+    ``max_files`` keeps the first N kept files of the stdlib and of each package (quick builds).
+    ``package_holdout_scale`` multiplies val_frac/test_frac for package files, so the held-out splits
+    stay mostly standard library.
     ``synthetic_frac`` is the share of synthetic tokens in the training split (0 disables them).
     The tokenizer is trained on the natural training documents only.
     """
     if not 0 <= synthetic_frac < 1:
         raise ValueError(f"synthetic_frac: must be in [0, 1), got {synthetic_frac}")
+    infos = check_packages(DEFAULT_PACKAGES if packages is None else packages)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     root = Path(stdlib_root) if stdlib_root is not None else None
-    natural, excluded = collect_stdlib(root, min_bytes=MIN_BYTES, max_bytes=MAX_BYTES, max_files=max_files)
-    splits = split_docs(natural, val_frac, test_frac)
+    natural, excluded_std = collect_stdlib(root, MIN_BYTES, MAX_BYTES, max_files)
+    excluded = {STDLIB_SOURCE: excluded_std}
+    seen = {hashlib.sha256(d.text.encode("utf-8")).hexdigest() for d in natural}
+    package_docs: dict[str, int] = {}
+    for info in infos:
+        docs, excluded[info.source] = collect_package(info, MIN_BYTES, MAX_BYTES, max_files, seen)
+        natural.extend(docs)
+        package_docs[info.name] = len(docs)
+    splits = split_docs(natural, val_frac, test_frac, package_holdout_scale)
     if not splits["train"]:
         raise ValueError("max_files: no training documents selected; use more files")
 
     tok = train_bpe([d.text for d in splits["train"]], vocab_size=vocab_size)
-    written = [out / f"{name}.jsonl" for name in SPLITS] + save_hf(tok, out / "tokenizer")
+    written = [out / SPLIT_FILES[name] for name in SPLITS] + save_hf(tok, out / "tokenizer")
     tok = backend_of(tok)
 
     def count(text: str) -> int:
@@ -120,27 +145,50 @@ def build_data(
     splits["train"] = train
 
     stats = {}
+    content_sha256 = {}
     for name in SPLITS:
-        write_jsonl(out / f"{name}.jsonl", splits[name])
+        for stale in (out / f"{name}.jsonl", out / f"{name}.jsonl.gz"):  # the other form, from older builds
+            if stale.name != SPLIT_FILES[name]:
+                stale.unlink(missing_ok=True)
+        content_sha256[f"{name}.jsonl"] = write_jsonl(out / SPLIT_FILES[name], splits[name])
         stats[name] = _split_stats(splits[name], [n_tokens[d.id] for d in splits[name]])
 
+    licence = dict(LICENCE)
+    for info in infos:
+        licence[info.source] = (
+            f"{info.licence} (from the package metadata's {info.licence_from}); Python source of "
+            f"{info.name} {info.version} as installed for the build"
+        )
     manifest = {
         "format": MANIFEST_FORMAT,
         "python_version": platform.python_version(),
-        "licence": LICENCE,
+        "licence": licence,
+        "packages": {
+            i.name: {
+                "version": i.version,
+                "licence": i.licence,
+                "licence_from": i.licence_from,
+                "docs": package_docs[i.name],
+            }
+            for i in infos
+        },
         "params": {
             "max_files": max_files,
             "min_bytes": MIN_BYTES,
             "max_bytes": MAX_BYTES,
             "val_frac": val_frac,
             "test_frac": test_frac,
+            "package_holdout_scale": package_holdout_scale,
             "vocab_size": vocab_size,
             "synthetic_frac": synthetic_frac,
             "synthetic_min_tokens": synthetic_min_tokens,
             "synthetic_max_tokens": synthetic_max_tokens,
             "seed": seed,
         },
-        "sources": {"natural": STDLIB_SOURCE, "synthetic": [KV_SOURCE, PASSKEY_SOURCE]},
+        "sources": {
+            "natural": [STDLIB_SOURCE] + [i.source for i in infos],
+            "synthetic": [KV_SOURCE, PASSKEY_SOURCE],
+        },
         "excluded_files": excluded,
         "tokenizer": {
             "vocab_size": tok.get_vocab_size(),
@@ -149,6 +197,7 @@ def build_data(
         },
         "splits": stats,
         "sha256": {p.relative_to(out).as_posix(): sha256_file(p) for p in sorted(written)},
+        "content_sha256": content_sha256,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest

@@ -141,7 +141,9 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         "",
         "## Data",
         "",
-        "CPython standard-library source (PSF License 2.0) built by `python -m backend.zoo build-data`, "
+        "CPython standard-library source (PSF License 2.0) and the Python source of permissively licensed "
+        "packages (MIT / BSD / Apache-2.0; names, versions and licences in the corpus manifest and "
+        "precomputed/README.md), built by `python -m backend.zoo build-data`, "
         "plus synthetic retrieval documents drawn fresh every epoch (key-value recall and passkey in the "
         f"corpus format; NIAH / passkey prompt templates on code haystacks): {card.get('synthetic_frac')} "
         "of the rows. Byte-level BPE tokenizer (vocab 8192) trained on the training split.",

@@ -24,6 +24,8 @@ _HYPER = (  # (flag, TrainArgs field, type)
     ("--seed", "seed", int),
     ("--synthetic-frac", "synthetic_frac", float),
     ("--device", "device", str),
+    ("--attn-backend", "attn_backend", str),  # kernels used in training (the saved config keeps "auto")
+    ("--linear-backend", "linear_backend", str),
 )
 
 

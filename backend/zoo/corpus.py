@@ -1,10 +1,24 @@
-"""Training corpus for the zoo: CPython standard-library source plus synthetic retrieval documents.
+"""Training corpus for the zoo: Python source (the CPython standard library and permissively licensed
+packages installed from the project's requirements) plus synthetic retrieval documents.
 
-Natural documents are whole ``.py`` modules of the standard library shipped with the running Python
-(PSF License 2.0). Test suites, site-packages, machine-specific and generated files, and files outside
-[min_bytes, max_bytes] are excluded. Files are visited in sorted relative-path order and assigned to
-train / val / test by a hash of their relative path, so the split does not depend on which other files
-exist.
+Natural documents are whole ``.py`` modules:
+
+- ``stdlib``: the standard library shipped with the running Python (PSF License 2.0). Test suites,
+  site-packages, machine-specific and generated files, and files outside [min_bytes, max_bytes] are
+  excluded. Document ids are ``stdlib:<path relative to Lib>``.
+- ``pypi/<name>``: the installed files (from the distribution's RECORD) of each package in
+  ``DEFAULT_PACKAGES`` (or the caller's list). A package must be installed and its metadata licence
+  (License-Expression, else License, else the licence classifiers) must consist only of
+  ``ALLOWED_LICENCE_TERMS``; otherwise the build fails naming it. Excluded on top of the stdlib rules:
+  test files (``test_*.py``, ``*_test.py``, ``conftest.py``), vendored directories (``vendor``,
+  ``_vendor``, ``vendored``, ``third_party``, ...), files whose header says they are generated
+  (``do not edit``, ``automatically generated``, protobuf output, ...) or names a copyleft licence,
+  numeric tables (over 25% digits), and exact duplicates of an earlier document. Ids are
+  ``pypi/<name>:<path in site-packages>``.
+
+Files are visited in sorted relative-path order (packages in sorted name order) and assigned to
+train / val / test by a hash of their id (:func:`split_of`), so the split does not depend on which
+other files exist; package files are held out at a reduced rate (``package_scale``).
 
 Synthetic documents (training split only) teach retrieval:
 - ``kv``: many lines ``key_4821 = 93017`` and a final query line ``# what is the value of key_4821? 93017``
@@ -12,14 +26,21 @@ Synthetic documents (training split only) teach retrieval:
   ``# what is the pass key? 48213``.
 In both, the answer occurs exactly once in the text before the query line. Lengths are fitted in tokens
 with the corpus tokenizer, so a document never exceeds ``max_tokens``.
+
+Splits are written as JSON lines; a path ending in ``.gz`` is gzip-compressed (header mtime 0, so the
+bytes are deterministic). Readers take either form (:func:`split_path`, :func:`read_jsonl`).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import importlib.metadata
+import io
 import json
 import os
 import random
+import re
 import sysconfig
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +48,8 @@ from pathlib import Path
 
 SPLITS = ("train", "val", "test")
 STDLIB_SOURCE = "stdlib"
+PYPI_PREFIX = "pypi/"  # package sources are "pypi/<name>"
+SYNTHETIC_PREFIX = "synthetic/"
 KV_SOURCE = "synthetic/kv"
 PASSKEY_SOURCE = "synthetic/passkey"
 KV_QUERY = "# what is the value of {key}? "
@@ -34,6 +57,73 @@ PASSKEY_NEEDLE = "# pass key: {key}\n"
 PASSKEY_QUERY = "# what is the pass key? "
 EXCLUDED_DIR_NAMES = frozenset({"test", "tests", "idle_test", "__pycache__", "site-packages"})
 GENERATED_MARKER = "Python Character Mapping Codec"  # encodings/cp*.py etc.: generated lookup tables
+
+# Packages pinned in requirements*.txt whose Python source is added (licences checked at build time).
+# With the zoo tokenizer: 12.3M natural training tokens (transformers 8.0M, streamlit 1.3M, numpy 1.1M,
+# the rest < 0.5M each) next to the stdlib's 2.4M. Pinned but left out: torch (licence expression has
+# BSL-1.0 and an LLVM exception; its tree alone would dominate the corpus), tqdm (MPL-2.0 AND MIT),
+# ruff and vl-convert-python (no Python source to speak of).
+DEFAULT_PACKAGES = (
+    "altair",
+    "duckdb",
+    "fastapi",
+    "filelock",
+    "httpx",
+    "numpy",
+    "platformdirs",
+    "playwright",
+    "pyarrow",
+    "pydantic",
+    "pytest",
+    "pytest-timeout",
+    "safetensors",
+    "streamlit",
+    "tokenizers",
+    "transformers",
+    "uvicorn",
+)
+# SPDX ids a package licence may consist of (BSD / MIT / Apache-2.0 / PSF families; Zlib and CC0-1.0
+# are permissive terms that numpy's expression lists for bundled C code). Anything else is refused.
+ALLOWED_LICENCE_TERMS = frozenset(
+    {"MIT", "BSD", "0BSD", "BSD-2-Clause", "BSD-3-Clause", "Apache-2.0", "PSF-2.0", "Python-2.0"}
+    | {"Zlib", "CC0-1.0"}
+)
+_LICENCE_ALIASES = {
+    "mit": "MIT",
+    "mit license": "MIT",
+    "bsd": "BSD",
+    "bsd license": "BSD",
+    "new bsd": "BSD-3-Clause",
+    "new bsd license": "BSD-3-Clause",
+    "apache 2.0": "Apache-2.0",
+    "apache-2": "Apache-2.0",
+    "apache 2.0 license": "Apache-2.0",
+    "apache license 2.0": "Apache-2.0",
+    "apache license, version 2.0": "Apache-2.0",
+    "apache software license": "Apache-2.0",
+    "psf": "PSF-2.0",
+    "psf license": "PSF-2.0",
+}
+_CLASSIFIER_LICENCES = {
+    "License :: OSI Approved :: MIT License": "MIT",
+    "License :: OSI Approved :: BSD License": "BSD",
+    "License :: OSI Approved :: Apache Software License": "Apache-2.0",
+    "License :: OSI Approved :: Python Software Foundation License": "PSF-2.0",
+}
+VENDORED_DIR_NAMES = frozenset(
+    {"vendor", "_vendor", "vendored", "_vendored", "third_party", "thirdparty", "externals"}
+)
+GENERATED_RE = re.compile(
+    r"(?i)(do not edit|never edit|this file (is|was|has been) (auto-?generated|automatically generated)"
+    r"|generated by the protocol buffer compiler|file generated by|generated content"
+    r"|generated from (the docs|packages/)|this file is generated|autogenerated from a template)"
+)
+COPYLEFT_RE = re.compile(
+    r"GNU (Lesser |Library |Affero )?General Public License|\b[LA]?GPL(-?v?[23])?\b|Mozilla Public License"
+    r"|\bMPL-2|Creative Commons|\bCC[- ]BY"
+)
+HEADER_CHARS = 1500  # generated / licence markers are looked for in this many leading characters
+MAX_DIGIT_FRAC = 0.25  # package files with more digits than this are numeric tables, not code
 
 
 @dataclass(frozen=True)
@@ -118,6 +208,179 @@ def collect_stdlib(
     return docs, dict(sorted(excluded.items()))
 
 
+def is_synthetic(source: str) -> bool:
+    """True for the synthetic retrieval sources, False for natural text (stdlib and packages)."""
+    return source.startswith(SYNTHETIC_PREFIX)
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    """An installed distribution: its normalised name, version and metadata licence."""
+
+    name: str
+    version: str
+    licence: str
+    licence_from: str  # "License-Expression", "License", "License (text)", "classifier" or "none"
+
+    @property
+    def source(self) -> str:
+        return PYPI_PREFIX + self.name
+
+
+def normalise_name(name: str) -> str:
+    """PEP 503 normalised project name (``Pytest_Timeout`` -> ``pytest-timeout``)."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
+
+
+def _licence_from_text(text: str) -> str | None:
+    if "Permission is hereby granted, free of charge" in text:
+        return "MIT"
+    if "Redistribution and use in source and binary forms" in text:
+        return "BSD-3-Clause" if "Neither the name" in text else "BSD-2-Clause"
+    if "Apache License" in text and "Version 2.0" in text:
+        return "Apache-2.0"
+    return None
+
+
+def _normalise_expression(expr: str) -> str:
+    terms = re.split(r"(\s+(?:AND|OR)\s+)", expr.strip())
+    return "".join(
+        _LICENCE_ALIASES.get(t.strip().lower(), t.strip()) if i % 2 == 0 else t for i, t in enumerate(terms)
+    )
+
+
+def licence_of(meta) -> tuple[str, str]:
+    """(licence, where it came from) of a distribution's metadata: License-Expression, else a one-line
+    License field (common spellings mapped to SPDX ids), else a recognised licence text in License,
+    else the OSI licence classifiers joined with AND; ("UNKNOWN", "none") if there is none."""
+    expr = (meta.get("License-Expression") or "").strip()
+    if expr:
+        return expr, "License-Expression"
+    field = (meta.get("License") or "").strip()
+    if field and "\n" not in field and len(field) <= 100 and field.upper() != "UNKNOWN":
+        return _normalise_expression(field), "License"
+    if field and (from_text := _licence_from_text(field)):
+        return from_text, "License (text)"
+    classifiers = meta.get_all("Classifier") or []
+    found = sorted({_CLASSIFIER_LICENCES[c] for c in classifiers if c in _CLASSIFIER_LICENCES})
+    if found:
+        return " AND ".join(found), "classifier"
+    return "UNKNOWN", "none"
+
+
+def licence_allowed(licence: str) -> bool:
+    """True when every term of the licence expression (split on AND / OR, parentheses dropped) is one
+    of ``ALLOWED_LICENCE_TERMS`` (case-insensitive); ``X WITH exception`` terms are not allowed."""
+    allowed = {t.lower() for t in ALLOWED_LICENCE_TERMS}
+    terms = re.split(r"\s+(?:AND|OR)\s+", licence.replace("(", " ").replace(")", " ").strip())
+    return all(t.strip().lower() in allowed for t in terms)
+
+
+def package_info(name: str) -> PackageInfo:
+    """Name, version and licence of an installed package; ValueError (one line) when it is missing."""
+    norm = normalise_name(name)
+    try:
+        dist = importlib.metadata.distribution(norm)
+    except importlib.metadata.PackageNotFoundError:
+        raise ValueError(
+            f"packages: {norm!r} is not installed; install it or choose --packages / --stdlib-only"
+        ) from None
+    licence, origin = licence_of(dist.metadata)
+    return PackageInfo(norm, dist.version, licence, origin)
+
+
+def check_packages(names: Iterable[str]) -> list[PackageInfo]:
+    """PackageInfo of each named package, sorted by name; ValueError naming the first package that is
+    not installed, has a licence outside ``ALLOWED_LICENCE_TERMS``, or is named twice."""
+    norm = [normalise_name(n) for n in names]
+    dup = sorted({n for n in norm if norm.count(n) > 1})
+    if dup:
+        raise ValueError(f"packages: {dup[0]!r} is listed twice")
+    infos = [package_info(n) for n in sorted(norm)]
+    for info in infos:
+        if not licence_allowed(info.licence):
+            raise ValueError(
+                f"packages: {info.name} {info.version} has licence {info.licence!r} ({info.licence_from}); "
+                f"allowed terms: {', '.join(sorted(ALLOWED_LICENCE_TERMS))}"
+            )
+    return infos
+
+
+def package_exclusion_reason(relpath: str, size: int, min_bytes: int, max_bytes: int) -> str | None:
+    """Why a package file is left out (path and size only; text is checked later), or None."""
+    parts = relpath.split("/")
+    name = parts[-1]
+    if ".." in parts or not name.endswith(".py"):
+        return "outside_package"
+    if any(p in VENDORED_DIR_NAMES for p in parts[:-1]):
+        return "vendored"
+    if (
+        any(p in EXCLUDED_DIR_NAMES for p in parts[:-1])
+        or name.startswith("test_")
+        or name.endswith("_test.py")
+        or name == "conftest.py"
+    ):
+        return "tests_or_build"
+    if size > max_bytes:
+        return "too_large"
+    if size < min_bytes:
+        return "too_small"
+    return None
+
+
+def collect_package(
+    info: PackageInfo,
+    min_bytes: int = 2_000,
+    max_bytes: int = 200_000,
+    max_files: int | None = None,
+    seen: set[str] | None = None,
+) -> tuple[list[Doc], dict[str, int]]:
+    """Kept ``.py`` files of an installed package as Docs (sorted by path) and excluded counts by reason.
+
+    Files come from the distribution's RECORD. ``seen`` (sha256 hex of texts) drops exact duplicates of
+    earlier documents and is updated with the kept ones. ``max_files`` keeps the first N kept files.
+    """
+    if max_files is not None and max_files < 1:
+        raise ValueError(f"max_files: must be a positive int or None, got {max_files}")
+    dist = importlib.metadata.distribution(info.name)
+    if dist.files is None:
+        raise ValueError(f"packages: {info.name} has no RECORD file listing its installed files")
+    seen = set() if seen is None else seen
+    files = sorted((f.as_posix(), f) for f in dist.files if f.as_posix().endswith(".py"))
+    docs: list[Doc] = []
+    excluded: dict[str, int] = {}
+    for rel, f in files:
+        if max_files is not None and len(docs) >= max_files:
+            break
+        path = Path(f.locate())
+        reason = "missing" if not path.is_file() else None
+        reason = reason or package_exclusion_reason(rel, path.stat().st_size, min_bytes, max_bytes)
+        text = ""
+        if reason is None:
+            try:
+                text = path.read_bytes().decode("utf-8")
+            except UnicodeDecodeError:
+                reason = "not_utf8"
+        if reason is None:
+            head = text[:HEADER_CHARS]
+            if GENERATED_MARKER in head or GENERATED_RE.search(head):
+                reason = "generated"
+            elif COPYLEFT_RE.search(head):
+                reason = "other_licence"
+            elif sum(c.isdigit() for c in text) > MAX_DIGIT_FRAC * len(text):
+                reason = "data_table"
+        if reason is None:
+            digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            if digest in seen:
+                reason = "duplicate"
+            seen.add(digest)
+        if reason is not None:
+            excluded[reason] = excluded.get(reason, 0) + 1
+            continue
+        docs.append(Doc(id=f"{info.source}:{rel}", text=text, source=info.source))
+    return docs, dict(sorted(excluded.items()))
+
+
 def split_of(key: str, val_frac: float, test_frac: float) -> str:
     """Deterministic split for a document key: sha256(key) mapped to [0, 1) against the fractions."""
     if not (0 <= val_frac and 0 <= test_frac and val_frac + test_frac < 1):
@@ -130,11 +393,19 @@ def split_of(key: str, val_frac: float, test_frac: float) -> str:
     return "train"
 
 
-def split_docs(docs: Iterable[Doc], val_frac: float, test_frac: float) -> dict[str, list[Doc]]:
-    """Group docs into train/val/test by ``split_of(doc.id)``, keeping their order."""
+def split_docs(
+    docs: Iterable[Doc], val_frac: float, test_frac: float, package_scale: float = 1.0
+) -> dict[str, list[Doc]]:
+    """Group docs into train/val/test by ``split_of(doc.id)``, keeping their order.
+
+    Package documents (source ``pypi/...``) use the fractions times ``package_scale`` (in [0, 1]).
+    """
+    if not 0 <= package_scale <= 1:
+        raise ValueError(f"package_scale: must be in [0, 1], got {package_scale}")
     out: dict[str, list[Doc]] = {s: [] for s in SPLITS}
     for d in docs:
-        out[split_of(d.id, val_frac, test_frac)].append(d)
+        k = package_scale if d.source.startswith(PYPI_PREFIX) else 1.0
+        out[split_of(d.id, val_frac * k, test_frac * k)].append(d)
     return out
 
 
@@ -256,16 +527,49 @@ def make_synthetic(
     return docs
 
 
-def write_jsonl(path: Path, docs: Iterable[Doc]) -> None:
-    """Write docs as UTF-8 JSON lines (``\\n`` line ends)."""
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        for d in docs:
-            f.write(d.to_json() + "\n")
+def write_jsonl(path: Path | str, docs: Iterable[Doc]) -> str:
+    """Write docs as UTF-8 JSON lines (``\\n`` line ends); gzip (mtime 0, level 6) when ``path`` ends
+    in ``.gz``. Returns the sha256 hex of the uncompressed bytes."""
+    path = Path(path)
+    h = hashlib.sha256()
+    with open(path, "wb") as raw:
+        gz = path.suffix == ".gz"
+        f = gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=raw, mtime=0) if gz else raw
+        try:
+            for d in docs:
+                line = (d.to_json() + "\n").encode("utf-8")
+                h.update(line)
+                f.write(line)
+        finally:
+            if f is not raw:
+                f.close()
+    return h.hexdigest()
 
 
 def read_jsonl(path: Path | str) -> Iterator[Doc]:
-    """Read docs written by ``write_jsonl``."""
-    with open(path, encoding="utf-8") as f:
+    """Read docs written by ``write_jsonl`` (plain or ``.gz``)."""
+    path = Path(path)
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    with raw, io.TextIOWrapper(raw, encoding="utf-8", newline="\n") as f:
         for line in f:
             r = json.loads(line)
             yield Doc(id=r["id"], text=r["text"], source=r["source"])
+
+
+def split_path(data_dir: Path | str, split: str) -> Path:
+    """``data_dir/<split>.jsonl.gz`` or ``data_dir/<split>.jsonl``, whichever exists.
+
+    ValueError when neither exists or both do (a stale file from an older build would be ambiguous).
+    """
+    data_dir = Path(data_dir)
+    plain, gz = data_dir / f"{split}.jsonl", data_dir / f"{split}.jsonl.gz"
+    if plain.is_file() and gz.is_file():
+        raise ValueError(f"data: {data_dir} has both {plain.name} and {gz.name}; remove the stale one")
+    if gz.is_file():
+        return gz
+    if plain.is_file():
+        return plain
+    raise ValueError(
+        f"data: {data_dir} has no {split}.jsonl or {split}.jsonl.gz; "
+        "build it with `python -m backend.zoo build-data`"
+    )

@@ -1,9 +1,10 @@
 """Training data for the zoo trainer: fixed-length rows in memory, epochs mixing natural and fresh
 synthetic rows, and a resumable batch stream.
 
-- Natural rows: the corpus's stdlib training documents (``train.jsonl``, source "stdlib"), tokenized
-  once per run with the saved tokenizer and packed into rows of ``seq_len`` tokens separated by
-  <|endoftext|> (:func:`backend.zoo.tokenizer.pack_ids`); cached as ``.npy`` keyed by the inputs' hashes.
+- Natural rows: the corpus's natural training documents (``train.jsonl.gz`` or ``train.jsonl``; sources
+  "stdlib" and "pypi/<name>"), tokenized once per run with the saved tokenizer and packed into rows of
+  ``seq_len`` tokens separated by <|endoftext|> (:func:`backend.zoo.tokenizer.pack_ids`); cached as
+  ``.npy`` keyed by the inputs' hashes.
   The corpus's own synthetic documents are left out: fresh ones replace them every epoch.
 - Synthetic rows: ``round(n_natural * frac / (1 - frac))`` rows per epoch from
   :class:`backend.zoo.synthetic_rows.SyntheticMaker` with seed ``(seed, epoch)`` — built in worker
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from backend.zoo import synthetic_rows
-from backend.zoo.corpus import STDLIB_SOURCE, read_jsonl
+from backend.zoo.corpus import read_jsonl, split_path
 from backend.zoo.tokenizer import EOS, PAD, backend_of, encode_many, pack_ids
 
 
@@ -68,17 +69,18 @@ def load_corpus(
     ``max_docs`` keeps only the first N natural training documents (smoke runs and tests).
     """
     data_dir = Path(data_dir)
-    for name in ("train.jsonl", "val.jsonl", "tokenizer/tokenizer.json"):
-        if not (data_dir / name).is_file():
-            raise ValueError(
-                f"data: {data_dir} has no {name}; build it with `python -m backend.zoo build-data`"
-            )
+    train_file, val_file = split_path(data_dir, "train"), split_path(data_dir, "val")
+    if not (data_dir / "tokenizer/tokenizer.json").is_file():
+        raise ValueError(
+            f"data: {data_dir} has no tokenizer/tokenizer.json; "
+            "build it with `python -m backend.zoo build-data`"
+        )
     tok = backend_of(data_dir / "tokenizer")
     eos_id, pad_id = tok.token_to_id(EOS), tok.token_to_id(PAD)
-    val_texts = [d.text for d in read_jsonl(data_dir / "val.jsonl")]
+    val_texts = [d.text for d in read_jsonl(val_file)]
     key = _hash_files(
-        data_dir / "train.jsonl",
-        data_dir / "val.jsonl",
+        train_file,
+        val_file,
         data_dir / "tokenizer" / "tokenizer.json",
         extra=f"{seq_len}:{max_docs}",
     )
@@ -87,7 +89,7 @@ def load_corpus(
         z = np.load(cache)
         rows, val_rows = z["rows"], z["val_rows"]
     else:
-        texts = synthetic_rows.natural_texts(data_dir / "train.jsonl", max_docs)
+        texts = synthetic_rows.natural_texts(train_file, max_docs)
         rows = _pack(texts, tok, seq_len, eos_id, pad_id)
         val_rows = _pack(val_texts, tok, seq_len, eos_id, pad_id)
         if cache is not None:
@@ -127,7 +129,7 @@ class SyntheticSource:
         self._futures: dict[int, cf.Future] = {}
         args = (
             str(corpus.tokenizer_dir / "tokenizer.json"),
-            str(corpus.data_dir / "train.jsonl"),
+            str(split_path(corpus.data_dir, "train")),
             corpus.seq_len,
             corpus.eos_id,
             corpus.pad_id,
@@ -222,5 +224,5 @@ def corpus_summary(corpus: Corpus, synthetic: SyntheticSource) -> dict:
         "val_rows": int(len(corpus.val_rows)),
         "seq_len": corpus.seq_len,
         "tokens_per_epoch": int((len(corpus.rows) + synthetic.n_rows) * corpus.seq_len),
-        "natural_source": STDLIB_SOURCE,
+        "natural_source": "stdlib + pypi packages (manifest.json lists them)",
     }

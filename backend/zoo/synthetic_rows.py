@@ -234,10 +234,11 @@ def worker_rows(n_rows: int, seed: int) -> np.ndarray:
 
 
 def natural_texts(train_jsonl: Path, max_docs: int | None = None) -> list[str]:
-    """Texts of the natural (stdlib) training documents, in file order."""
-    from backend.zoo.corpus import STDLIB_SOURCE, read_jsonl
+    """Texts of the natural (stdlib and package) training documents of a ``train.jsonl[.gz]``, in file
+    order."""
+    from backend.zoo.corpus import is_synthetic, read_jsonl
 
-    texts = [d.text for d in read_jsonl(train_jsonl) if d.source == STDLIB_SOURCE]
+    texts = [d.text for d in read_jsonl(train_jsonl) if not is_synthetic(d.source)]
     return texts[:max_docs] if max_docs else texts
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from backend.zoo.corpus import STDLIB_SOURCE, read_jsonl
+from backend.zoo.corpus import is_synthetic, read_jsonl
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -153,7 +153,7 @@ def pack_ids(
 
 
 def pack_tokens(jsonl: Path | str, tokenizer: Any, seq_len: int, out_path: Path | str) -> dict:
-    """Tokenize a corpus JSONL and write a uint16 ``.npy`` stream of ``rows * seq_len`` tokens.
+    """Tokenize a corpus JSONL (plain or ``.gz``) and write a uint16 ``.npy`` stream of ``rows * seq_len`` tokens.
 
     Documents are separated by <|endoftext|> (see ``pack_ids``); synthetic retrieval documents are
     row-aligned so needle and query stay in one row. Read it as ``np.load(out).reshape(-1, seq_len)``.
@@ -168,7 +168,7 @@ def pack_tokens(jsonl: Path | str, tokenizer: Any, seq_len: int, out_path: Path 
     docs = list(read_jsonl(jsonl))
     ids = encode_many(tok, [d.text for d in docs])
     flat, stats = pack_ids(
-        [(i, d.source != STDLIB_SOURCE) for i, d in zip(ids, docs, strict=True)], seq_len, eos_id, pad_id
+        [(i, is_synthetic(d.source)) for i, d in zip(ids, docs, strict=True)], seq_len, eos_id, pad_id
     )
     out_path = Path(out_path)
     if out_path.suffix != ".npy":

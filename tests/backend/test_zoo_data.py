@@ -1,31 +1,48 @@
-"""Zoo corpus + tokenizer: determinism, splits, synthetic retrieval docs, tokenizer round-trip, packing."""
+"""Zoo corpus + tokenizer: determinism, splits, package licences, synthetic retrieval docs, tokenizer
+round-trip, gzip'd splits, packing."""
 
 from __future__ import annotations
 
+import email.message
+import gzip
+import hashlib
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from backend.zoo.__main__ import main
 from backend.zoo.build import build_data, sha256_file
 from backend.zoo.corpus import (
+    DEFAULT_PACKAGES,
     KV_SOURCE,
     PASSKEY_SOURCE,
-    STDLIB_SOURCE,
+    Doc,
+    check_packages,
+    collect_package,
     collect_stdlib,
     exclusion_reason,
+    is_synthetic,
+    licence_allowed,
+    licence_of,
     make_kv_doc,
     make_passkey_doc,
+    package_exclusion_reason,
+    package_info,
     read_jsonl,
     split_of,
+    split_path,
     split_query,
+    write_jsonl,
 )
 from backend.zoo.tokenizer import backend_of, encode_many, load_tokenizer, pack_ids, pack_tokens, train_bpe
 
 SMALL = dict(
     max_files=14,
+    packages=("platformdirs",),  # small, MIT, pinned in requirements.txt
     val_frac=0.2,
     test_frac=0.2,
     vocab_size=700,
@@ -56,7 +73,7 @@ def test_two_builds_are_byte_identical(builds: tuple[Path, Path, dict]) -> None:
     names = _files(a)
     assert names == _files(b)
     assert {
-        "train.jsonl",
+        "train.jsonl.gz",
         "val.jsonl",
         "test.jsonl",
         "manifest.json",
@@ -68,21 +85,31 @@ def test_two_builds_are_byte_identical(builds: tuple[Path, Path, dict]) -> None:
         assert (a / n).read_bytes() == (b / n).read_bytes(), n
     for n, digest in manifest["sha256"].items():
         assert sha256_file(a / n) == digest, n
+    assert "train.jsonl" not in names and gzip.decompress((a / "train.jsonl.gz").read_bytes())
+    pkg = manifest["packages"]["platformdirs"]
+    assert pkg["licence"] == "MIT" and pkg["version"] and pkg["docs"] > 0
+    assert "pypi/platformdirs" in manifest["licence"]
+    assert manifest["splits"]["train"]["by_source"]["pypi/platformdirs"]["docs"] > 0
 
 
 def test_splits_are_disjoint_and_cover_the_selected_files(builds: tuple[Path, Path, dict]) -> None:
     a, _, manifest = builds
-    ids = {s: [d.id for d in read_jsonl(a / f"{s}.jsonl")] for s in ("train", "val", "test")}
+    ids = {s: [d.id for d in read_jsonl(split_path(a, s))] for s in ("train", "val", "test")}
     sets = {s: set(v) for s, v in ids.items()}
     assert all(len(ids[s]) == len(sets[s]) for s in ids)
     assert not (sets["train"] & sets["val"]) and not (sets["train"] & sets["test"])
     assert not (sets["val"] & sets["test"])
     assert sets["val"] and sets["test"]
     natural, _ = collect_stdlib(max_files=SMALL["max_files"])
-    stdlib_ids = {i for s in sets.values() for i in s if i.startswith("stdlib:")}
-    assert stdlib_ids == {d.id for d in natural}
+    pkg, _ = collect_package(package_info("platformdirs"), max_files=SMALL["max_files"])
+    natural_ids = {i for s in sets.values() for i in s if not i.startswith("synthetic:")}
+    assert natural_ids == {d.id for d in natural + pkg}
+    assert all(i.startswith("pypi/platformdirs:platformdirs/") for i in {d.id for d in pkg})
+    scale = manifest["params"]["package_holdout_scale"]
     for s in ("val", "test"):  # held-out splits are natural text only, assigned by the path hash
-        assert all(i.startswith("stdlib:") and split_of(i, 0.2, 0.2) == s for i in ids[s])
+        for i in ids[s]:
+            k = scale if i.startswith("pypi/") else 1.0
+            assert i.startswith(("stdlib:", "pypi/")) and split_of(i, 0.2 * k, 0.2 * k) == s, i
     assert manifest["splits"]["train"]["docs"] == len(ids["train"])
 
 
@@ -101,7 +128,7 @@ def test_synthetic_docs_hold_their_answer_exactly_once_before_the_query(
 ) -> None:
     a, _, manifest = builds
     tok = backend_of(load_tokenizer(a / "tokenizer"))
-    synth = [d for d in read_jsonl(a / "train.jsonl") if d.source != STDLIB_SOURCE]
+    synth = [d for d in read_jsonl(split_path(a, "train")) if is_synthetic(d.source)]
     assert {d.source for d in synth} == {KV_SOURCE, PASSKEY_SOURCE}
     for d in synth:
         context, prompt, answer = split_query(d.text)
@@ -173,24 +200,25 @@ def test_pack_tokens_keeps_synthetic_docs_inside_one_row(
     a, _, _ = builds
     seq_len = 1024
     out = tmp_path / "train.npy"
-    stats = pack_tokens(a / "train.jsonl", a / "tokenizer", seq_len, out)
+    train = split_path(a, "train")
+    stats = pack_tokens(train, a / "tokenizer", seq_len, out)
     arr = np.load(out)
     assert arr.dtype == np.uint16 and arr.size == stats["tokens"] == stats["rows"] * seq_len
     assert json.loads(out.with_suffix(".json").read_text())["rows"] == stats["rows"]
-    docs = list(read_jsonl(a / "train.jsonl"))
+    docs = list(read_jsonl(train))
     ids = encode_many(a / "tokenizer", [d.text for d in docs])
     rows = arr.reshape(-1, seq_len).tolist()
-    synth = [i + [0] for i, d in zip(ids, docs, strict=True) if d.source != STDLIB_SOURCE]
+    synth = [i + [0] for i, d in zip(ids, docs, strict=True) if is_synthetic(d.source)]
     starts = {tuple(r[: len(s)]) for r in rows for s in synth if len(s) <= seq_len}
     assert all(tuple(s) in starts for s in synth)
-    flat_natural = [t for i, d in zip(ids, docs, strict=True) if d.source == STDLIB_SOURCE for t in i + [0]]
+    flat_natural = [t for i, d in zip(ids, docs, strict=True) if not is_synthetic(d.source) for t in i + [0]]
     for s in synth:  # removing every synthetic doc (one per row start) leaves the natural stream in order
         r = next(k for k, row in enumerate(rows) if row[: len(s)] == s)
         rows[r] = rows[r][len(s) :]
     kept = [t for row in rows for t in row if t != stats["pad_id"]]  # pads only follow late synthetic docs
     assert kept == flat_natural[: len(kept)]
     with pytest.raises(ValueError, match="out_path"):
-        pack_tokens(a / "train.jsonl", a / "tokenizer", seq_len, tmp_path / "x.bin")
+        pack_tokens(train, a / "tokenizer", seq_len, tmp_path / "x.bin")
 
 
 def test_exclusions_and_bad_input() -> None:
@@ -207,3 +235,94 @@ def test_exclusions_and_bad_input() -> None:
         collect_stdlib(max_files=0)
     with pytest.raises(ValueError, match="stdlib_root"):
         collect_stdlib(Path("/nonexistent/lib"))
+
+
+def _meta(**fields: str | list[str]) -> email.message.Message:
+    m = email.message.Message()
+    for k, v in fields.items():
+        for x in v if isinstance(v, list) else [v]:
+            m[k.replace("_", "-")] = x
+    return m
+
+
+def test_licence_filter_reads_metadata_and_refuses_non_permissive_terms() -> None:
+    assert licence_of(_meta(License_Expression="Apache-2.0", License="GPL")) == (
+        "Apache-2.0",
+        "License-Expression",
+    )
+    assert licence_of(_meta(License="Apache 2.0 License")) == ("Apache-2.0", "License")
+    assert licence_of(_meta(License="MPL-2.0 AND MIT")) == ("MPL-2.0 AND MIT", "License")
+    bsd3 = "Copyright (c) X\nRedistribution and use in source and binary forms ...\nNeither the name of X"
+    assert licence_of(_meta(License=bsd3)) == ("BSD-3-Clause", "License (text)")
+    osi = "License :: OSI Approved :: "
+    classifiers = [osi + "MIT License", "License :: DFSG approved"]
+    assert licence_of(_meta(Classifier=classifiers)) == ("MIT", "classifier")
+    assert licence_of(_meta()) == ("UNKNOWN", "none")
+    for ok in ("MIT", "BSD-3-Clause AND 0BSD AND MIT AND Zlib AND CC0-1.0", "(Apache-2.0 OR mit)", "PSF-2.0"):
+        assert licence_allowed(ok), ok
+    for bad in ("MPL-2.0 AND MIT", "GPL-3.0-only", "Apache-2.0 WITH LLVM-exception", "BSL-1.0", "UNKNOWN", ""):
+        assert not licence_allowed(bad), bad
+    with pytest.raises(ValueError, match=r"^packages: 'no-such-package-zoo' is not installed"):
+        check_packages(["numpy", "No_Such.Package-zoo"])
+    with pytest.raises(ValueError, match=r"^packages: tqdm .* licence 'MPL-2.0 AND MIT'"):
+        check_packages(["tqdm"])
+    with pytest.raises(ValueError, match="listed twice"):
+        check_packages(["numpy", "NumPy"])
+
+
+def test_default_packages_are_pinned_installed_and_permissive() -> None:
+    reqs = "".join(p.read_text() for p in Path(__file__).resolve().parents[2].glob("requirements*.txt"))
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", reqs, flags=re.M))
+    infos = check_packages(DEFAULT_PACKAGES)
+    assert [i.name for i in infos] == sorted(DEFAULT_PACKAGES) and "torch" not in DEFAULT_PACKAGES
+    for i in infos:
+        assert pins.get(i.name) == i.version, i.name
+
+
+def test_package_exclusions() -> None:
+    assert package_exclusion_reason("pyarrow/vendored/version.py", 5000, 2000, 200_000) == "vendored"
+    assert package_exclusion_reason("numpy/_core/tests/test_x.py", 5000, 2000, 200_000) == "tests_or_build"
+    assert package_exclusion_reason("pkg/test_helpers.py", 5000, 2000, 200_000) == "tests_or_build"
+    assert package_exclusion_reason("pkg/conftest.py", 5000, 2000, 200_000) == "tests_or_build"
+    assert package_exclusion_reason("../../bin/tool.py", 5000, 2000, 200_000) == "outside_package"
+    assert package_exclusion_reason("numpy/testing/_private/utils.py", 5000, 2000, 200_000) is None
+    docs, excluded = collect_package(package_info("pyarrow"))
+    assert excluded["vendored"] > 0 and excluded["tests_or_build"] > 0 and docs
+    assert not any("/vendored/" in d.id or "/tests/" in d.id for d in docs)
+    assert all(d.source == "pypi/pyarrow" and d.id.startswith("pypi/pyarrow:pyarrow/") for d in docs)
+    docs, excluded = collect_package(package_info("duckdb"))
+    assert excluded["generated"] > 0
+    assert not any(re.search("(?i)never edit|do not edit", d.text[:1500]) for d in docs)
+    seen = {hashlib.sha256(docs[0].text.encode()).hexdigest()}
+    again, excluded = collect_package(package_info("duckdb"), seen=seen)
+    assert excluded["duplicate"] == 1 and [d.id for d in again] == [d.id for d in docs[1:]]
+
+
+def test_cli_names_a_missing_package_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "zoo"
+    assert main(["build-data", "--out", str(out), "--packages", "numpy,not-installed-zoo-pkg"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'not-installed-zoo-pkg' is not installed" in err and not out.exists()
+    with pytest.raises(SystemExit):
+        main(["build-data", "--out", str(out), "--packages", "numpy", "--stdlib-only"])
+
+
+def test_gzip_jsonl_is_deterministic_and_readable_like_plain(tmp_path: Path) -> None:
+    docs = [Doc(f"x:{i}", f"print({i})  # ünï 🐍\n" * (i + 1), "stdlib") for i in range(50)]
+    digests = [write_jsonl(tmp_path / name, docs) for name in ("a.jsonl.gz", "b.jsonl.gz", "c.jsonl")]
+    assert len(set(digests)) == 1
+    raw = (tmp_path / "a.jsonl.gz").read_bytes()
+    assert raw == (tmp_path / "b.jsonl.gz").read_bytes() and raw[4:8] == b"\0\0\0\0"  # mtime 0
+    assert gzip.decompress(raw) == (tmp_path / "c.jsonl").read_bytes()
+    assert list(read_jsonl(tmp_path / "a.jsonl.gz")) == list(read_jsonl(tmp_path / "c.jsonl")) == docs
+    d = tmp_path / "data"
+    d.mkdir()
+    with pytest.raises(ValueError, match="has no train.jsonl or train.jsonl.gz"):
+        split_path(d, "train")
+    write_jsonl(d / "train.jsonl", docs)
+    assert split_path(d, "train") == d / "train.jsonl"
+    write_jsonl(d / "train.jsonl.gz", docs)
+    with pytest.raises(ValueError, match="both"):
+        split_path(d, "train")
+    (d / "train.jsonl").unlink()
+    assert split_path(d, "train") == d / "train.jsonl.gz"

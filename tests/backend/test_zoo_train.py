@@ -15,6 +15,7 @@ import torch
 
 from backend.zoo import checkpoint as ck
 from backend.zoo.build import build_data
+from backend.zoo.corpus import split_path
 from backend.zoo.data import BatchStream, SyntheticSource, load_corpus, n_synthetic_rows
 from backend.zoo.synthetic_rows import KINDS, maker_from_files
 from backend.zoo.train import TrainArgs, Trainer, lr_at
@@ -157,7 +158,7 @@ def test_synthetic_docs_hold_the_answer_once(data_dir):
     from tokenizers import Tokenizer
 
     maker = maker_from_files(
-        data_dir / "tokenizer" / "tokenizer.json", data_dir / "train.jsonl", 512, 0, 1, 64
+        data_dir / "tokenizer" / "tokenizer.json", split_path(data_dir, "train"), 512, 0, 1, 64
     )
     tok = Tokenizer.from_file(str(data_dir / "tokenizer" / "tokenizer.json"))
     rng = random.Random(5)
