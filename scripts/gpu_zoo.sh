@@ -5,6 +5,7 @@
 #                                      # .whl/zoo/ holds pydantic wheels for cp312: the image lacks it)
 #   bash scripts/gpu_zoo.sh --smoke    # CPU dry run of the same plumbing: 2 tiny variants, 4 steps each
 #   bash scripts/gpu_zoo.sh precompute report package   # only some phases (train precompute report package)
+#   INIT_FROM=out/stage1 SYNTHETIC_FRAC=0.25 bash scripts/gpu_zoo.sh   # a second stage on an earlier zoo root
 #
 # Work dir $ZOO_WORK (default out/zoo_work; git-ignored, kept on a warm machine, so a rerun resumes:
 # finished variants are skipped, unfinished ones continue from their last checkpoint).
@@ -53,6 +54,11 @@ else
               --linear-backend "${LINEAR_BACKEND:-chunked}")
   PRE_ARGS=()
 fi
+# INIT_FROM=<zoo root>: continue training from that root's exports (its train_summary.json and
+# formation.json come along); SYNTHETIC_FRAC / LR override the trainer's defaults (0.08 / 2e-3)
+[ -n "${INIT_FROM:-}" ] && TRAIN_ARGS+=(--init-from "$INIT_FROM")
+[ -n "${SYNTHETIC_FRAC:-}" ] && TRAIN_ARGS+=(--synthetic-frac "$SYNTHETIC_FRAC")
+[ -n "${LR:-}" ] && TRAIN_ARGS+=(--lr "$LR")
 mkdir -p "$OUT" "$WORK/logs"
 LOGS="$WORK/logs"
 T0=$(date +%s)

@@ -26,6 +26,7 @@ _HYPER = (  # (flag, TrainArgs field, type)
     ("--device", "device", str),
     ("--attn-backend", "attn_backend", str),  # kernels used in training (the saved config keeps "auto")
     ("--linear-backend", "linear_backend", str),
+    ("--init-from", "init_from", str),  # continue from an earlier zoo root (see TrainArgs.init_from)
 )
 
 
@@ -43,9 +44,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the model (off by default)")
     p.add_argument("--max-docs", type=int, default=None, help="first N training documents only (smoke)")
-    p.add_argument(
-        "--workers", type=int, default=-1, help="synthetic-row processes (-1: 3 on CUDA, 0 on CPU)"
-    )
+    p.add_argument("--workers", type=int, default=-1, help="synthetic-row processes (-1: 3 on CUDA, 0 on CPU)")
     p.add_argument("--cache", type=Path, default=None, help="packed-rows cache dir (default OUT/cache)")
 
 
@@ -58,12 +57,8 @@ def add_commands(sub) -> None:
     g.add_argument("--steps", type=int)
     g.add_argument("--time-budget-s", type=float, help="plan the schedule to end within this wall time")
     t.add_argument("--max-seconds", type=float, default=None, help="hard wall-clock stop")
-    t.add_argument(
-        "--resume", action="store_true", help="continue from the latest checkpoint in OUT/runs/VARIANT"
-    )
-    t.add_argument(
-        "--stop-after", type=int, default=None, help="stop at this step with a checkpoint (no export)"
-    )
+    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUT/runs/VARIANT")
+    t.add_argument("--stop-after", type=int, default=None, help="stop at this step with a checkpoint (no export)")
     _common(t)
     a = sub.add_parser("train-all", help="train the variants on equal steps (plan from a time budget)")
     g = a.add_mutually_exclusive_group(required=True)
@@ -83,9 +78,7 @@ def add_commands(sub) -> None:
     p.add_argument("--data", type=Path, default=Path(".data/zoo"))
     p.add_argument("--variants", default="", help="comma-separated names (default: all seven)")
     p.add_argument("--smoke", action="store_true", help="tiny probe sizes (CPU)")
-    p.add_argument(
-        "--budget-s", type=float, default=None, help="skip remaining steps after this many seconds"
-    )
+    p.add_argument("--budget-s", type=float, default=None, help="skip remaining steps after this many seconds")
     p.add_argument("--attn-backend", choices=("sdpa", "auto"), default="sdpa")
     p.add_argument("--evaluator", default="zoo/full", help="LongPPL key-token model ('' = each model itself)")
     r = sub.add_parser("report", help="compact tables of a trained + precomputed zoo root")

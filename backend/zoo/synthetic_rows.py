@@ -3,8 +3,10 @@ learned rather than memorised.
 
 Four document kinds, chosen uniformly per document:
 
-- ``kv``: the corpus's key-value table (``key_4821 = 93017`` lines, final ``# what is the value of
-  key_4821? 93017``), as in :func:`backend.zoo.corpus.make_kv_doc`;
+- ``kv``: the corpus's key-value table (``key_4821 = 93017`` lines) followed by queries
+  ``# what is the value of key_4821? 93017`` for a random quarter of its keys (distinct keys, random
+  order: multi-query associative recall, so every query line is a retrieval target; one final query
+  per document gave too sparse a signal for retrieval to form in the first zoo runs);
 - ``passkey``: training-split code with ``# pass key: 48213`` at a random line depth and the query
   line ``# what is the pass key? 48213`` (the corpus's passkey format);
 - ``niah_text`` / ``passkey_text``: the NIAH / passkey *prompt templates* of
@@ -13,7 +15,7 @@ Four document kinds, chosen uniformly per document:
   (never the probes' adjective-noun list); haystacks are training code, while the probes use
   held-out documents.
 
-In every document the answer occurs exactly once before the query. Documents are fitted to a token
+In every document each answer occurs exactly once before its query. Documents are fitted to a token
 budget with one or two tokenizer calls (not a binary search) and packed, whole, into rows of
 ``seq_len`` tokens: each followed by <|endoftext|>, the row's tail padded with <|pad|>.
 """
@@ -41,6 +43,7 @@ from backend.zoo.corpus import PASSKEY_NEEDLE as CODE_PASSKEY_NEEDLE
 from backend.zoo.corpus import PASSKEY_QUERY as CODE_PASSKEY_QUERY
 
 KINDS = ("kv", "passkey", "niah_text", "passkey_text")
+KV_QUERY_EVERY = 4  # kv documents query one key in four
 CHARS_PER_TOKEN = 3.9  # stdlib code with the zoo tokenizer (9.17M chars / 2.32M tokens)
 _WORD = re.compile(r"[a-z]{4,9}")
 
@@ -124,24 +127,20 @@ class SyntheticMaker:
     # ------------------------------------------------------------------ documents
     def doc(self, kind: str, rng: random.Random, n_tokens: int) -> list[int] | None:
         """Token ids of one ``kind`` document with at most ``n_tokens`` tokens (None if none fits)."""
-        if kind == "kv":
+        if kind == "kv":  # multi-query: every query line is a retrieval target (dense supervision)
             n_max = max(2, min(9000, n_tokens // 4))
             keys = rng.sample(range(1000, 10000), n_max)
             values = rng.sample(range(10000, 100000), n_max)
-            depth = rng.random()
+            order = rng.sample(range(n_max), n_max)
 
             def build(n: int) -> str:
                 n = max(1, n)
                 lines = [f"key_{k} = {v}\n" for k, v in zip(keys[:n], values[:n], strict=True)]
-                i = min(n - 1, int(depth * n))
-                return (
-                    "# key-value table\n"
-                    + "".join(lines)
-                    + KV_QUERY.format(key=f"key_{keys[i]}")
-                    + f"{values[i]}\n"
-                )
+                asked = [i for i in order if i < n][: max(1, n // KV_QUERY_EVERY)]
+                queries = [KV_QUERY.format(key=f"key_{keys[i]}") + f"{values[i]}\n" for i in asked]
+                return "# key-value table\n" + "".join(lines) + "".join(queries)
 
-            return self._fit(build, n_tokens, n_max, int(n_tokens / 8.5))
+            return self._fit(build, n_tokens, n_max, int(n_tokens / 12.0))
         if kind == "passkey":
             pool = self._code_lines(rng, int(n_tokens * CHARS_PER_TOKEN * 1.3))
             key = self._unique_number(rng, 10000, 100000, "".join(pool))

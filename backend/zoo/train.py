@@ -62,6 +62,11 @@ class TrainArgs:
     device: str = "auto"
     attn_backend: str = "auto"  # kernel paths used in training (the saved config keeps "auto")
     linear_backend: str = "auto"
+    # continued training: a zoo root (train-all --out) whose zoo/<variant> export gives the initial
+    # weights; its train_summary.json the steps / tokens already seen, its formation.json the earlier
+    # formation records. Fresh optimizer, warmup and cosine schedule; steps and tokens in records, logs
+    # and the card count from the earlier run's totals.
+    init_from: str | None = None
 
     def check(self) -> None:
         get_variant(self.variant)
@@ -74,14 +79,8 @@ class TrainArgs:
             raise ValueError(f"max_seconds: must be > 0, got {self.max_seconds}")
         if self.time_budget_s is not None and self.calib_steps < 3:
             raise ValueError(f"calib_steps: must be >= 3 with a time budget, got {self.calib_steps}")
-        if (
-            self.batch_size < 1
-            or self.micro_batch < 0
-            or (self.micro_batch and self.batch_size % self.micro_batch)
-        ):
-            raise ValueError(
-                f"micro_batch: must divide batch_size ({self.batch_size}), got {self.micro_batch}"
-            )
+        if self.batch_size < 1 or self.micro_batch < 0 or (self.micro_batch and self.batch_size % self.micro_batch):
+            raise ValueError(f"micro_batch: must divide batch_size ({self.batch_size}), got {self.micro_batch}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
 
@@ -172,6 +171,38 @@ class Trainer:
         self.train_seconds = 0.0  # wall time of completed steps (carried over a resume)
         self.last_loss: float | None = None
         self.status = "running"
+        self.prior: dict[str, Any] = {"steps": 0, "tokens": 0}
+        if args.init_from:
+            self._init_from(Path(args.init_from))
+
+    def _init_from(self, root: Path) -> None:
+        """Weights, step / token totals and formation records of an earlier run (``args.init_from``)."""
+        from models.modeling import HybridForCausalLM
+
+        v = self.args.variant
+        src = root / "zoo" / v
+        summary = root / "train_summary.json"
+        if not (src / "config.json").is_file() or not summary.is_file():
+            raise FileNotFoundError(f"init_from: {root} needs zoo/{v}/ (an export) and train_summary.json")
+        earlier = json.loads(summary.read_text(encoding="utf-8"))["variants"].get(v) or {}
+        if "steps" not in earlier or "tokens_seen" not in earlier:
+            raise ValueError(f"init_from: {summary} has no finished run of {v!r}")
+        loaded = HybridForCausalLM.from_pretrained(src, torch_dtype=torch.float32)
+        for key in ("layer_types", "sliding_window", "layer_pe", "hidden_size", "num_hidden_layers"):
+            if getattr(loaded.config, key, None) != getattr(self.config, key, None):
+                raise ValueError(
+                    f"init_from: {src} differs from variant {v!r} in {key}: "
+                    f"{getattr(loaded.config, key, None)!r} != {getattr(self.config, key, None)!r}"
+                )
+        self.model.load_state_dict(loaded.state_dict())
+        self.prior = {
+            "steps": int(earlier["steps"]),
+            "tokens": int(earlier["tokens_seen"]),
+            "synthetic_frac": earlier.get("synthetic_frac"),
+            "from": str(root),
+        }
+        f = root / "formation.json"
+        self.formation = list(json.loads(f.read_text(encoding="utf-8")).get(v, [])) if f.is_file() else []
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,13 +260,15 @@ class Trainer:
         self.eval_steps = sorted(s for s in evals if s > self.step or s == self.total_steps)
 
     def evaluate(self) -> dict:
-        rec: dict[str, Any] = {"step": self.step, "tokens": self.tokens}
+        rec: dict[str, Any] = {"step": self.prior["steps"] + self.step, "tokens": self.prior["tokens"] + self.tokens}
+        if self.args.init_from:
+            rec["stage_step"] = self.step
         if self.eval_set is not None:
             t0 = time.perf_counter()
             rec.update(retrieval_scores(self.model, self.eval_set, self.device))
             rec["val_loss"] = val_loss(self.model, self.eval_set, self.device)
             rec["eval_seconds"] = round(time.perf_counter() - t0, 3)
-        self.formation = [r for r in self.formation if r["step"] != self.step] + [rec]
+        self.formation = [r for r in self.formation if r["step"] != rec["step"]] + [rec]
         (self.run_dir / "formation.json").write_text(
             json.dumps({"variant": self.args.variant, "records": self.formation}, indent=1), encoding="utf-8"
         )
@@ -301,8 +334,8 @@ class Trainer:
             "full_pe": v.full_pe,
             "params": self.n_params,
             "context": self.corpus.seq_len,
-            "steps": self.step,
-            "tokens_seen": self.tokens,
+            "steps": self.prior["steps"] + self.step,
+            "tokens_seen": self.prior["tokens"] + self.tokens,
             "batch": f"{self.args.batch_size} x {self.corpus.seq_len} tokens",
             "final_train_loss": None if self.last_loss is None else round(self.last_loss, 4),
             "final_val_loss": None if last.get("val_loss") is None else round(last["val_loss"], 4),
@@ -310,13 +343,12 @@ class Trainer:
             "device": _device_name(self.device),
             "synthetic_frac": self.args.synthetic_frac,
             "status": self.status,
+            **({"continued_from": {**self.prior, "stage_steps": self.step}} if self.args.init_from else {}),
             "hyperparameters": {k: v for k, v in asdict(self.args).items() if k not in ("variant", "device")},
         }
 
     # ------------------------------------------------------------------ the loop
-    def run(
-        self, resume: bool = False, eval_cost_s: float | None = None, stop_after: int | None = None
-    ) -> dict:
+    def run(self, resume: bool = False, eval_cost_s: float | None = None, stop_after: int | None = None) -> dict:
         """Train to the end; export; return the summary. ``eval_cost_s`` (seconds per evaluation, if
         known) sharpens the time-budget estimate; else the first evaluation is timed. ``stop_after``:
         stop at that step with a checkpoint and no export (status "interrupted"; resume later)."""
@@ -409,7 +441,7 @@ class Trainer:
         self.train_seconds += time.perf_counter() - wall0
         if self.status == "running":
             self.status = "done"
-        if not self.formation or self.formation[-1]["step"] != self.step:
+        if not self.formation or self.formation[-1]["step"] != self.prior["steps"] + self.step:
             self.evaluate()
         return self.finish()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -176,6 +177,33 @@ def test_synthetic_docs_hold_the_answer_once(data_dir):
     assert row.shape == (512,) and row.dtype == np.uint16
     tail = np.nonzero(row != 1)[0].max()
     assert (row[tail + 1 :] == 1).all() and (row[: tail + 1] != 1).all() and row[tail] == 0
+
+
+def test_kv_docs_ask_a_quarter_of_their_keys(data_dir):
+    from tokenizers import Tokenizer
+
+    from backend.zoo.corpus import KV_QUERY
+    from backend.zoo.synthetic_rows import KV_QUERY_EVERY
+
+    maker = maker_from_files(
+        data_dir / "tokenizer" / "tokenizer.json", split_path(data_dir, "train"), 2048, 0, 1, 64
+    )
+    tok = Tokenizer.from_file(str(data_dir / "tokenizer" / "tokenizer.json"))
+    prefix = KV_QUERY.split("{key}")[0]
+    for seed in range(3):
+        text = tok.decode(maker.doc("kv", random.Random(seed), 1500))
+        lines = text.rstrip("\n").split("\n")
+        table = dict(ln.split(" = ") for ln in lines[1:] if " = " in ln)
+        queries = [ln for ln in lines if ln.startswith(prefix)]
+        assert lines[0] == "# key-value table" and len(table) >= 40
+        assert len(queries) == len(table) // KV_QUERY_EVERY  # a quarter of the keys, each asked once
+        asked = [q[len(prefix) :].split("? ")[0] for q in queries]
+        assert len(set(asked)) == len(asked) and asked != sorted(asked, key=list(table).index)  # shuffled
+        for i, q in enumerate(queries):
+            key, value = q[len(prefix) :].split("? ")
+            assert table[key] == value
+            before = "\n".join(lines[: lines.index(q)])
+            assert before.count(value) == 1, (i, value)  # the answer occurs once before its query
 
 
 def test_mass_scores_match_the_probe(data_dir):
@@ -369,6 +397,40 @@ def test_train_all_equal_steps_and_fallback(zoo_root, data_dir):
     assert [r["step"] for r in formation["swa64"]] == [2, 3] and "max_full" in formation["swa64"][-1]
     again = train_all(root, data_dir, _args(variant="full", steps=3), ["swa64", "mamba2"], workers=0)
     assert again["variants"]["swa64"] == summary["variants"]["swa64"]  # finished variants are skipped
+
+
+def test_continued_training_starts_from_the_export(zoo_root, data_dir, tmp_path):
+    from backend.zoo.train_all import train_all
+    from models.modeling import HybridForCausalLM
+
+    root, first = zoo_root
+    corpus = load_corpus(data_dir, 256)
+    tr = _trainer(corpus, tmp_path / "run", variant="mamba2", steps=4, init_from=str(root))
+    src = HybridForCausalLM.from_pretrained(root / "zoo" / "mamba2", torch_dtype=torch.float32).state_dict()
+    mine = tr.model.state_dict()
+    assert sorted(mine) == sorted(src) and all(torch.equal(mine[k], src[k]) for k in src)
+    assert tr.prior["steps"] == 3 and tr.prior["tokens"] == first["variants"]["mamba2"]["tokens_seen"]
+    with pytest.raises(ValueError, match="differs from variant 'swa256' in sliding_window"):
+        shutil.copytree(root / "zoo" / "swa64", tmp_path / "fake" / "zoo" / "swa256")
+        (tmp_path / "fake" / "train_summary.json").write_text(
+            json.dumps({"variants": {"swa256": {"steps": 3, "tokens_seen": 1536}}})
+        )
+        _trainer(corpus, tmp_path / "r2", variant="swa256", init_from=str(tmp_path / "fake"))
+    with pytest.raises(FileNotFoundError, match="needs zoo/gdn/"):
+        _trainer(corpus, tmp_path / "r3", variant="gdn", init_from=str(root))
+
+    out = tmp_path / "stage2"
+    args = _args(variant="full", steps=4, init_from=str(root))
+    summary = train_all(out, data_dir, args, ["mamba2"], eval_lengths=(384,), workers=0)
+    mb = summary["variants"]["mamba2"]
+    assert mb["status"] == "done" and mb["steps"] == 3 + 4
+    before = first["variants"]["mamba2"]["tokens_seen"]
+    assert mb["tokens_seen"] == before + 4 * (before // 3)  # 3 steps before, 4 now, same batch
+    assert mb["continued_from"]["steps"] == 3 and mb["continued_from"]["stage_steps"] == 4
+    steps = [r["step"] for r in json.loads((out / "formation.json").read_text())["mamba2"]]
+    assert steps == [2, 3, 5, 7]  # the first run's records, then this run's, counted on from step 3
+    card = (out / "zoo" / "mamba2" / "README.md").read_text()
+    assert "| steps | 7 |" in card
 
 
 def test_precompute_and_report(zoo_root, data_dir):
