@@ -222,12 +222,26 @@ def longppl_summary() -> pd.DataFrame:
     return _latest(df, ["model", "ablation"])
 
 
+SWEEP_PPL_SUFFIX = " (PPL)"  # backend/probes/sweep.py's PPL_SUFFIX (the app does not import probes)
+
+
 def sweeps() -> pd.DataFrame:
     """Every sweep row with the model of its run."""
     return query(
         "SELECT r.model, s.name, s.x, s.y, s.label FROM sweep s JOIN runs r USING (run_id) "
         "WHERE r.status = 'ok' ORDER BY r.model, s.name, s.x"
     )
+
+
+def receptive_field_sweeps(df: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """The receptive-field sweep rows (formation series left out) by metric: {"LongPPL": ..., "PPL": ...},
+    series names without the PPL suffix; a metric without rows is left out."""
+    df = sweeps() if df is None else df
+    df = df[~df["name"].str.startswith("formation")]
+    is_ppl = df["name"].str.endswith(SWEEP_PPL_SUFFIX)
+    ppl = df[is_ppl].assign(name=df.loc[is_ppl, "name"].str.removesuffix(SWEEP_PPL_SUFFIX))
+    out = {"LongPPL": df[~is_ppl], "PPL": ppl}
+    return {k: v.reset_index(drop=True) for k, v in out.items() if not v.empty}
 
 
 def position_curve(run_id: str) -> pd.DataFrame:

@@ -199,6 +199,7 @@ def synthetic_tables(
         base = 8.0 + rng.random()
         rows = [("restrict_full", k, base * (1 + 6.0 / math.log2(k))) for k in ks]
         rows += [("restrict_efficient", k, base * (1 + 0.2 / math.log2(k))) for k in ks]
+        rows += [(name + " (PPL)", k, 0.6 * y) for name, k, y in rows]  # as the backend's sweep probe
         out["sweep"] = {
             "name": [r[0] for r in rows],
             "x": [float(r[1]) for r in rows],

@@ -117,5 +117,5 @@ PROBES: dict[str, tuple[type[_Params], str, str]] = {
     "niah": (NIAHParams, "1", "needle-in-a-haystack / passkey accuracy over length x depth"),
     "retrieval_heads": (RetrievalHeadParams, "2", "attention mass from the query onto the needle, per head"),
     "attention_rows": (AttentionRowParams, "1", "top-k attended keys and entropy for chosen heads/queries"),
-    "sweep": (SweepParams, "2", "LongPPL vs receptive field k of the full vs the efficient layers"),
+    "sweep": (SweepParams, "3", "LongPPL and PPL vs receptive field k of the full vs the efficient layers"),
 }

@@ -57,15 +57,16 @@ def render(vs: ViewState) -> None:
         "LongPPL when only the full-attention layers, or only the efficient layers, may see the last "
         "k tokens. The paper: restricting full attention hurts, restricting efficient layers barely does."
     )
-    sweep = _filter(data.sweeps(), vs.models)
-    sweep = sweep[~sweep["name"].str.startswith("formation")]
+    sweeps = data.receptive_field_sweeps(_filter(data.sweeps(), vs.models))
     _, model, abl = run_panel.sides(vs)[0]
     run_id, error = data.find_run("sweep", model, abl, vs.data)
     if run_id is None:
         run_panel.missing("A", "sweep", model, abl, vs, error)
-    if not sweep.empty:
-        charts.show("receptive field sweep", charts.sweep_chart, sweep, models)
-        charts.table_downloads(sweep, "receptive field sweep")
+    if sweeps and "LongPPL" not in sweeps:
+        st.caption("LongPPL is undefined for these runs (the evaluator found no key tokens); PPL is shown.")
+    for metric, sweep in sweeps.items():
+        charts.show(f"receptive field sweep {metric}", charts.sweep_chart, sweep, models, y_title=metric)
+        charts.table_downloads(sweep, f"receptive field sweep {metric}")
 
 
 if __name__ == "__main__":  # run as a page by st.navigation

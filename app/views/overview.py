@@ -55,11 +55,13 @@ def finding_ppl(models: list[str]) -> None:
 
 
 def finding_sweep(models: list[str]) -> None:
-    df = data.sweeps()
-    df = df[~df["name"].str.startswith("formation")]
-    if df.empty:
+    by_metric = data.receptive_field_sweeps()
+    if not by_metric:
         return _empty("receptive-field sweeps", "LongPPL")
-    charts.show("finding 2 receptive field sweep", charts.sweep_chart, df, models)
+    if "LongPPL" not in by_metric:
+        st.caption("LongPPL is undefined for these runs (the evaluator found no key tokens); PPL is shown.")
+    for metric, df in by_metric.items():
+        charts.show(f"finding 2 receptive field sweep {metric}", charts.sweep_chart, df, models, y_title=metric)
 
 
 def best_head_bars(scores: pd.DataFrame, models: list[str]) -> alt.Chart:

@@ -2,7 +2,10 @@
 
 Each point is its own cached ``longppl`` run: the spec's ablation plus ``rf[<layers>]=k`` where
 <layers> are the full-attention layers (``restrict_full``) or the efficient ones, SWA and recurrent
-(``restrict_efficient``), plus one unrestricted baseline. This probe only collects the points.
+(``restrict_efficient``), plus one unrestricted baseline. This probe only collects the points:
+LongPPL under the series names above, and PPL (all tokens) under the same names + ``PPL_SUFFIX``
+(LongPPL is undefined when the evaluator finds no key tokens; PPL always exists, and the dashboard
+charts the two separately).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from backend.spec import RunSpec
 from models.ablation import Ablation
 from models.plan import FULL
 
+PPL_SUFFIX = " (PPL)"  # app/data.py keeps the same literal (the app never imports the backend's probes)
 _LONGPPL = ("n_docs", "max_tokens", "trunc_len", "stride", "alpha", "beta", "evaluator")
 
 
@@ -49,12 +53,13 @@ def run(ctx: ProbeContext) -> dict:
     deps = ctx.meta.pop("_deps")
     rows = {"name": [], "x": [], "y": [], "label": []}
     for (name, k, s), dep in zip(points(ctx.spec), deps, strict=True):
-        value = dep.manifest["meta"].get("longppl")
-        if value is None:
-            continue
-        rows["name"].append(name)
-        rows["x"].append(float(k if k is not None else ctx.params.max_tokens))
-        rows["y"].append(float(value))
-        rows["label"].append(s.ablation.to_text() or "unrestricted")
+        meta = dep.manifest["meta"]
+        for series, value in ((name, meta.get("longppl")), (name + PPL_SUFFIX, meta.get("ppl"))):
+            if value is None:
+                continue
+            rows["name"].append(series)
+            rows["x"].append(float(k if k is not None else ctx.params.max_tokens))
+            rows["y"].append(float(value))
+            rows["label"].append(s.ablation.to_text() or "unrestricted")
     ctx.meta.update(points=len(rows["x"]))
     return {"sweep": rows}

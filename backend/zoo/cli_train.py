@@ -80,7 +80,7 @@ def add_commands(sub) -> None:
     p.add_argument("--smoke", action="store_true", help="tiny probe sizes (CPU)")
     p.add_argument("--budget-s", type=float, default=None, help="skip remaining steps after this many seconds")
     p.add_argument("--attn-backend", choices=("sdpa", "auto"), default="sdpa")
-    p.add_argument("--evaluator", default="zoo/full", help="LongPPL key-token model ('' = each model itself)")
+    p.add_argument("--evaluator", default="zoo/gdn", help="LongPPL key-token model ('' = each model itself)")
     r = sub.add_parser("report", help="compact tables of a trained + precomputed zoo root")
     r.add_argument("--root", type=Path, required=True)
     k = sub.add_parser("package", help="tar.gz archives of a zoo root (<= 8 files, <= 16 MiB each)")

@@ -63,3 +63,25 @@ def test_parquet_download_round_trips():
     df = pd.DataFrame({"a": [1, 2], "b": ["x", "<y>"]})
     back = pq.read_table(io.BytesIO(charts._parquet(df))).to_pandas()
     pd.testing.assert_frame_equal(back, df)
+
+
+def test_sweep_rows_split_by_metric_and_the_suffix_matches_the_probe():
+    from app import data
+    from backend.probes.sweep import PPL_SUFFIX
+
+    assert data.SWEEP_PPL_SUFFIX == PPL_SUFFIX
+    df = pd.DataFrame(
+        {
+            "model": ["m"] * 5,
+            "name": ["baseline", "restrict_full", "restrict_full (PPL)", "baseline (PPL)", "formation:m"],
+            "x": [4096.0, 16.0, 16.0, 4096.0, 10.0],
+            "y": [9.0, 20.0, 12.0, 7.0, 0.1],
+            "label": ["a", "b", "c", "d", "e"],
+        }
+    )
+    out = data.receptive_field_sweeps(df)
+    assert list(out) == ["LongPPL", "PPL"]
+    assert out["LongPPL"]["name"].tolist() == ["baseline", "restrict_full"]
+    assert out["PPL"][["name", "y"]].values.tolist() == [["restrict_full", 12.0], ["baseline", 7.0]]
+    only_ppl = data.receptive_field_sweeps(df[df["name"].str.endswith("(PPL)")])
+    assert list(only_ppl) == ["PPL"]  # undefined LongPPL: no empty chart
