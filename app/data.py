@@ -204,22 +204,25 @@ def provenance() -> str | None:
     return None
 
 
-def _latest(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    return df.sort_values("created_at", ascending=False).drop_duplicates(keys).sort_values(keys)
+def most_complete(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per ``keys``: the run over the most documents, the newest among equals (a receptive-field
+    sweep's 2-document baseline must not hide the 13-document LongPPL run of the same model)."""
+    df = df.sort_values(["n_docs", "created_at"], ascending=False)
+    return df.drop_duplicates(keys).sort_values(keys)
 
 
 def longppl_summary() -> pd.DataFrame:
-    """Corpus PPL and LongPPL per (model, ablation), newest run of each."""
+    """Corpus PPL and LongPPL per (model, ablation), from the run over the most documents (newest first)."""
     df = query("""
         SELECT r.run_id, r.model, r.ablation, r.created_at,
                exp(sum(l.n_tokens * ln(l.ppl)) / sum(l.n_tokens)) AS ppl,
                exp(sum(CASE WHEN l.n_key > 0 THEN l.n_key * ln(l.longppl) END)
                    / nullif(sum(CASE WHEN l.n_key > 0 THEN l.n_key END), 0)) AS longppl,
                sum(l.n_key) AS n_key, count(*) AS n_docs
-        FROM longppl l JOIN runs r USING (run_id) WHERE r.status = 'ok'
-        GROUP BY r.run_id, r.model, r.ablation, r.created_at""")
+        FROM longppl l JOIN runs r USING (run_id) WHERE r.status = 'ok' AND l.doc >= 0
+        GROUP BY r.run_id, r.model, r.ablation, r.created_at""")  # doc -1 is the corpus row: left out
     df["ablation"] = [canonical_ablation(a) for a in df["ablation"]]
-    return _latest(df, ["model", "ablation"])
+    return most_complete(df, ["model", "ablation"])
 
 
 SWEEP_PPL_SUFFIX = " (PPL)"  # backend/probes/sweep.py's PPL_SUFFIX (the app does not import probes)

@@ -93,3 +93,29 @@ def test_every_view_renders_from_the_bundle(view, monkeypatch, tmp_path):
     assert not at.exception, [e.value for e in at.exception]
     if view != "runs":
         assert list(at.get("vega_lite_chart")) or view == "token_loss", f"{view}: no chart from the bundle"
+
+
+def test_dashboard_longppl_summary_is_the_bundled_full_run(monkeypatch, tmp_path):
+    """The Overview / LongPPL table shows, per model, the LongPPL run over the most documents (not the
+    receptive-field sweep's 2-document baseline), with the numbers its manifest records."""
+    from app import data
+
+    monkeypatch.setenv("HYBRIDSCOPE_STORE", str(tmp_path / "empty"))
+    monkeypatch.delenv("HYBRIDSCOPE_PRECOMPUTED", raising=False)
+    df = data.longppl_summary()
+    df = df[df["ablation"] == ""].set_index("model")
+    reader = _reader()
+    for name in ZOO:
+        runs = reader.sql("SELECT run_id FROM runs WHERE model = ? AND probe = 'longppl' AND status = 'ok' "
+                          "AND (ablation IS NULL OR ablation = '')", [f"zoo/{name}"]).to_pylist()
+        metas = [reader.manifests[r["run_id"]]["meta"] for r in runs]
+        docs = {r["run_id"]: len(reader.sql("SELECT DISTINCT doc FROM longppl WHERE run_id = ? AND doc >= 0",
+                                             [r["run_id"]]).to_pylist()) for r in runs}
+        best = max(runs, key=lambda r: docs[r["run_id"]])
+        meta = reader.manifests[best["run_id"]]["meta"]
+        row = df.loc[f"zoo/{name}"]
+        assert row["run_id"] == best["run_id"] and row["n_docs"] == docs[best["run_id"]] and len(metas) >= 1
+        assert row["ppl"] == pytest.approx(meta["ppl"], rel=1e-6)
+        assert row["n_key"] == meta["n_key"]
+        if meta["longppl"] is not None:
+            assert row["longppl"] == pytest.approx(meta["longppl"], rel=1e-6)

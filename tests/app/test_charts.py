@@ -85,3 +85,22 @@ def test_sweep_rows_split_by_metric_and_the_suffix_matches_the_probe():
     assert out["PPL"][["name", "y"]].values.tolist() == [["restrict_full", 12.0], ["baseline", 7.0]]
     only_ppl = data.receptive_field_sweeps(df[df["name"].str.endswith("(PPL)")])
     assert list(only_ppl) == ["PPL"]  # undefined LongPPL: no empty chart
+
+
+def test_longppl_summary_prefers_the_run_over_most_documents():
+    from app import data
+
+    df = pd.DataFrame(
+        {
+            "model": ["a", "a", "a", "b"],
+            "ablation": ["", "", "rf[3]=64", ""],
+            "created_at": [1.0, 2.0, 3.0, 1.0],
+            "n_docs": [14, 3, 3, 3],
+            "longppl": [8.0, 7.0, 90.0, 5.0],
+        }
+    )
+    out = data.most_complete(df, ["model", "ablation"])
+    want = [["a", "", 8.0], ["a", "rf[3]=64", 90.0], ["b", "", 5.0]]
+    assert out[["model", "ablation", "longppl"]].values.tolist() == want
+    newer = pd.concat([df, df.iloc[[0]].assign(created_at=5.0, longppl=9.0)])  # same size, newer: wins
+    assert data.most_complete(newer, ["model", "ablation"]).iloc[0]["longppl"] == 9.0
