@@ -124,6 +124,20 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         ("training time (s)", card.get("train_seconds")),
         ("device", card.get("device")),
     ]
+    earlier = card.get("continued_from")
+    synthetic = f"{card.get('synthetic_frac')} of the rows"
+    if earlier:  # continued training: say what the totals are made of
+        rows.insert(
+            9,
+            (
+                "training stages",
+                f"{earlier.get('steps')} steps ({earlier.get('tokens', 0):,} tokens, synthetic fraction "
+                f"{earlier.get('synthetic_frac')}), then {earlier.get('stage_steps')} steps continued from "
+                "those weights (fresh optimizer and schedule)",
+            ),
+        )
+        rows[-2] = ("training time of the last stage (s)", card.get("train_seconds"))
+        synthetic += f" in the last stage ({earlier.get('synthetic_frac')} before)"
     lines = [
         f"# HybridScope zoo: `{card.get('name')}`",
         "",
@@ -145,8 +159,8 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         "packages (MIT / BSD / Apache-2.0; names, versions and licences in the corpus manifest and "
         "precomputed/README.md), built by `python -m backend.zoo build-data`, "
         "plus synthetic retrieval documents drawn fresh every epoch (key-value recall and passkey in the "
-        f"corpus format; NIAH / passkey prompt templates on code haystacks): {card.get('synthetic_frac')} "
-        "of the rows. Byte-level BPE tokenizer (vocab 8192) trained on the training split.",
+        f"corpus format; NIAH / passkey prompt templates on code haystacks): {synthetic}. "
+        "Byte-level BPE tokenizer (vocab 8192) trained on the training split.",
         "",
         "## Card (JSON)",
         "",

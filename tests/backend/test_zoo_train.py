@@ -430,7 +430,8 @@ def test_continued_training_starts_from_the_export(zoo_root, data_dir, tmp_path)
     steps = [r["step"] for r in json.loads((out / "formation.json").read_text())["mamba2"]]
     assert steps == [2, 3, 5, 7]  # the first run's records, then this run's, counted on from step 3
     card = (out / "zoo" / "mamba2" / "README.md").read_text()
-    assert "| steps | 7 |" in card
+    assert "| steps | 7 |" in card and "| training stages | 3 steps (" in card and "then 4 steps continued" in card
+    assert "0.25 of the rows in the last stage (0.25 before)" in card
 
 
 def test_precompute_and_report(zoo_root, data_dir):
