@@ -27,7 +27,8 @@ def close(actual, expected, rtol=1e-5):
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * expected.abs().max().item())
 
 
-@pytest.mark.parametrize("length,chunk", [(37, 16), (64, 16), (50, 8), (5, 16), (96, 32)])
+# 300 / 8: 38 chunks, 6 levels of the log-depth scan
+@pytest.mark.parametrize("length,chunk", [(37, 16), (64, 16), (50, 8), (5, 16), (96, 32), (300, 8)])
 def test_chunked_matches_recurrent(length, chunk):
     inputs = make_inputs(length, seed=length)
     s0 = torch.randn(B, H, DK, DV, generator=torch.Generator().manual_seed(2))

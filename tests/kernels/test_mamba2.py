@@ -36,7 +36,7 @@ def test_segsum_matches_definition():
             torch.testing.assert_close(out[:, i, j], want)
 
 
-@pytest.mark.parametrize("length,chunk,groups", [(37, 16, 1), (64, 16, 2), (50, 8, 2), (5, 16, 1)])
+@pytest.mark.parametrize("length,chunk,groups", [(37, 16, 1), (64, 16, 2), (50, 8, 2), (5, 16, 1), (300, 8, 1)])
 def test_chunked_matches_recurrent(length, chunk, groups):
     x, dt, A, Bm, Cm, D = make_inputs(length, groups)
     h0 = torch.randn(B, H, P, N, generator=torch.Generator().manual_seed(7))
