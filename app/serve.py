@@ -1,7 +1,8 @@
 """Start and stop the dashboard as a child process on 127.0.0.1 (browser tests and benchmarks).
 
 ``start(env, script)`` runs ``streamlit run <script>`` on a free loopback port and returns once
-``/_stcore/health`` answers; ``stop(proc)`` ends it by PID (SIGTERM, then SIGKILL).
+``/_stcore/health`` answers; ``stop(proc)`` ends it by PID (SIGTERM, then SIGKILL). ``CHROMIUM`` and
+``FLAGS``: the browser that drives it and its launch flags.
 """
 
 from __future__ import annotations
@@ -17,6 +18,17 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# Debian's chromium and the flags every browser test / benchmark launches it with (never a downloaded one)
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:

@@ -38,16 +38,7 @@ from app import serve as dashboard  # noqa: E402
 from app.fake_client import WORDS, write_synthetic  # noqa: E402
 from backend.store import TraceStore  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+CHROMIUM, FLAGS = dashboard.CHROMIUM, dashboard.FLAGS
 _CHART = '[data-testid="stVegaLiteChart"]'
 RENDERED = f"document.querySelectorAll('{_CHART} canvas, {_CHART} svg').length"
 GOAL_OPEN, GOAL_SWITCH = 2.0, 0.3

@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         type=lambda v: tuple(x for x in v.split(",") if x.strip()),
         default=None,
         help="comma-separated installed packages whose Python source joins the stdlib "
-        "(default: backend.zoo.corpus.DEFAULT_PACKAGES)",
+        "(default: backend.zoo.packages.DEFAULT_PACKAGES)",
     )
     g.add_argument("--stdlib-only", action="store_true", help="no package source, the stdlib only")
     b.add_argument(

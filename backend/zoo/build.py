@@ -7,7 +7,7 @@
   out/manifest.json                   counts, chars, tokens per split and source; every package with
                                       version and licence; sha256 of every output (and of the
                                       uncompressed training JSONL)
-Natural text: the stdlib plus ``packages`` (default ``corpus.DEFAULT_PACKAGES``; ``()`` for the stdlib
+Natural text: the stdlib plus ``packages`` (default ``packages.DEFAULT_PACKAGES``; ``()`` for the stdlib
 only); see :mod:`backend.zoo.corpus`. Running it twice with the same arguments on the same Python with
 the same installed package versions gives byte-identical files.
 """
@@ -22,18 +22,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from backend.zoo.corpus import (
-    DEFAULT_PACKAGES,
     KV_SOURCE,
     PASSKEY_SOURCE,
     SPLITS,
     STDLIB_SOURCE,
     Doc,
-    check_packages,
-    collect_package,
     collect_stdlib,
     make_synthetic,
     split_docs,
     write_jsonl,
+)
+from backend.zoo.packages import (
+    DEFAULT_PACKAGES,
+    check_packages,
+    collect_package,
 )
 from backend.zoo.tokenizer import EOS, PAD, backend_of, encode_many, save_hf, train_bpe
 

@@ -13,16 +13,7 @@ import pytest
 
 from app import serve
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+CHROMIUM, FLAGS = serve.CHROMIUM, serve.FLAGS
 CHART = '[data-testid="stVegaLiteChart"]'
 TIMEOUT_MS = 60_000
 

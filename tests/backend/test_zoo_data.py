@@ -17,26 +17,28 @@ import pytest
 from backend.zoo.__main__ import main
 from backend.zoo.build import build_data, sha256_file
 from backend.zoo.corpus import (
-    DEFAULT_PACKAGES,
     KV_SOURCE,
     PASSKEY_SOURCE,
     Doc,
-    check_packages,
-    collect_package,
     collect_stdlib,
     exclusion_reason,
     is_synthetic,
-    licence_allowed,
-    licence_of,
     make_kv_doc,
     make_passkey_doc,
-    package_exclusion_reason,
-    package_info,
     read_jsonl,
     split_of,
     split_path,
     split_query,
     write_jsonl,
+)
+from backend.zoo.packages import (
+    DEFAULT_PACKAGES,
+    check_packages,
+    collect_package,
+    licence_allowed,
+    licence_of,
+    package_exclusion_reason,
+    package_info,
 )
 from backend.zoo.tokenizer import backend_of, encode_many, load_tokenizer, pack_ids, pack_tokens, train_bpe
 
