@@ -83,24 +83,16 @@ def show(
     out = st.vega_lite_chart(spec=spec, width="stretch", **(st_kwargs or {}))
     slug = _slug(name)
     c1 = c2 = st.container(horizontal=True, gap="small")
-    c1.download_button(
-        "SVG",
-        lambda: _svg(spec),
-        f"{slug}.svg",
-        "image/svg+xml",
-        key=f"svg-{slug}",
-        on_click="ignore",
-        help=f"Download '{name}' as SVG",
-    )
-    c2.download_button(
-        "PNG",
-        lambda: _png(spec),
-        f"{slug}.png",
-        "image/png",
-        key=f"png-{slug}",
-        on_click="ignore",
-        help=f"Download '{name}' as PNG",
-    )
+    for col, fmt, convert, mime in ((c1, "svg", _svg, "image/svg+xml"), (c2, "png", _png, "image/png")):
+        col.download_button(
+            fmt.upper(),
+            lambda convert=convert: convert(spec),  # converted only when clicked
+            f"{slug}.{fmt}",
+            mime,
+            key=f"{fmt}-{slug}",
+            on_click="ignore",
+            help=f"Download '{name}' as {fmt.upper()}",
+        )
     return out
 
 

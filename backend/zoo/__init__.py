@@ -1,11 +1,13 @@
 """The zoo: small hybrids trained on a local, licence-clean corpus (see backend/zoo/build.py).
 
-Data side: ``corpus`` (stdlib and permissively licensed package sources, splits, synthetic retrieval
-documents), ``tokenizer`` (byte-level BPE, HF-style save, token-stream packing), ``build`` (deterministic rebuild).
+Data side: ``corpus`` (stdlib documents, splits, synthetic retrieval documents, JSONL), ``packages``
+(source of permissively licensed installed packages), ``tokenizer`` (byte-level BPE, HF-style save,
+token-stream packing), ``build`` (deterministic rebuild).
 Models: ``variants`` (the seven), ``data`` + ``synthetic_rows`` (training rows, fresh synthetic rows
-every epoch), ``train`` / ``train_all`` (trainer, equal-data runs of all variants), ``checkpoint``,
-``formation`` (retrieval-head formation during training). Traces: ``precompute`` (trace store via the
-runner), ``report``, ``package`` (archives for the device round trip).
+every epoch), ``train`` / ``train_all`` (trainer, equal-data runs of all variants), ``continued``
+(training on from an earlier zoo root), ``checkpoint``, ``formation`` (retrieval-head formation during
+training). Traces: ``precompute`` (trace store via the runner), ``report``, ``package`` (archives for
+the device round trip).
 CLI: ``python -m backend.zoo build-data | pack | variants | train | train-all | precompute | report |
 package`` (scripts/gpu_zoo.sh runs the GPU pipeline).
 """

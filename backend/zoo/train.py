@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from backend.zoo import checkpoint as ck
+from backend.zoo.continued import load_earlier
 from backend.zoo.data import BatchStream, Corpus, SyntheticSource, corpus_summary
 from backend.zoo.formation import EvalSet, retrieval_scores, val_loss
 from backend.zoo.variants import context_of, get_variant, param_count, variant_config
@@ -173,36 +174,9 @@ class Trainer:
         self.status = "running"
         self.prior: dict[str, Any] = {"steps": 0, "tokens": 0}
         if args.init_from:
-            self._init_from(Path(args.init_from))
-
-    def _init_from(self, root: Path) -> None:
-        """Weights, step / token totals and formation records of an earlier run (``args.init_from``)."""
-        from models.modeling import HybridForCausalLM
-
-        v = self.args.variant
-        src = root / "zoo" / v
-        summary = root / "train_summary.json"
-        if not (src / "config.json").is_file() or not summary.is_file():
-            raise FileNotFoundError(f"init_from: {root} needs zoo/{v}/ (an export) and train_summary.json")
-        earlier = json.loads(summary.read_text(encoding="utf-8"))["variants"].get(v) or {}
-        if "steps" not in earlier or "tokens_seen" not in earlier:
-            raise ValueError(f"init_from: {summary} has no finished run of {v!r}")
-        loaded = HybridForCausalLM.from_pretrained(src, torch_dtype=torch.float32)
-        for key in ("layer_types", "sliding_window", "layer_pe", "hidden_size", "num_hidden_layers"):
-            if getattr(loaded.config, key, None) != getattr(self.config, key, None):
-                raise ValueError(
-                    f"init_from: {src} differs from variant {v!r} in {key}: "
-                    f"{getattr(loaded.config, key, None)!r} != {getattr(self.config, key, None)!r}"
-                )
-        self.model.load_state_dict(loaded.state_dict())
-        self.prior = {
-            "steps": int(earlier["steps"]),
-            "tokens": int(earlier["tokens_seen"]),
-            "synthetic_frac": earlier.get("synthetic_frac"),
-            "from": str(root),
-        }
-        f = root / "formation.json"
-        self.formation = list(json.loads(f.read_text(encoding="utf-8")).get(v, [])) if f.is_file() else []
+            earlier = load_earlier(Path(args.init_from), args.variant, self.config)
+            self.model.load_state_dict(earlier.state_dict)
+            self.prior, self.formation = earlier.prior, earlier.formation
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
