@@ -7,7 +7,6 @@ from the URL. Results are cached per store generation, so a new run shows up on 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,25 +14,19 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from backend import paths
 from backend.schema import TABLES
 from backend.store_reader import SqlError, StoreReader
 from models.ablation import Ablation, AblationError
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def store_dir() -> Path:
-    """The user store: $HYBRIDSCOPE_STORE, else the platform user cache dir (as the backend uses)."""
-    env = os.environ.get("HYBRIDSCOPE_STORE")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("hybridscope")) / "store"
+    """The user store (the same one the backend writes)."""
+    return paths.store_root()
 
 
 def precomputed_dir() -> Path:
-    return Path(os.environ.get("HYBRIDSCOPE_PRECOMPUTED", ROOT / "precomputed")).expanduser()
+    return paths.precomputed_root()
 
 
 def roots() -> tuple[str, ...]:

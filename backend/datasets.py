@@ -13,7 +13,7 @@ import sysconfig
 from pathlib import Path
 
 from backend.data.text import Doc, fingerprint, load_text_dataset
-from backend.model_refs import PRECOMPUTED
+from backend.paths import bundled_data_root
 
 
 class DataRefError(ValueError):
@@ -21,7 +21,7 @@ class DataRefError(ValueError):
 
 
 def default_ref() -> str:
-    return "zoo:test" if (PRECOMPUTED / "data" / "test.jsonl").is_file() else "stdlib"
+    return "zoo:test" if (bundled_data_root() / "test.jsonl").is_file() else "stdlib"
 
 
 def stdlib_docs(n_docs: int | None, seed: int = 0, min_chars: int = 8_000) -> list[Doc]:
@@ -38,7 +38,7 @@ def resolve(ref: str | None, n_docs: int | None = None, seed: int = 0) -> tuple[
         docs = stdlib_docs(n_docs, seed)
     elif ref.startswith("zoo:"):
         split = ref[4:]
-        path = PRECOMPUTED / "data" / f"{split}.jsonl"
+        path = bundled_data_root() / f"{split}.jsonl"
         if split not in ("val", "test") or not path.is_file():
             raise DataRefError(f"data: unknown bundled dataset {ref!r}; allowed: zoo:val, zoo:test, stdlib, file:PATH")
         docs = load_text_dataset(path, n_docs=n_docs, seed=seed)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PRECOMPUTED = Path(os.environ.get("HYBRIDSCOPE_PRECOMPUTED", ROOT / "precomputed"))
+from backend.paths import model_roots, zoo_root
+
 TINY = re.compile(r"^tiny/([FSMG]{1,32})$")
 
 
@@ -33,21 +32,12 @@ class ModelRef:
     pattern: str | None = None
 
 
-def model_roots() -> list[Path]:
-    env = os.environ.get("HYBRIDSCOPE_MODEL_ROOTS", "")
-    return [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-
-
-def zoo_dir() -> Path:
-    return PRECOMPUTED / "zoo"
-
-
 def resolve(ref: str) -> ModelRef:
     m = TINY.match(ref)
     if m:
         return ModelRef(ref, None, m.group(1))
     if ref.startswith("zoo/"):
-        path = zoo_dir() / ref[4:]
+        path = zoo_root() / ref[4:]
         if (path / "config.json").is_file():
             return ModelRef(ref, path)
         raise ModelRefError(f"model: unknown zoo model {ref!r}; known: {', '.join(list_models()) or 'none'}")
@@ -63,8 +53,8 @@ def resolve(ref: str) -> ModelRef:
 
 def list_models() -> list[str]:
     out = []
-    if zoo_dir().is_dir():
-        out += [f"zoo/{p.name}" for p in sorted(zoo_dir().iterdir()) if (p / "config.json").is_file()]
+    if zoo_root().is_dir():
+        out += [f"zoo/{p.name}" for p in sorted(zoo_root().iterdir()) if (p / "config.json").is_file()]
     for root in model_roots():
         if root.is_dir():
             out += [str(p.relative_to(root)) for p in sorted(root.iterdir()) if (p / "config.json").is_file()]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from backend import datasets, model_refs
+from backend import datasets, model_refs, paths
 from backend.params import PROBES
 from backend.spec import RunSpec
 from backend.store import TraceStore
@@ -32,15 +32,6 @@ _THREAD_LOCKS_GUARD = threading.Lock()
 # one probe at a time per loaded model: ablations and captures change the shared (cached) model object
 _MODEL_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 SYNTHETIC = ("niah", "retrieval_heads")  # probes that generate their own inputs (data = haystack text)
-
-
-def default_store_root() -> Path:
-    env = os.environ.get("HYBRIDSCOPE_STORE")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("hybridscope")) / "store"
 
 
 @dataclass
@@ -61,9 +52,9 @@ class RunError(RuntimeError):
 
 class Runner:
     def __init__(self, store_root: str | os.PathLike | None = None, read_only_roots: list | None = None) -> None:
-        self.store = TraceStore(store_root or default_store_root())
+        self.store = TraceStore(store_root or paths.store_root())
         if read_only_roots is None:
-            pre = model_refs.PRECOMPUTED / "store"
+            pre = paths.precomputed_store()
             read_only_roots = [pre] if pre.is_dir() else []
         self.extra = [TraceStore(r, read_only=True) for r in read_only_roots]
         self.computed: list[str] = []  # run_ids this runner computed (tests, logging)

@@ -19,11 +19,9 @@ pytestmark = pytest.mark.skipif(not ZOO, reason="no bundled zoo in precomputed/"
 def _bundled_root(monkeypatch):
     """Point model and data refs at the repository's precomputed/, whatever earlier tests (or the
     environment at import time) set."""
-    from backend import datasets, loading, model_refs
+    from backend import loading
 
-    monkeypatch.delenv("HYBRIDSCOPE_PRECOMPUTED", raising=False)
-    monkeypatch.setattr(model_refs, "PRECOMPUTED", PRE)
-    monkeypatch.setattr(datasets, "PRECOMPUTED", PRE)
+    monkeypatch.setenv("HYBRIDSCOPE_PRECOMPUTED", str(PRE))
     loading.clear_cache()
 
 

@@ -59,9 +59,6 @@ def env(monkeypatch, tmp_path):
     monkeypatch.delenv("HYBRIDSCOPE_BACKEND_URL", raising=False)
     monkeypatch.delenv("HYBRIDSCOPE_ALLOW_FILE_DATA", raising=False)
     monkeypatch.delenv("HYBRIDSCOPE_MODEL_ROOTS", raising=False)
-    import backend.model_refs
-
-    monkeypatch.setattr(backend.model_refs, "PRECOMPUTED", pre)  # no bundled zoo models in tests
     _clear_caches()
     yield log
     _clear_caches()

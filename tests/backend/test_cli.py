@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from backend import model_refs
 from backend.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,7 +108,7 @@ def env(tmp_path, monkeypatch):
     (tmp_path / "roots" / "mymodel" / "config.json").write_text("{}")
     monkeypatch.setenv("HYBRIDSCOPE_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("HYBRIDSCOPE_MODEL_ROOTS", str(tmp_path / "roots"))
-    monkeypatch.setattr(model_refs, "PRECOMPUTED", tmp_path / "precomputed")
+    monkeypatch.setenv("HYBRIDSCOPE_PRECOMPUTED", str(tmp_path / "precomputed"))
     return {k: str(tmp_path / v) for k, v in
             (("doc", "doc.txt"), ("short", "short.txt"), ("csv", "data.csv"), ("emptydir", "emptydir"),
              ("file", "file"), ("store", "store"))}

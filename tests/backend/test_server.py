@@ -11,7 +11,6 @@ import warnings
 
 import pytest
 
-from backend import model_refs
 from backend.client import HttpClient, LocalClient, RunFailed
 from backend.runner import Runner
 from backend.server import make_app
@@ -28,8 +27,7 @@ def env(tmp_path, monkeypatch):
     """A document, a short document and an isolated store (no precomputed/ store)."""
     (tmp_path / "doc.txt").write_text("".join(f"line {i}: a document for the server. " for i in range(5)))
     (tmp_path / "short.txt").write_text("a")
-    monkeypatch.setattr(model_refs, "PRECOMPUTED", tmp_path / "precomputed")
-    monkeypatch.setenv("HYBRIDSCOPE_PRECOMPUTED", str(tmp_path / "precomputed"))  # child processes
+    monkeypatch.setenv("HYBRIDSCOPE_PRECOMPUTED", str(tmp_path / "precomputed"))  # this process and children
     return {"doc": f"file:{tmp_path / 'doc.txt'}", "short": f"file:{tmp_path / 'short.txt'}",
             "store": str(tmp_path / "store")}
 
