@@ -20,8 +20,9 @@ import numpy as np
 
 from backend.client import RunFailed, cpu_limits
 from backend.store import TraceStore
+from models.plan import LAYER_LETTERS
 
-KIND_OF = {"F": "full_attention", "S": "sliding_attention", "M": "mamba2", "G": "gated_deltanet"}
+KIND_OF = LAYER_LETTERS
 WORDS = [
     "the",
     " model",

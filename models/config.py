@@ -20,13 +20,13 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import PretrainedConfig
 
-from models.plan import ATTENTION_KINDS, FULL, GDN, MAMBA2, SWA
+from models.plan import ATTENTION_KINDS, FULL, GDN, LAYER_LETTERS, MAMBA2, SWA
 
 LAYER_TYPES = (FULL, SWA, MAMBA2, GDN)
 PE_TYPES = ("rope", "nope")
 ATTN_BACKENDS = ("auto", "sdpa", "flex", "reference")
 LINEAR_BACKENDS = ("auto", "chunked", "recurrent", "fla")
-PATTERN_LETTERS = {"F": FULL, "S": SWA, "M": MAMBA2, "G": GDN}
+PATTERN_LETTERS = LAYER_LETTERS
 
 
 def _default_layer_types(n: int) -> list[str]:

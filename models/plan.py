@@ -19,6 +19,8 @@ MAMBA2 = "mamba2"
 GDN = "gated_deltanet"
 ATTENTION_KINDS = (FULL, SWA)
 LINEAR_KINDS = (MAMBA2, GDN, "linear_attention", "mamba")
+# one letter per native layer kind: tiny/<pattern> refs, HybridConfig.from_pattern, zoo variant names
+LAYER_LETTERS = {"F": FULL, "S": SWA, "M": MAMBA2, "G": GDN}
 
 # selector word -> predicate on a layer kind
 SELECTOR_WORDS = {
