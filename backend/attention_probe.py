@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 from kernels.attention_rows import attention_probs_rows
-from models.capture import attention_scale, capture, current_plans
+from models.adapters import adapter_for
 
 
 @torch.inference_mode()
@@ -29,7 +29,8 @@ def row_probs(
 
     Non-attention layers are absent from the result.
     """
-    plans = current_plans(model)
+    adapter = adapter_for(model)
+    plans = adapter.current_plans()
     attn_layers = [i for i, p in enumerate(plans) if p.is_attention]
     layers = attn_layers if layers is None else [i for i in layers if i in attn_layers]
     qpos_cpu = torch.tensor(query_positions, dtype=torch.long)  # validated on the host: no GPU sync
@@ -44,10 +45,9 @@ def row_probs(
             plan, q, k = plans[layer], slot["q"], slot["k"]
             del pending[layer]
             probs = attention_probs_rows(q, k, qpos_cpu, window=plan.window, sinks=plan.sinks if plan.window else 0,
-                                         scale=attention_scale(model, layer))[0]
+                                         scale=adapter.attention_scale(layer))[0]
             out[layer] = reduce(layer, probs) if reduce else probs
 
-    with capture(model, names=("q", "k"), layers=layers, on_record=on_record):
-        base = getattr(model, "model", None) or model.get_decoder()
-        base(input_ids=ids)
+    with adapter.capture(names=("q", "k"), layers=layers, on_record=on_record):
+        adapter.decoder()(input_ids=ids)
     return out

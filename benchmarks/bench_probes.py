@@ -51,7 +51,7 @@ from backend.probes.longppl_math import (  # noqa: E402
     short_logprobs_naive,
 )
 from kernels.attention import attention_probs_reference  # noqa: E402
-from models.capture import attention_scale, capture, current_plans  # noqa: E402
+from models.adapters import adapter_for  # noqa: E402
 from models.config import HybridConfig  # noqa: E402
 from models.modeling import HybridForCausalLM  # noqa: E402
 
@@ -92,7 +92,8 @@ def mass_reduce(need: torch.Tensor):
 @torch.inference_mode()
 def eager_map(model, ids: torch.Tensor, qpos: torch.Tensor, need: torch.Tensor) -> dict[int, np.ndarray]:
     """output_attentions-style: all layers' full probability matrices kept (bf16), then reduced."""
-    plans = current_plans(model)
+    adapter = adapter_for(model)
+    plans = adapter.current_plans()
     mats: dict[int, torch.Tensor] = {}
     pending: dict[int, dict[str, torch.Tensor]] = {}
 
@@ -104,13 +105,13 @@ def eager_map(model, ids: torch.Tensor, qpos: torch.Tensor, need: torch.Tensor) 
             del pending[layer]
             plan = plans[layer]
             probs = attention_probs_reference(
-                q, k, plan.window, plan.sinks if plan.window else 0, attention_scale(model, layer)
+                q, k, plan.window, plan.sinks if plan.window else 0, adapter.attention_scale(layer)
             )
             mats[layer] = probs[0].to(q.dtype)  # [H, L, L], like HF eager attn_weights
             del probs
 
-    with capture(model, names=("q", "k"), on_record=on_record):
-        model.model(input_ids=ids)
+    with adapter.capture(names=("q", "k"), on_record=on_record):
+        adapter.decoder()(input_ids=ids)
     return {layer: m[:, qpos][:, :, need].float().sum(-1).mean(-1).cpu().numpy() for layer, m in mats.items()}
 
 

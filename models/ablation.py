@@ -38,7 +38,7 @@ from models.ablation_text import (
     selector_key,
     selector_sort_key,
 )
-from models.plan import ATTENTION_KINDS, SELECTOR_WORDS, LayerPlan, ModelInfo, native_plans
+from models.plan import ATTENTION_KINDS, SELECTOR_WORDS, LayerPlan, ModelInfo, native_plans, recurrence_window
 
 __all__ = ["Ablation", "AblationError"]
 
@@ -275,10 +275,12 @@ class Ablation(BaseModel):
                 plan = replace(plan, window=eff, pe=pe[i][1] if i in pe else plan.pe, receptive_field=r,
                                sinks=sinks)
             elif r is not None:
-                if r < info.conv_kernel:
+                try:
+                    recurrence_window(r, info.conv_kernel)
+                except ValueError:
                     raise AblationError(f"ablation.receptive_field[{r_sel}]: {r} is shorter than the "
                                         f"short-conv width of layer {i} ({plan.kind}); allowed: >= "
-                                        f"{info.conv_kernel} on recurrent layers")
+                                        f"{info.conv_kernel} on recurrent layers") from None
                 plan = replace(plan, receptive_field=r)
             plans.append(replace(plan, skip=i in skips, masked_heads=tuple(heads.get(i, ()))))
         if self.sinks and not sinks_used:

@@ -1,17 +1,33 @@
-"""Greedy decoding for the native hybrid by full recompute (the model has no KV cache)."""
+"""Greedy decoding by full recompute: the one generation function (probes, tests, the zoo)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from models.adapters import adapter_for
 
-@torch.no_grad()
-def greedy_generate(model: nn.Module, ids: torch.LongTensor, n: int) -> torch.LongTensor:
-    """Append ``n`` argmax tokens to ``ids`` [B, L]; each step re-runs the whole sequence -> [B, L+n]."""
-    if n < 0:
-        raise ValueError(f"n: must be >= 0, got {n}")
-    for _ in range(n):
-        logits = model(input_ids=ids, logits_to_keep=1).logits[:, -1]
-        ids = torch.cat([ids, logits.argmax(-1, keepdim=True).to(ids.dtype)], dim=1)
+
+@torch.inference_mode()
+def greedy_generate(
+    model: nn.Module, ids: torch.LongTensor, max_new_tokens: int, eos_id: int | None = None
+) -> torch.LongTensor:
+    """Append up to ``max_new_tokens`` argmax tokens to ``ids`` [B, L] -> [B, L + n].
+
+    Each step re-runs the whole sequence (no KV cache), so the continuation is exact under any
+    ablation, including receptive-field limits that a cache would not honour. With ``eos_id`` (one
+    sequence only) decoding stops before an ``eos_id`` would be appended.
+    """
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens: must be >= 0, got {max_new_tokens}")
+    if eos_id is not None and ids.shape[0] != 1:
+        raise ValueError(f"eos_id: stopping at an end token needs one sequence, got a batch of {ids.shape[0]}")
+    adapter = adapter_for(model)
+    decoder, head = adapter.decoder(), adapter.lm_head()
+    for _ in range(max_new_tokens):
+        h = decoder(input_ids=ids).last_hidden_state[:, -1:]
+        nxt = head(h).float().argmax(-1).to(ids.dtype)  # [B, 1]
+        if eos_id is not None and int(nxt[0, 0]) == eos_id:
+            break
+        ids = torch.cat([ids, nxt], dim=1)
     return ids

@@ -9,8 +9,8 @@ before the recurrence, and obey their ``plan`` (:class:`models.plan.LayerPlan`) 
 * ``plan.receptive_field = k``: nothing older than k tokens influences the output. The output at t
   must depend only on inputs t-k+1 .. t. The short conv output at s already reads inputs
   s-K+1 .. s, so the recurrence runs with window ``w = k - (K - 1)`` (it reads conv outputs
-  t-w+1 .. t, as if its state were zero at t-w): the oldest input reached is t-w+1-(K-1) = t-k+1.
-  Hence k < K is invalid (it would leave w < 1) and raises ``ValueError``. The per-token gates
+  t-w+1 .. t, as if its state were zero at t-w; :func:`models.plan.recurrence_window`, which
+  refuses k < K). The per-token gates
   (dt / a / b projections) and the output gate z are pointwise in time, so they add nothing older.
   The kernels' dispatchers run the windowed paths: ``kernels.mamba2.ssd_chunked(window=w)`` and
   ``kernels.gated_deltanet.gdn_windowed(window=w)`` (``*_recurrent(window=w)`` with the
@@ -31,20 +31,7 @@ from kernels.mamba2 import ssd
 from models.attention_mixer import mask_heads
 from models.config import HybridConfig
 from models.layers import GatedRMSNorm, ShortConv
-from models.plan import LayerPlan
-
-
-def recurrence_window(plan: LayerPlan, conv_kernel: int) -> int | None:
-    """Recurrence window for ``plan.receptive_field`` k: ``k - (conv_kernel - 1)``, None if unrestricted."""
-    k = plan.receptive_field
-    if k is None:
-        return None
-    if k < conv_kernel:
-        raise ValueError(
-            f"receptive_field: {k} is smaller than conv_kernel ({conv_kernel}); recurrent layers need "
-            f"receptive_field >= conv_kernel or None"
-        )
-    return k - (conv_kernel - 1)
+from models.plan import LayerPlan, recurrence_window
 
 
 def init_decay_params(A_log: torch.Tensor, dt_bias: torch.Tensor, dt_min: float = 1e-3, dt_max: float = 0.1):
@@ -94,7 +81,7 @@ class Mamba2Mixer(nn.Module):
         if plan.skip:
             out = x.new_zeros(Bsz, L, self.hidden_size)
         else:
-            window = recurrence_window(plan, self.conv_kernel)
+            window = recurrence_window(plan.receptive_field, self.conv_kernel)
             z, xBC, dt = torch.split(self.in_proj(x), [self.d_inner, self.conv_dim, self.num_heads], dim=-1)
             xBC = self.conv(xBC)
             gn = self.n_groups * self.state_size
@@ -159,7 +146,7 @@ class GatedDeltaNetMixer(nn.Module):
         if plan.skip:
             out = x.new_zeros(Bsz, L, self.hidden_size)
         else:
-            window = recurrence_window(plan, self.conv_kernel)
+            window = recurrence_window(plan.receptive_field, self.conv_kernel)
             q = F.normalize(self.q_conv(self.q_proj(x)).view(Bsz, L, H, dk), p=2, dim=-1, eps=1e-6)
             k = F.normalize(self.k_conv(self.k_proj(x)).view(Bsz, L, H, dk), p=2, dim=-1, eps=1e-6)
             v = self.v_conv(self.v_proj(x)).view(Bsz, L, H, dv)

@@ -2,8 +2,9 @@
 
     embed -> [x + mixer(norm(x)); x + SwiGLU(norm(x))] * num_layers -> norm -> lm_head
 
-Every mixer carries a ``plan`` (:class:`models.plan.LayerPlan`) that it obeys at forward time;
-``set_plans`` swaps plans without touching weights, ``native_plans()`` reproduces the configured model.
+Every mixer carries a ``plan`` (:class:`models.plan.LayerPlan`) that it obeys at forward time; the
+native plans reproduce the configured model. Plans and capture points are reached through
+``models.adapters.adapter_for(model)`` (:mod:`models.adapters.native`), never set here.
 No KV cache: each forward recomputes the whole sequence (see ``models.generate.greedy_generate``).
 """
 
@@ -20,8 +21,7 @@ from models.attention_mixer import HybridAttention
 from models.config import HybridConfig
 from models.layers import GatedRMSNorm, RMSNorm, ShortConv, SwiGLU, rope_cos_sin
 from models.linear_mixers import GatedDeltaNetMixer, Mamba2Mixer, init_decay_params
-from models.plan import ATTENTION_KINDS, GDN, MAMBA2, LayerPlan, ModelInfo
-from models.plan import native_plans as _native_plans
+from models.plan import GDN, MAMBA2
 
 _MIXERS = {MAMBA2: Mamba2Mixer, GDN: GatedDeltaNetMixer}
 
@@ -42,39 +42,8 @@ class HybridDecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-def check_plans(info: ModelInfo, plans: list[LayerPlan]) -> None:
-    """Raise ``ValueError`` naming ``plans[i].<field>`` unless ``plans`` fit the model ``info`` describes."""
-    if len(plans) != info.num_layers:
-        raise ValueError(f"plans: got {len(plans)} plans for a model with {info.num_layers} layers")
-    for i, p in enumerate(plans):
-        if not isinstance(p, LayerPlan):
-            raise ValueError(f"plans[{i}]: expected a LayerPlan, got {type(p).__name__}")
-        kind = info.layer_types[i]
-        if p.kind != kind:
-            raise ValueError(f"plans[{i}].kind: layer {i} is {kind!r}, got {p.kind!r}")
-        bad_heads = [h for h in p.masked_heads if not 0 <= h < info.num_heads[i]]
-        if bad_heads:
-            raise ValueError(f"plans[{i}].masked_heads: {bad_heads} not in 0..{info.num_heads[i] - 1}")
-        if p.sinks < 0:
-            raise ValueError(f"plans[{i}].sinks: must be >= 0, got {p.sinks}")
-        if kind in ATTENTION_KINDS:
-            if p.pe not in ("rope", "nope"):
-                raise ValueError(f"plans[{i}].pe: attention layers take 'rope' or 'nope', got {p.pe!r}")
-            if p.window is not None and p.window < 1:
-                raise ValueError(f"plans[{i}].window: must be a positive int or None, got {p.window}")
-        else:
-            if p.window is not None or p.pe is not None:
-                raise ValueError(f"plans[{i}].window/pe: recurrent layer {i} ({kind}) takes None for both")
-            k = p.receptive_field
-            if k is not None and k < info.conv_kernel:
-                raise ValueError(
-                    f"plans[{i}].receptive_field: {k} < conv_kernel ({info.conv_kernel}); use >= "
-                    f"{info.conv_kernel} or None"
-                )
-
-
 class HybridPreTrainedModel(PreTrainedModel):
-    """Weights init, HF plumbing and the plan API shared by :class:`HybridModel` and the LM."""
+    """Weights init and HF plumbing shared by :class:`HybridModel` and the LM."""
 
     config_class = HybridConfig
     config: HybridConfig
@@ -95,40 +64,6 @@ class HybridPreTrainedModel(PreTrainedModel):
             init_decay_params(module.A_log, module.dt_bias)
             if isinstance(module, Mamba2Mixer):
                 init.ones_(module.D)
-
-    # ------------------------------------------------------------------ plan API
-    def _mixers(self) -> list[nn.Module]:
-        return [layer.mixer for layer in self.base_model.layers]
-
-    def model_info(self) -> ModelInfo:
-        """Layer kinds, heads per layer, native windows / pe and conv width (for the ablation engine)."""
-        c = self.config
-        n = c.num_hidden_layers
-        heads = tuple(
-            c.num_attention_heads if c.layer_types[i] in ATTENTION_KINDS else c.linear_num_heads
-            for i in range(n)
-        )
-        return ModelInfo(
-            layer_types=tuple(c.layer_types),
-            num_heads=heads,
-            windows=tuple(c.window_of(i) for i in range(n)),
-            pe=tuple(c.pe_of(i) for i in range(n)),
-            conv_kernel=c.conv_kernel,
-        )
-
-    def native_plans(self) -> list[LayerPlan]:
-        """Plans that reproduce the configured model exactly."""
-        return _native_plans(self.model_info())
-
-    def current_plans(self) -> list[LayerPlan]:
-        return [m.plan for m in self._mixers()]
-
-    def set_plans(self, plans: list[LayerPlan]) -> None:
-        """Validate (all before any change) and install one plan per layer. Weights are untouched."""
-        plans = list(plans)
-        check_plans(self.model_info(), plans)
-        for mixer, plan in zip(self._mixers(), plans, strict=True):
-            mixer.plan = plan
 
 
 class HybridModel(HybridPreTrainedModel):
@@ -254,5 +189,4 @@ __all__ = [
     "HybridModel",
     "HybridDecoderLayer",
     "HybridForCausalLM",
-    "check_plans",
 ]

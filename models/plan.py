@@ -18,6 +18,7 @@ SWA = "sliding_attention"
 MAMBA2 = "mamba2"
 GDN = "gated_deltanet"
 ATTENTION_KINDS = (FULL, SWA)
+PE_VALUES = ("rope", "nope")
 LINEAR_KINDS = (MAMBA2, GDN, "linear_attention", "mamba")
 # one letter per native layer kind: tiny/<pattern> refs, HybridConfig.from_pattern, zoo variant names
 LAYER_LETTERS = {"F": FULL, "S": SWA, "M": MAMBA2, "G": GDN}
@@ -72,6 +73,58 @@ class LayerPlan:
     @property
     def is_attention(self) -> bool:
         return self.kind in ATTENTION_KINDS
+
+
+def recurrence_window(receptive_field: int | None, conv_kernel: int) -> int | None:
+    """The one receptive-field rule of recurrent layers: window of the recurrence for field ``k``.
+
+    A recurrent layer reads a causal short convolution of width ``conv_kernel`` (K), whose output at
+    s already reaches inputs s-K+1..s. So for "nothing older than k tokens influences the output",
+    the recurrence itself may read only the last ``w = k - (K - 1)`` conv outputs: the oldest input
+    reached is then t-w+1-(K-1) = t-k+1. None (unrestricted) stays None; ``k < K`` would leave
+    ``w < 1`` and raises ``ValueError``.
+    """
+    if receptive_field is None:
+        return None
+    if receptive_field < conv_kernel:
+        raise ValueError(
+            f"receptive_field: {receptive_field} is shorter than the short-conv width ({conv_kernel}) of "
+            f"recurrent layers; allowed: >= {conv_kernel} on recurrent layers"
+        )
+    return receptive_field - (conv_kernel - 1)
+
+
+def check_plans(info: ModelInfo, plans: list[LayerPlan] | tuple[LayerPlan, ...]) -> None:
+    """Raise ``ValueError`` naming ``plans[i].<field>`` unless ``plans`` fit the model ``info`` describes.
+
+    The one validation of plans, for every adapter (native and HF), run before anything changes.
+    """
+    if len(plans) != info.num_layers:
+        raise ValueError(f"plans: expected {info.num_layers} LayerPlans (one per layer), got {len(plans)}")
+    for i, p in enumerate(plans):
+        if not isinstance(p, LayerPlan):
+            raise ValueError(f"plans[{i}]: expected a LayerPlan, got {type(p).__name__}")
+        kind = info.layer_types[i]
+        if p.kind != kind:
+            raise ValueError(f"plans[{i}].kind: expected {kind!r} (the layer's type), got {p.kind!r}")
+        if not isinstance(p.sinks, int) or p.sinks < 0:
+            raise ValueError(f"plans[{i}].sinks: expected an int >= 0, got {p.sinks!r}")
+        n = info.num_heads[i]
+        for h in p.masked_heads:
+            if not isinstance(h, int) or not 0 <= h < n:
+                raise ValueError(f"plans[{i}].masked_heads: head {h!r} out of range 0..{n - 1}")
+        if kind in ATTENTION_KINDS:
+            if p.pe not in PE_VALUES:
+                raise ValueError(f"plans[{i}].pe: expected one of {', '.join(PE_VALUES)}, got {p.pe!r}")
+            if p.window is not None and (not isinstance(p.window, int) or p.window < 1):
+                raise ValueError(f"plans[{i}].window: expected an int >= 1 or None, got {p.window!r}")
+        else:
+            if p.window is not None or p.pe is not None:
+                raise ValueError(f"plans[{i}].window/pe: recurrent layer {i} ({kind}) takes None for both")
+            try:
+                recurrence_window(p.receptive_field, info.conv_kernel)
+            except ValueError as e:
+                raise ValueError(f"plans[{i}].{e}") from None
 
 
 def native_plans(info: ModelInfo) -> list[LayerPlan]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 from backend.attention_probe import row_probs
 from backend.probes.context import ProbeContext, ProbeInputError, encode_doc
 from kernels.attention_rows import entropy, topk_keys
-from models.capture import current_plans
+from models.adapters import adapter_for
 
 
 def run(ctx: ProbeContext) -> dict:
     p = ctx.params
-    plans = current_plans(ctx.model)
+    plans = adapter_for(ctx.model).current_plans()
     attn = [i for i, pl in enumerate(plans) if pl.is_attention]
     bad = [i for i in p.layers if i not in attn]
     if bad:

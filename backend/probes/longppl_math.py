@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.forward import _parts, hidden_states
+from backend.forward import hidden_states
+from models.adapters import adapter_for
 
 
 def windows(n_tokens: int, trunc_len: int, stride: int) -> list[tuple[int, int, int, int]]:
@@ -46,7 +47,7 @@ def short_logprobs_naive(model, ids: torch.Tensor, trunc_len: int, stride: int) 
 @torch.inference_mode()
 def short_logprobs(model, ids: torch.Tensor, trunc_len: int, stride: int, batch: int = 8) -> np.ndarray:
     """Fast path: full-length windows batched together; the LM head runs only on scored positions."""
-    _, head = _parts(model)
+    head = adapter_for(model).lm_head()
     n = ids.shape[1]
     out = np.full(n - 1, np.nan)
     wins = windows(n, trunc_len, stride)

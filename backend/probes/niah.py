@@ -11,8 +11,8 @@ import re
 import string
 
 from backend.data.synthetic import Sample, make_grid
-from backend.forward import greedy_generate
 from backend.probes.context import ProbeContext
+from models.generate import greedy_generate
 
 
 def samples_for(ctx: ProbeContext) -> list[Sample]:
@@ -33,7 +33,8 @@ def run(ctx: ProbeContext) -> dict:
     for n, s in enumerate(samples):
         ctx.progress(n / len(samples), f"NIAH length {s.length} depth {s.depth:.2f} sample {s.sample}")
         ids = ctx.lm.codec.encode(s.prompt).ids
-        out = greedy_generate(ctx.model, ctx.ids(ids), p.max_new_tokens, eos_id=ctx.lm.codec.eos_id)
+        x = ctx.ids(ids)
+        out = greedy_generate(ctx.model, x, p.max_new_tokens, eos_id=ctx.lm.codec.eos_id)[0, x.shape[1]:].tolist()
         pred = ctx.lm.codec.decode(out)
         for k, v in (("length", s.length), ("depth", s.depth), ("sample", s.sample), ("expected", s.answer),
                      ("predicted", pred), ("correct", first_word(pred) == s.answer)):

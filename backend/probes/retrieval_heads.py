@@ -22,7 +22,7 @@ import torch
 from backend.attention_probe import row_probs
 from backend.probes.context import ProbeContext
 from backend.probes.niah import samples_for
-from models.capture import current_plans
+from models.adapters import adapter_for
 
 
 def needle_positions(offsets: list[tuple[int, int]], spans) -> list[int]:
@@ -57,8 +57,8 @@ def sample_scores(model, codec, prompt: str, answer: str, spans, metric: str, de
 def run(ctx: ProbeContext) -> dict:
     p = ctx.params
     samples = samples_for(ctx)
-    plans = current_plans(ctx.model)
-    heads = ctx.lm.model.model_info().num_heads if hasattr(ctx.model, "model_info") else None
+    adapter = adapter_for(ctx.model)
+    plans, heads = adapter.current_plans(), adapter.info().num_heads
     total: dict[int, np.ndarray] = {}
     for n, s in enumerate(samples):
         ctx.progress(n / len(samples), f"retrieval heads: length {s.length} depth {s.depth:.2f}")
@@ -67,7 +67,7 @@ def run(ctx: ProbeContext) -> dict:
             total[layer] = total.get(layer, 0) + v
     rows = {k: [] for k in ("layer", "head", "layer_type", "score", "n_samples", "metric")}
     for layer, plan in enumerate(plans):
-        n_heads = len(total[layer]) if layer in total else (heads[layer] if heads else 1)
+        n_heads = len(total[layer]) if layer in total else heads[layer]
         for h in range(n_heads):
             score = float(total[layer][h] / len(samples)) if layer in total else None
             for k, v in (("layer", layer), ("head", h), ("layer_type", plan.kind), ("score", score),

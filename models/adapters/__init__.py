@@ -1,17 +1,19 @@
-"""HF checkpoint adapters: apply LayerPlans (models/plan.py) to real transformers models.
+"""Adapters: the one interface through which HybridScope reaches every model (native and HF).
 
 ``adapter_for(model)`` picks the adapter of ``model.config.model_type``; one file per family
-registers itself in ``base.REGISTRY``.
+registers itself in ``base.REGISTRY`` (``native`` for the native family, ``hf`` for the generic
+HF decoder of attention layers, plus a small file per HF family with real differences).
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from models.adapters import gemma3, qwen3, smollm3  # noqa: F401  (register the families)
-from models.adapters.base import ATTN_NAME, REGISTRY, Adapter
+from models.adapters import gemma3, native, qwen3, smollm3  # noqa: F401  (register the families)
+from models.adapters.base import REGISTRY, ModelAdapter, model_state
+from models.adapters.hf_attention import ATTN_NAME
 
-__all__ = ["ATTN_NAME", "Adapter", "adapter_for", "supported_model_types"]
+__all__ = ["ATTN_NAME", "ModelAdapter", "adapter_for", "model_state", "supported_model_types"]
 
 
 def supported_model_types() -> list[str]:
@@ -19,7 +21,7 @@ def supported_model_types() -> list[str]:
     return sorted(REGISTRY)
 
 
-def adapter_for(model: nn.Module) -> Adapter:
+def adapter_for(model: nn.Module) -> ModelAdapter:
     """The adapter for ``model``, chosen by ``model.config.model_type``."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     cls = REGISTRY.get(model_type)

@@ -9,11 +9,12 @@ cannot be reproduced by the causal kernel and are refused.
 
 from __future__ import annotations
 
-from models.adapters.base import Adapter, register
+from models.adapters.base import register
+from models.adapters.hf import HFAdapter
 
 
 @register
-class Gemma3TextAdapter(Adapter):
+class Gemma3TextAdapter(HFAdapter):
     model_types = ("gemma3_text",)
     family = "Gemma3"
 

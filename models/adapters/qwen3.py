@@ -8,10 +8,11 @@ leaves the normalised q/k untouched.
 
 from __future__ import annotations
 
-from models.adapters.base import Adapter, register
+from models.adapters.base import register
+from models.adapters.hf import HFAdapter
 
 
 @register
-class Qwen3Adapter(Adapter):
+class Qwen3Adapter(HFAdapter):
     model_types = ("qwen3",)
     family = "Qwen3"

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from models.adapters.base import Adapter, register
+from models.adapters.base import register
+from models.adapters.hf import HFAdapter
 
 
 @register
-class SmolLM3Adapter(Adapter):
+class SmolLM3Adapter(HFAdapter):
     model_types = ("smollm3",)
     family = "SmolLM3"
 

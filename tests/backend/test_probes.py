@@ -18,9 +18,9 @@ from backend.probes.retrieval_heads import sample_scores
 from backend.runner import Runner
 from backend.spec import RunSpec
 from kernels.masks import dense_mask
+from models.adapters import adapter_for
 from models.apply import apply_ablation
 from models.attention_mixer import HybridAttention
-from models.capture import capture, current_plans
 from models.tiny import tiny_model
 
 TOL = 1e-5
@@ -42,7 +42,7 @@ def eager_probs(model, ids: torch.Tensor, check_output: bool = True) -> dict[int
     With ``check_output`` the matrix times v, through o_proj, must reproduce the attention output
     the model itself computed: proof that mask, scale and RoPE are what the model really uses.
     """
-    plans, n = current_plans(model), ids.shape[1]
+    plans, n = adapter_for(model).current_plans(), ids.shape[1]
     inputs: dict[int, torch.Tensor] = {}
     mixers = attention_mixers(model) if check_output else {}
 
@@ -51,7 +51,7 @@ def eager_probs(model, ids: torch.Tensor, check_output: bool = True) -> dict[int
 
     hooks = [m.register_forward_pre_hook(grab, with_kwargs=True) for m in mixers.values()]
     try:
-        with capture(model, names=("q", "k", "mixer_out")) as cap, torch.inference_mode():
+        with adapter_for(model).capture(names=("q", "k", "mixer_out")) as cap, torch.inference_mode():
             model(input_ids=ids)
     finally:
         for h in hooks:
@@ -129,7 +129,7 @@ def test_retrieval_scores_hf_qwen3():
 
     model = build("qwen3", vocab_size=256)  # the CharCodec's byte vocabulary
     try:
-        with capture(model, names=("q", "k")):
+        with adapter_for(model).capture(names=("q", "k")):
             pass
     except TypeError as e:
         pytest.skip(f"models.capture does not support HF adapted models yet ({e})")

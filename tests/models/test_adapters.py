@@ -16,6 +16,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import kernels.attention as kattn
+from models.ablation import AblationError
 from models.adapters import ATTN_NAME, adapter_for, supported_model_types
 from models.plan import FULL, SWA, LayerPlan
 from tests.hf_tiny import BASE, FAMILIES, LAYER_TYPES, build, tokens
@@ -62,9 +63,9 @@ def test_info_reads_config():
 
 def test_unknown_family_lists_supported():
     cfg = LlamaConfig(**{k: v for k, v in BASE.items() if k != "initializer_range"})
-    with pytest.raises(ValueError, match="model_type.*'llama'.*gemma3_text, qwen3, smollm3"):
+    with pytest.raises(ValueError, match="model_type.*'llama'.*gemma3_text, hybridscope, qwen3, smollm3"):
         adapter_for(LlamaForCausalLM(cfg))
-    assert supported_model_types() == ["gemma3_text", "qwen3", "smollm3"]
+    assert supported_model_types() == ["gemma3_text", "hybridscope", "qwen3", "smollm3"]
 
 
 # ----------------------------------------------------------------------------- native parity
@@ -295,7 +296,7 @@ def test_padding_and_nesting_are_refused():
         with pytest.raises(ValueError, match="attention_mask: padded batches"):
             logits(model, ids, attention_mask=padding)
         assert torch.equal(logits(model, ids, attention_mask=torch.ones_like(ids)), logits(model, ids))
-        with pytest.raises(RuntimeError, match="nesting"):
+        with pytest.raises(AblationError, match="nesting is not supported"):
             with adapter_for(model).apply(plans):
                 pass
 
@@ -331,7 +332,7 @@ def test_custom_attention_outside_apply_is_refused():
     with adapter_for(model).apply(edit(adapter_for(model).native_plans(), {0}, window=3)):
         pass
     model.set_attn_implementation(ATTN_NAME)
-    with pytest.raises(RuntimeError, match="outside Adapter.apply"):
+    with pytest.raises(RuntimeError, match="outside HFAdapter.apply"):
         logits(model, ids)
 
 

@@ -3,15 +3,16 @@ with natively configured / weight-zeroed models."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import types
 
 import pytest
 import torch
 
 from models.ablation import Ablation, AblationError
+from models.adapters import ModelAdapter, adapter_for
 from models.apply import apply_ablation
-from models.plan import LayerPlan, ModelInfo
+from models.plan import LayerPlan, ModelInfo, native_plans
 from models.tiny import tiny_model
 
 PATTERN = "FSSSFMG"  # full, 3x SWA(8), full, Mamba-2, GDN
@@ -37,7 +38,7 @@ def test_empty_ablation_is_bit_identical(model, ids):
     ref = logits(model, ids)
     for empty in (Ablation(), Ablation.from_text(""), "", None):
         with apply_ablation(model, empty) as plans:
-            assert plans == model.native_plans() == model.current_plans()
+            assert plans == adapter_for(model).native_plans() == adapter_for(model).current_plans()
             assert torch.equal(logits(model, ids), ref)
     assert torch.equal(logits(model, ids), ref)
 
@@ -49,40 +50,47 @@ def test_ablation_changes_logits_and_restores(model, ids):
     assert torch.equal(logits(model, ids), ref)
 
 
+def _mixer_plans(model) -> list[LayerPlan]:
+    return [layer.mixer.plan for layer in model.model.layers]
+
+
 def test_previous_plans_restored_after_exit_and_exception(model):
-    native = model.native_plans()
+    adapter = adapter_for(model)
+    native = adapter.native_plans()
     custom = list(native)
     custom[1] = LayerPlan(kind=custom[1].kind, window=3, pe="rope", sinks=1)
-    model.set_plans(custom)
+    for layer, plan in zip(model.model.layers, custom, strict=True):  # plans set by hand on the mixers
+        layer.mixer.plan = plan
     try:
         a = Ablation.from_text("window[swa]=4;skip=6;heads=0.1")
         with apply_ablation(model, a) as plans:
-            assert model.current_plans() == plans == a.resolve(model.model_info())
+            assert _mixer_plans(model) == adapter.current_plans() == plans == a.resolve(adapter.info())
             assert plans[1].window == 4 and plans[6].skip  # resolved from native plans, not `custom`
-        assert model.current_plans() == custom
+        assert _mixer_plans(model) == custom
         with pytest.raises(RuntimeError, match="boom"):
             with apply_ablation(model, a):
                 raise RuntimeError("boom")
-        assert model.current_plans() == custom
+        assert _mixer_plans(model) == custom
         # a resolution error leaves the model untouched and not marked as busy
         with pytest.raises(AblationError, match=r"^ablation\.window\[5\]: window applies to attention"):
             with apply_ablation(model, "window[5]=4"):
                 pass
-        assert model.current_plans() == custom
+        assert _mixer_plans(model) == custom
         with apply_ablation(model, a):
             pass
     finally:
-        model.set_plans(native)
+        for layer, plan in zip(model.model.layers, native, strict=True):
+            layer.mixer.plan = plan
 
 
 def test_nested_apply_refused_with_merge_hint(model):
     outer, inner = Ablation.from_text("window[swa]=4"), Ablation.from_text("pe[full]=nope")
     with apply_ablation(model, outer) as plans:
-        with pytest.raises(AblationError, match=r"nested apply_ablation is not supported.*merge"):
+        with pytest.raises(AblationError, match=r"nesting is not supported.*merge"):
             with apply_ablation(model, inner):
                 pass
-        assert model.current_plans() == plans  # the outer block is intact
-    assert model.current_plans() == model.native_plans()
+        assert adapter_for(model).current_plans() == plans == _mixer_plans(model)  # the outer block is intact
+    assert adapter_for(model).current_plans() == adapter_for(model).native_plans() == _mixer_plans(model)
     with apply_ablation(model, outer.merge(inner)) as plans:
         assert plans[1].window == 4 and plans[0].pe == "nope"
 
@@ -101,7 +109,7 @@ def test_ablation_equals_natively_configured_model(model, ids, text, native):
     want = logits(other, ids)
     assert not torch.allclose(logits(model, ids), want)
     with apply_ablation(model, text) as plans:
-        assert plans == other.native_plans()
+        assert plans == adapter_for(other).native_plans()
         assert torch.equal(logits(model, ids), want)
 
 
@@ -111,7 +119,7 @@ def _out_proj(m, layer: int) -> torch.nn.Linear:
 
 
 def test_skip_and_mask_heads_equal_zeroed_projections(model, ids):
-    info = model.model_info()
+    info = adapter_for(model).info()
     zeroed = copy.deepcopy(model)
     skip, heads = [2, 5], [(0, 1), (4, 3), (5, 2), (6, 0), (6, 3)]
     with torch.no_grad():
@@ -129,31 +137,32 @@ def test_skip_and_mask_heads_equal_zeroed_projections(model, ids):
     assert torch.equal(got, want)
 
 
-def test_non_native_models_delegate_to_adapter(monkeypatch):
+def test_apply_ablation_goes_through_the_adapter(monkeypatch):
+    """apply_ablation resolves against adapter.info() and applies through ModelAdapter.apply, whose one
+    nesting guard holds for every family (here a stand-in family with no layers of its own)."""
     info = ModelInfo(layer_types=("sliding_attention", "full_attention"), num_heads=(2, 2),
                      windows=(16, None), pe=("rope", "rope"))
     calls = []
 
-    class FakeAdapter:
+    class FakeAdapter(ModelAdapter):
         def info(self):
             return info
 
-        @contextlib.contextmanager
-        def apply(self, plans):
+        def _apply(self, plans, info, stack):
             calls.append(("enter", plans))
-            try:
-                yield
-            finally:
-                calls.append(("exit", plans))
+            stack.callback(calls.append, ("exit", plans))
 
-    import models.adapters
+    import models.apply
 
-    monkeypatch.setattr(models.adapters, "adapter_for", lambda m: FakeAdapter())
-    hf_model = object()
+    monkeypatch.setattr(models.apply, "adapter_for", FakeAdapter)
+    other = torch.nn.Module()
+    other.config = types.SimpleNamespace(model_type="fake")
     a = Ablation.from_text("window[all]=8;sinks=2")
-    with apply_ablation(hf_model, a) as plans:
-        assert calls == [("enter", plans)] and plans == a.resolve(info)
-        with pytest.raises(AblationError, match="nested"):
-            with apply_ablation(hf_model, a):
+    with apply_ablation(other, a) as plans:
+        assert calls == [("enter", tuple(plans))] and plans == a.resolve(info)
+        assert FakeAdapter(other).current_plans() == plans
+        with pytest.raises(AblationError, match="nesting is not supported"):
+            with apply_ablation(other, a):
                 pass
-    assert calls == [("enter", plans), ("exit", plans)]
+    assert calls == [("enter", tuple(plans)), ("exit", tuple(plans))]
+    assert FakeAdapter(other).current_plans() == native_plans(info)

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers.masking_utils import AttentionMaskInterface
-from transformers.modeling_utils import AttentionInterface
 
-import models.capture_hf as chf
+import models.adapters.hf_capture as chf
 from backend.attention_probe import row_probs
 from kernels.attention import attention_reference
-from models.adapters import adapter_for
+from models.adapters import adapter_for, model_state
 from models.apply import apply_ablation
-from models.capture import attention_scale, capture, current_plans
 from tests import hf_tiny
 from tests.hf_tiny import FAMILIES
 
@@ -37,12 +34,12 @@ def tokens(seed: int = 0, batch: int = 2, length: int = 20) -> torch.Tensor:
 
 
 def state(model) -> tuple:
-    """Everything a capture may touch: configs' implementations, hooks, registrations, module tables."""
+    """Everything a capture may touch: configs' implementations, hooks, the module table, the model's
+    state record."""
     hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
-    impls = tuple(c._attn_implementation_internal for c in adapter_for(model)._configs())
-    registered = (chf.CAPTURE_ATTN_NAME in AttentionInterface._global_mapping,
-                  chf.CAPTURE_ATTN_NAME in AttentionMaskInterface._global_mapping)
-    return hooks, impls, registered, len(chf._CAPTURES), len(chf._SWITCHED)
+    impls = tuple(c._attn_implementation_internal for c in adapter_for(model).configs())
+    st = model_state(model)
+    return hooks, impls, len(chf._CAPTURES), st.plans, frozenset(st.captured), dict(st.extra)
 
 
 def module_inputs(model) -> tuple[dict, list]:
@@ -70,8 +67,8 @@ def test_captured_qk_reproduce_attention_output(family, attn, ablation):
     model, ids = build(family, attn), tokens()
     seen, handles = module_inputs(model)
     with apply_ablation(model, ablation) as plans:
-        assert current_plans(model) == plans
-        with capture(model) as cap:
+        assert adapter_for(model).current_plans() == plans
+        with adapter_for(model).capture() as cap:
             model(ids)
     for h in handles:
         h.remove()
@@ -81,7 +78,7 @@ def test_captured_qk_reproduce_attention_output(family, attn, ablation):
         q, k = cap[(i, "q")], cap[(i, "k")]
         assert q.shape == (B, 4, L, 16) and k.shape == (B, 2, L, 16)
         v = attn_mod.v_proj(seen[i]).view(B, L, 2, 16).transpose(1, 2)
-        scale = attention_scale(model, i)
+        scale = adapter_for(model).attention_scale(i)
         assert scale == attn_mod.scaling == (1 / 3 if family == "gemma3" else 0.25)
 
         def through_o_proj(window, sinks, q=q, k=k, v=v, attn_mod=attn_mod, scale=scale):
@@ -101,7 +98,7 @@ def test_nope_queries_are_unrotated(family):
     """Under pe=nope the captured q/k are exactly the normalised projections (no rotation)."""
     model, ids = build(family), tokens()
     seen, handles = module_inputs(model)
-    with apply_ablation(model, "pe[1]=nope"), capture(model, names=("q", "k"), layers=[0, 1]) as cap:
+    with apply_ablation(model, "pe[1]=nope"), adapter_for(model).capture(names=("q", "k"), layers=[0, 1]) as cap:
         model(ids)
     for h in handles:
         h.remove()
@@ -126,15 +123,15 @@ def test_logits_identical_and_everything_restored(family, attn, ablation):
     model, ids = build(family, attn), tokens()
     with apply_ablation(model, ablation):
         before, st = model(ids).logits, state(model)
-        with capture(model) as cap:
-            assert model.config._attn_implementation == chf.CAPTURE_ATTN_NAME
+        with adapter_for(model).capture() as cap:
+            assert chf.is_capture(model.config._attn_implementation)
             during = model(ids).logits
         assert state(model) == st
         after = model(ids).logits
     assert len(cap) == 12
     assert torch.equal(during, before) and torch.equal(after, before)
     assert model.config._attn_implementation == attn
-    assert state(model)[2:] == ((False, False), 0, 0)
+    assert state(model)[2:] == (0, None, frozenset(), {})
 
 
 def test_padded_batch_and_output_attentions_unchanged():
@@ -144,7 +141,7 @@ def test_padded_batch_and_output_attentions_unchanged():
     pad[0, :4] = 0
     with torch.no_grad():
         ref = model(ids, attention_mask=pad, output_attentions=True)
-        with capture(model, names=("k",)):
+        with adapter_for(model).capture(names=("k",)):
             out = model(ids, attention_mask=pad, output_attentions=True)
     assert torch.equal(out.logits, ref.logits)
     assert all(torch.equal(a, b) for a, b in zip(out.attentions, ref.attentions))
@@ -154,18 +151,18 @@ def test_exception_inside_block_restores():
     model, ids = build("smollm3", "eager"), tokens()
     st = state(model)
     with pytest.raises(KeyError, match="boom"):
-        with torch.no_grad(), capture(model, layers=[1, 3]):
+        with torch.no_grad(), adapter_for(model).capture(layers=[1, 3]):
             model(ids)
             raise KeyError("boom")
-    assert state(model) == st and state(model)[2:] == ((False, False), 0, 0)
+    assert state(model) == st and state(model)[2:] == (0, None, frozenset(), {})
 
 
 def test_ablation_entered_inside_capture_is_refused():
     model, ids = build("qwen3"), tokens()
     st = state(model)
-    with capture(model, names=("q",)) as cap:
+    with adapter_for(model).capture(names=("q",)) as cap:
         with apply_ablation(model, "window[swa]=3"):
-            with pytest.raises(RuntimeError, match="enter Adapter.apply.*first, then capture"):
+            with pytest.raises(RuntimeError, match=r"enter apply\(\)/apply_ablation\(\) first, then capture"):
                 model(ids)
         model(ids)  # fine again once the inner ablation is gone
     assert cap[(0, "q")].shape == (2, 4, 20, 16)
@@ -175,29 +172,29 @@ def test_ablation_entered_inside_capture_is_refused():
 def test_nested_captures_layers_and_errors():
     model, ids = build("gemma3"), tokens()
     st = state(model)
-    with torch.no_grad(), capture(model, names=("q",), layers=[0]) as outer:
-        with capture(model, names=("k", "mixer_out"), layers=[1, 2]) as inner:
+    with torch.no_grad(), adapter_for(model).capture(names=("q",), layers=[0]) as outer:
+        with adapter_for(model).capture(names=("k", "mixer_out"), layers=[1, 2]) as inner:
             ref = model(ids).logits
-        assert model.config._attn_implementation == chf.CAPTURE_ATTN_NAME  # the outer one still needs it
+        assert chf.is_capture(model.config._attn_implementation)  # the outer one still needs it
         with pytest.raises(RuntimeError, match=r"layers: \[0\] are already being captured"):
-            with capture(model, layers=[0, 3]):
+            with adapter_for(model).capture(layers=[0, 3]):
                 pass
     assert sorted(outer) == [(0, "q")]
     assert sorted(inner) == [(1, "k"), (1, "mixer_out"), (2, "k"), (2, "mixer_out")]
     assert state(model) == st
     assert torch.equal(model(ids).logits.detach(), ref)
     with pytest.raises(ValueError, match=r"layers: \[4\] out of range; the model has layers 0\.\.3"):
-        with capture(model, layers=[4]):
+        with adapter_for(model).capture(layers=[4]):
             pass
     with pytest.raises(ValueError, match=r"layer: 7 out of range"):
-        attention_scale(model, 7)
+        adapter_for(model).attention_scale(7)
 
 
 @torch.no_grad()
 def test_kv_cache_decode_records_cached_keys():
     model, ids = build("qwen3"), tokens()
     out = model(ids[:, :12], use_cache=True)
-    with capture(model, names=("q", "k"), layers=[1]) as cap:
+    with adapter_for(model).capture(names=("q", "k"), layers=[1]) as cap:
         model(ids[:, 12:13], past_key_values=out.past_key_values, use_cache=True)
     assert cap[(1, "q")].shape == (2, 4, 1, 16) and cap[(1, "k")].shape == (2, 2, 13, 16)
 
@@ -208,13 +205,13 @@ def test_kv_cache_decode_records_cached_keys():
 def test_current_plans_outside_and_inside_apply():
     model = build("smollm3")
     native = adapter_for(model).native_plans()
-    assert current_plans(model) == native
+    assert adapter_for(model).current_plans() == native
     with apply_ablation(model, "skip=2") as plans:  # hook-only ablation (no kernel switch)
-        assert current_plans(model) == plans != native
-        with torch.no_grad(), capture(model, names=("mixer_out",), layers=[1, 2]) as cap:
+        assert adapter_for(model).current_plans() == plans != native
+        with torch.no_grad(), adapter_for(model).capture(names=("mixer_out",), layers=[1, 2]) as cap:
             model(tokens())
     assert not cap[(2, "mixer_out")].any() and cap[(1, "mixer_out")].abs().min() > 0  # after the skip
-    assert current_plans(model) == native
+    assert adapter_for(model).current_plans() == native
 
 
 EAGER_REFS = {  # ablation -> config edits of a natively configured eager reference

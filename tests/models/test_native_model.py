@@ -12,7 +12,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import models.modeling  # noqa: F401  (registers the Auto classes)
-from models.capture import capture
+from models.adapters import adapter_for
 from models.config import HybridConfig
 from models.generate import greedy_generate
 from models.tiny import tiny_config, tiny_model
@@ -119,7 +119,7 @@ def test_save_load_round_trip_is_exact(tmp_path, tie):
     assert torch.equal(_logits(loaded.eval(), ids), _logits(model, ids))
     tied = loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()
     assert tied == tie
-    assert loaded.native_plans() == model.native_plans()
+    assert adapter_for(loaded).native_plans() == adapter_for(model).native_plans()
 
 
 # ---------------------------------------------------------------- forward, loss, generation
@@ -203,7 +203,7 @@ def test_capture_q_k_after_rope(layer, pe):
     seen = {}
     handle = attn.register_forward_pre_hook(lambda m, args: seen.__setitem__("x", args[0]))
     ids = _ids(2, 12)
-    with capture(model, names=("q", "k"), layers=[layer]) as cap:
+    with adapter_for(model).capture(names=("q", "k"), layers=[layer]) as cap:
         _logits(model, ids)
     handle.remove()
     x = seen["x"]
@@ -226,7 +226,7 @@ def test_capture_mixer_out_all_layers_and_cleanup():
         for i, layer in enumerate(model.model.layers)
     ]
     ids = _ids(2, 10)
-    with capture(model) as cap:
+    with adapter_for(model).capture() as cap:
         _logits(model, ids)
     for h in hooks:
         h.remove()
@@ -247,8 +247,8 @@ def test_capture_mixer_out_all_layers_and_cleanup():
         cap[(1, "q")]
     assert all(layer.mixer._capture is None for layer in model.model.layers)
     with pytest.raises(ValueError, match="names"):
-        with capture(model, names=("attn_probs",)):
+        with adapter_for(model).capture(names=("attn_probs",)):
             pass
     with pytest.raises(ValueError, match="layers"):
-        with capture(model, layers=[9]):
+        with adapter_for(model).capture(layers=[9]):
             pass

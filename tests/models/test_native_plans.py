@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from models.adapters import adapter_for
 from models.modeling import HybridForCausalLM
 from models.plan import LayerPlan
 from models.tiny import tiny_config, tiny_model
@@ -26,7 +27,7 @@ def _logits(model, ids):
 
 
 def _with_plan(model, layer: int, **changes) -> list[LayerPlan]:
-    plans = model.native_plans()
+    plans = adapter_for(model).native_plans()
     plans[layer] = dataclasses.replace(plans[layer], **changes)
     return plans
 
@@ -45,18 +46,20 @@ def model():
 
 def test_native_plans_reset_is_bit_identical(model):
     ids = _ids()
-    assert model.current_plans() == model.native_plans()
+    adapter = adapter_for(model)
+    assert adapter.current_plans() == adapter.native_plans()
     base = _logits(model, ids)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    model.set_plans(_with_plan(model, 0, window=3, pe="nope", skip=True))
-    assert not torch.equal(_logits(model, ids), base)
-    model.set_plans(model.native_plans())
+    plans = _with_plan(model, 0, window=3, pe="nope", skip=True)
+    with adapter.apply(plans):
+        assert adapter.current_plans() == plans
+        assert not torch.equal(_logits(model, ids), base)
     assert torch.equal(_logits(model, ids), base)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_model_info(model):
-    info = model.model_info()
+    info = adapter_for(model).info()
     assert info.layer_types == (
         "sliding_attention",
         "sliding_attention",
@@ -74,22 +77,16 @@ def test_model_info(model):
 def test_window_override_equals_native_layer_windows(model, w):
     ids = _ids()
     twin = _twin(model, layer_windows=[None, w, None, None, None])
-    model.set_plans(_with_plan(model, 1, window=w))
-    try:
+    with adapter_for(model).apply(_with_plan(model, 1, window=w)):
         assert torch.equal(_logits(model, ids), _logits(twin, ids))
-    finally:
-        model.set_plans(model.native_plans())
 
 
 def test_window_none_on_swa_equals_full_attention_layer(model):
     ids = _ids()
     twin = HybridForCausalLM(tiny_config("FSMGF")).eval()
     twin.load_state_dict(model.state_dict())
-    model.set_plans(_with_plan(model, 0, window=None))
-    try:
+    with adapter_for(model).apply(_with_plan(model, 0, window=None)):
         assert torch.equal(_logits(model, ids), _logits(twin, ids))
-    finally:
-        model.set_plans(model.native_plans())
     assert not torch.allclose(_logits(model, ids), _logits(twin, ids))  # the window mattered
 
 
@@ -99,11 +96,8 @@ def test_pe_nope_equals_native_layer_pe(model, layer):
     pe = [None] * 5
     pe[layer] = "nope"
     twin = _twin(model, layer_pe=pe)
-    model.set_plans(_with_plan(model, layer, pe="nope"))
-    try:
+    with adapter_for(model).apply(_with_plan(model, layer, pe="nope")):
         assert torch.equal(_logits(model, ids), _logits(twin, ids))
-    finally:
-        model.set_plans(model.native_plans())
 
 
 def _out_weight(model, layer: int) -> torch.Tensor:
@@ -117,11 +111,8 @@ def test_skip_equals_zeroed_output_projection(model, layer):
     twin = _twin(model)
     with torch.no_grad():
         _out_weight(twin, layer).zero_()
-    model.set_plans(_with_plan(model, layer, skip=True))
-    try:
+    with adapter_for(model).apply(_with_plan(model, layer, skip=True)):
         assert torch.allclose(_logits(model, ids), _logits(twin, ids), atol=1e-6, rtol=0)
-    finally:
-        model.set_plans(model.native_plans())
 
 
 @pytest.mark.parametrize("layer, heads", [(0, (1,)), (4, (0, 3)), (2, (2,)), (3, (0, 1))])
@@ -131,12 +122,9 @@ def test_masked_heads_equal_zeroed_projection_columns(model, layer, heads):
     with torch.no_grad():
         for h in heads:
             _out_weight(twin, layer)[:, h * HEAD : (h + 1) * HEAD] = 0
-    model.set_plans(_with_plan(model, layer, masked_heads=heads))
-    try:
+    with adapter_for(model).apply(_with_plan(model, layer, masked_heads=heads)):
         masked = _logits(model, ids)
         assert torch.allclose(masked, _logits(twin, ids), atol=1e-6, rtol=0)
-    finally:
-        model.set_plans(model.native_plans())
     assert not torch.allclose(masked, _logits(model, ids), atol=1e-4)
 
 
@@ -158,11 +146,13 @@ def test_masked_heads_equal_zeroed_projection_columns(model, layer, heads):
         (lambda p: [dataclasses.replace(p[0], window=0)] + p[1:], r"plans\[0\].window"),
     ],
 )
-def test_set_plans_validates_before_changing_anything(model, change, field):
+def test_apply_validates_before_changing_anything(model, change, field):
     bad = change(_with_plan(model, 1, skip=True))  # a valid change next to the invalid one
+    adapter = adapter_for(model)
     with pytest.raises(ValueError, match=field):
-        model.set_plans(bad)
-    assert model.current_plans() == model.native_plans()
+        with adapter.apply(bad):
+            pass
+    assert [layer.mixer.plan for layer in model.model.layers] == adapter.native_plans()
 
 
 # ---------------------------------------------------------------- receptive field, mixer level
@@ -220,9 +210,9 @@ def test_receptive_field_is_exactly_k(layer, k, backend):
         plans = _with_plan(model, layer, window=k, receptive_field=k)
     else:
         plans = _with_plan(model, layer, receptive_field=k)
-    model.set_plans(plans)
-    for p in (0, 5, 13):
-        _assert_receptive_field(_influence(model, layer, p), p, k)
+    with adapter_for(model).apply(plans):
+        for p in (0, 5, 13):
+            _assert_receptive_field(_influence(model, layer, p), p, k)
 
 
 @pytest.mark.parametrize("layer", [0, 2, 3, 4])
@@ -238,15 +228,15 @@ def test_native_receptive_field(layer):
 
 def test_sinks_stay_visible():
     model = tiny_model(PATTERN, seed=12)
-    model.set_plans(_with_plan(model, 4, window=5, sinks=2))
-    sink = _influence(model, 4, 1)
-    assert sink[0] == 0 and sink[1:].min() > 1e-5  # sink token 1 reaches every later position
-    _assert_receptive_field(_influence(model, 4, 9), 9, 5)
+    with adapter_for(model).apply(_with_plan(model, 4, window=5, sinks=2)):
+        sink = _influence(model, 4, 1)
+        assert sink[0] == 0 and sink[1:].min() > 1e-5  # sink token 1 reaches every later position
+        _assert_receptive_field(_influence(model, 4, 9), 9, 5)
 
 
 def test_receptive_field_below_conv_kernel_is_refused_by_the_mixer():
     model = tiny_model(PATTERN, seed=12)
     mixer = model.model.layers[3].mixer
-    mixer.plan = dataclasses.replace(mixer.plan, receptive_field=3)  # bypass set_plans validation
-    with pytest.raises(ValueError, match="receptive_field: 3 is smaller than conv_kernel"):
+    mixer.plan = dataclasses.replace(mixer.plan, receptive_field=3)  # bypass the adapter's validation
+    with pytest.raises(ValueError, match="receptive_field: 3 is shorter than the short-conv width"):
         _mixer_out(model, 3, _mixer_input(0))

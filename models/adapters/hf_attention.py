@@ -1,0 +1,161 @@
+"""transformers-side machinery of the HF adapter: the ``"hybridscope"`` attention and mask functions and
+the hooks that implement NoPE, skips and head masks.
+
+* The attention function runs ``kernels.attention.attention`` with the window/sinks of the plan
+  registered for the calling attention module (:data:`ACTIVE_PLANS`, weakly keyed by the module).
+  A mask function of the same name is registered in ``AttentionMaskInterface`` too; it builds
+  nothing (our function builds its mask from positions) but it is where padded batches are refused.
+  Without it transformers would either build its own mask or, for a name it does not know, silently
+  pass ``None`` (i.e. plain causal: the window would be lost).
+* Forward pre-hooks on attention modules replace ``position_embeddings`` by cos=1/sin=0 (NoPE),
+  forward hooks zero a mixer's output (skip), and forward pre-hooks on the output projection zero
+  the input slice of masked heads.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+import kernels.attention as kernel_attention
+from models.plan import LayerPlan
+
+ATTN_NAME = "hybridscope"
+
+# attention module -> plan it must obey while a kernel-switching apply() is active
+ACTIVE_PLANS: weakref.WeakKeyDictionary[nn.Module, LayerPlan] = weakref.WeakKeyDictionary()
+
+
+# --------------------------------------------------------------------------- attention interface
+
+
+def hybridscope_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """transformers attention function: q [B,H,Lq,D], k/v [B,Hkv,Lk,D] -> ([B,Lq,H,D], None).
+
+    The window and sinks come from the plan registered for ``module`` (its ``layer_idx``); the
+    mask transformers passes is ignored (our mask function returns ``None``; anything else is a
+    caller-supplied 4D mask, which is refused).
+    """
+    plan = ACTIVE_PLANS.get(module)
+    if plan is None:
+        raise RuntimeError(
+            f"attn_implementation '{ATTN_NAME}' used outside HFAdapter.apply() "
+            f"(layer {getattr(module, 'layer_idx', '?')} has no active LayerPlan)"
+        )
+    if attention_mask is not None:
+        raise ValueError(
+            f"attention_mask: '{ATTN_NAME}' attention builds its own causal/window mask; "
+            "custom 4D masks are not supported"
+        )
+    if dropout:
+        raise ValueError(f"dropout: '{ATTN_NAME}' attention is inference-only, got dropout={dropout}")
+    for name in ("softcap", "s_aux"):
+        if kwargs.get(name) is not None:
+            raise ValueError(f"{name}: not supported by '{ATTN_NAME}' attention")
+    _check_keys(plan, query.shape[2], key.shape[2], kwargs.get("position_ids"), module)
+    sinks = plan.sinks if plan.window is not None else 0
+    out = kernel_attention.attention(query, key, value, window=plan.window, sinks=sinks, scale=scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _check_keys(
+    plan: LayerPlan, q_len: int, k_len: int, position_ids: torch.Tensor | None, module: nn.Module
+) -> None:
+    """Refuse inputs whose keys the kernel would misplace.
+
+    The kernel puts keys at positions 0..k_len-1 and the queries at the last q_len of them. That
+    holds for a full forward and for decoding from a cache that kept every key. A cache that
+    dropped old keys (HF sliding-window layers keep window-1) is fine only if every query's
+    window still lies inside the kept keys and no sinks are needed.
+    """
+    layer = getattr(module, "layer_idx", "?")
+    if position_ids is None or position_ids.shape[-1] < 1:
+        if q_len != k_len:
+            raise ValueError(f"position_ids: needed by '{ATTN_NAME}' attention when decoding (layer {layer})")
+        return
+    if position_ids.shape[-1] > 1 and not bool((position_ids.diff(dim=-1) == 1).all()):
+        raise ValueError(
+            "position_ids: packed or non-contiguous sequences are not supported by "
+            f"'{ATTN_NAME}' attention (each row must be consecutive positions)"
+        )
+    if q_len == k_len:
+        return
+    last = position_ids[..., -1]
+    if not bool((last == last.flatten()[0]).all()):
+        raise ValueError("position_ids: all rows must end at the same position when decoding")
+    first_key = int(last.flatten()[0]) + 1 - k_len  # absolute position of key 0
+    first_query = first_key + k_len - q_len
+    if first_key == 0:
+        return
+    needs_old = plan.window is None or plan.sinks > 0 or first_query - plan.window + 1 < first_key
+    if first_key < 0 or needs_old:
+        raise NotImplementedError(
+            f"layer {layer}: the KV cache holds keys from position {first_key} on, but plan window="
+            f"{plan.window}, sinks={plan.sinks} needs older ones (the cache was sized for the native "
+            "window); run full-sequence forwards (no KV cache) for this ablation"
+        )
+
+
+def hybridscope_mask(attention_mask: torch.Tensor | None = None, **kwargs) -> None:
+    """transformers mask function: refuse padding, build nothing (the attention builds its mask)."""
+    if attention_mask is not None and not bool(attention_mask.all()):
+        raise ValueError(
+            "attention_mask: padded batches are not supported under a window/sinks ablation; "
+            "run unpadded sequences of equal length (attention_mask all ones or None)"
+        )
+    return None
+
+
+def register_attention() -> None:
+    """Register ``"hybridscope"`` with transformers' attention and mask interfaces (idempotent)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(ATTN_NAME, hybridscope_attention)
+    AttentionMaskInterface.register(ATTN_NAME, hybridscope_mask)
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+def nope_pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Replace ``position_embeddings`` (cos, sin) by (1, 0): RoPE becomes the identity."""
+    if "position_embeddings" in kwargs:
+        cos, sin = kwargs["position_embeddings"]
+        return args, {**kwargs, "position_embeddings": (torch.ones_like(cos), torch.zeros_like(sin))}
+    if len(args) >= 2:
+        cos, sin = args[1]
+        return (args[0], (torch.ones_like(cos), torch.zeros_like(sin)), *args[2:]), kwargs
+    raise RuntimeError(f"{type(module).__name__}: NoPE hook found no position_embeddings argument")
+
+
+def skip_hook(module: nn.Module, args: tuple, output):
+    """Zero the mixer output (first element when the module returns a tuple)."""
+    if isinstance(output, tuple):
+        return (torch.zeros_like(output[0]), *output[1:])
+    return torch.zeros_like(output)
+
+
+def head_mask_pre_hook(heads: Sequence[int], head_dim: int) -> Callable:
+    """Pre-hook for the output projection: zero input features of ``heads`` ([..., H*head_dim])."""
+
+    def hook(module: nn.Module, args: tuple):
+        x = args[0]
+        keep = torch.ones(x.shape[-1], dtype=torch.bool, device=x.device)
+        for h in heads:
+            keep[h * head_dim : (h + 1) * head_dim] = False
+        return (x.masked_fill(~keep, 0), *args[1:])
+
+    return hook

@@ -1,0 +1,177 @@
+"""Capture points of HF models: ``HFAdapter.capture`` (same names and shapes as the native family).
+
+* ``"q"`` / ``"k"``: while a capture asks for them, every config of the model is switched to the
+  attention implementation ``"hybridscope_capture(<inner>)"``, where ``<inner>`` is the implementation
+  the config had (sdpa, eager, the adapter's ``"hybridscope"``, ...). Its attention function records
+  the query and key tensors it is given (after qk-norm and RoPE, k with the KV heads, including cached
+  keys when decoding from a KV cache) and then calls ``<inner>``'s function with the very same
+  arguments; its mask function is ``<inner>``'s mask function, so transformers builds the same mask
+  as without the capture: logits are bit for bit unchanged. The inner name travels in the
+  implementation name itself, so no table maps configs to implementations.
+* ``"mixer_out"``: a forward hook on each captured layer's attention module records its output
+  [B, L, hidden] (after head masks; after a skip when the ablation was entered first).
+
+Order: enter ``apply()`` / ``apply_ablation()`` first, then ``capture()``. An ablation entered *inside*
+a capture would replace the capture's implementation (or run its skip hook after the capture hook);
+the next forward of a captured layer then raises instead of recording the wrong tensors. Configs and
+hooks are restored on exit, also when the block raises; nested captures of other layers share the
+switched configs (the last one out restores them).
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from collections.abc import Callable
+from contextlib import ExitStack
+from functools import partial
+
+import torch
+from torch import nn
+
+from models.adapters.base import ModelAdapter, model_state
+from models.capture import Capture
+
+CAPTURE_ATTN_NAME = "hybridscope_capture"
+
+# attention module -> the Capture it records into (weakly keyed: dropped with the module)
+_CAPTURES: weakref.WeakKeyDictionary[nn.Module, Capture] = weakref.WeakKeyDictionary()
+_SWITCH = "hf_capture_switch"  # ModelState.extra key: [number of q/k captures, [(config, impl before)]]
+
+
+def capture_name(inner: str | None) -> str:
+    """The capture implementation that wraps ``inner``, e.g. ``hybridscope_capture(sdpa)``."""
+    return f"{CAPTURE_ATTN_NAME}({inner or ''})"
+
+
+def is_capture(impl: str | None) -> bool:
+    return isinstance(impl, str) and impl.startswith(CAPTURE_ATTN_NAME + "(") and impl.endswith(")")
+
+
+def inner_of(impl: str | None) -> str | None:
+    """The implementation that capture implementation ``impl`` wraps (``impl`` itself if it is none)."""
+    if not is_capture(impl):
+        return impl
+    return impl[len(CAPTURE_ATTN_NAME) + 1 : -1] or None
+
+
+def _inner_attention(module: nn.Module, impl: str | None) -> Callable:
+    """The attention function ``module`` would call under ``impl`` (as its modeling file looks it up)."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    modeling = sys.modules.get(type(module).__module__)
+    interface = getattr(modeling, "ALL_ATTENTION_FUNCTIONS", ALL_ATTENTION_FUNCTIONS)
+    default = getattr(modeling, "eager_attention_forward", None)
+    fn = interface.get_interface(impl, default)
+    if fn is None:
+        raise RuntimeError(
+            f"{type(module).__name__}: no attention function for attn_implementation {impl!r} "
+            "(its modeling file has no eager_attention_forward)"
+        )
+    return fn
+
+
+def capture_attention(
+    module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args, inner: str | None,
+    **kwargs,
+):
+    """transformers attention function: record q/k for ``module``'s capture, then run ``inner``."""
+    cap = _CAPTURES.get(module)
+    if cap is not None:
+        layer = getattr(module, "layer_idx", "?")
+        cap.record(layer, "q", query)
+        cap.record(layer, "k", key)
+    return _inner_attention(module, inner)(module, query, key, value, *args, **kwargs)
+
+
+def capture_mask(*args, inner: str | None, **kwargs):
+    """transformers mask function: ``inner``'s mask (None where it has no mask function, as transformers does)."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    if inner not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
+        return None
+    return ALL_MASK_ATTENTION_FUNCTIONS[inner](*args, **kwargs)
+
+
+def _register(inner: str | None) -> str:
+    """Register the capture implementation that wraps ``inner`` (idempotent); returns its name."""
+    from transformers.masking_utils import AttentionMaskInterface
+    from transformers.modeling_utils import AttentionInterface
+
+    name = capture_name(inner)
+    AttentionInterface.register(name, partial(capture_attention, inner=inner))
+    AttentionMaskInterface.register(name, partial(capture_mask, inner=inner))
+    return name
+
+
+def _switch_configs(adapter: ModelAdapter, stack: ExitStack) -> None:
+    """Point every config of the model at the capture implementation wrapping its own (shared by
+    nested q/k captures of one model: the first in switches, the last out restores)."""
+    state = model_state(adapter.model)
+    with state.lock:
+        switch = state.extra.setdefault(_SWITCH, [0, []])
+        if switch[0] == 0:
+            for cfg in adapter.configs():
+                impl = cfg._attn_implementation_internal
+                switch[1].append((cfg, impl))
+                cfg._attn_implementation_internal = _register(impl)
+        switch[0] += 1
+
+    def release() -> None:
+        with state.lock:
+            switch[0] -= 1
+            if switch[0] == 0:
+                for cfg, impl in switch[1]:
+                    cfg._attn_implementation_internal = impl
+                state.extra.pop(_SWITCH, None)
+
+    stack.callback(release)
+
+
+def _guard(adapter: ModelAdapter, want_qk: bool) -> Callable:
+    """Forward pre-hook: refuse forwards whose ablation or attention implementation changed since
+    the capture began (the capture would record the wrong tensors)."""
+    state = model_state(adapter.model)
+    plans_at_entry = state.plans
+
+    def hook(module: nn.Module, args) -> None:
+        layer = getattr(module, "layer_idx", "?")
+        if state.plans is not plans_at_entry:
+            raise RuntimeError(
+                f"capture: the ablation of the model changed inside capture() (layer {layer}); "
+                "enter apply()/apply_ablation() first, then capture()"
+            )
+        if want_qk and not is_capture(module.config._attn_implementation):
+            raise RuntimeError(
+                f"capture: layer {layer}'s attn_implementation was switched to "
+                f"{module.config._attn_implementation!r} inside capture(); switch it before capture()"
+            )
+
+    return hook
+
+
+def _mixer_out_hook(cap: Capture, layer: int) -> Callable:
+    def hook(module: nn.Module, args, output) -> None:
+        cap.record(layer, "mixer_out", output[0] if isinstance(output, tuple) else output)
+
+    return hook
+
+
+def start_capture(adapter: ModelAdapter, cap: Capture, stack: ExitStack) -> None:
+    """The HF half of :meth:`ModelAdapter.capture` (names, layers and the busy check already done)."""
+    modules = {i: adapter.attention_module(i) for i in cap.layers}
+    want_qk = "q" in cap.names or "k" in cap.names
+    if want_qk:
+        for m in modules.values():  # fail early (before switching) if an implementation is unknown
+            _inner_attention(m, inner_of(m.config._attn_implementation))
+        _switch_configs(adapter, stack)
+        stale = [i for i, m in modules.items() if not is_capture(m.config._attn_implementation)]
+        if stale:
+            raise RuntimeError(f"capture: could not switch layers {stale} to '{CAPTURE_ATTN_NAME}'")
+    guard = _guard(adapter, want_qk)
+    for i, m in modules.items():
+        _CAPTURES[m] = cap  # record() keeps only the requested names
+        stack.callback(_CAPTURES.pop, m, None)
+        stack.callback(m.register_forward_pre_hook(guard).remove)
+        if "mixer_out" in cap.names:
+            stack.callback(m.register_forward_hook(_mixer_out_hook(cap, i)).remove)
