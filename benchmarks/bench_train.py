@@ -17,7 +17,7 @@ Models (random init, fp32 weights, never downloaded):
 
 Each model trains ``--warmup`` untimed steps (the first compiles the FlexAttention kernels) and then
 ``--steps`` timed steps on random token batches (``--batch`` x ``--context``, default 16 x 4096 = the
-zoo's batch) with exactly the zoo trainer's step: ``Trainer.train_step`` of backend/zoo/train.py (LR
+zoo's batch) with exactly the zoo trainer's step: ``Trainer.train_step`` of zoo/train.py (LR
 warmup + cosine, bf16 autocast on CUDA, grad clipping, AdamW) on an AdamW built as the trainer builds
 it (decay / no-decay groups, betas (0.9, 0.95), eps 1e-8, fused on CUDA; TrainArgs defaults), and the
 trainer's TF32 settings. Each step is timed with CUDA events and a synchronisation
@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import Bench, bench_parser, env_meta, measure, pick_device, random_ids  # noqa: E402
 
-from backend.zoo.train import TrainArgs, Trainer, make_optimizer, set_backends  # noqa: E402
-from backend.zoo.train_all import setup_torch  # noqa: E402
-from backend.zoo.variants import NAMES, context_of, variant_config  # noqa: E402
 from models.config import HybridConfig  # noqa: E402
+from zoo.train import TrainArgs, Trainer, make_optimizer, set_backends  # noqa: E402
+from zoo.train_all import setup_torch  # noqa: E402
+from zoo.variants import NAMES, context_of, variant_config  # noqa: E402
 
 GPU = dict(size="zoo", batch=16, context=context_of("zoo"), warmup=5, steps=20)
 SMOKE = dict(size="smoke", batch=2, context=128, warmup=1, steps=2)

@@ -10,7 +10,7 @@
 #
 # Work dir $ZOO_WORK (default out/zoo_work; git-ignored, kept on a warm machine, so a rerun resumes:
 # finished variants are skipped, unfinished ones continue from their last checkpoint).
-# $OUT receives at most 8 files (backend/zoo/package.py): zoo_<variant>.tar.gz (final bf16 checkpoint
+# $OUT receives at most 8 files (zoo/package.py): zoo_<variant>.tar.gz (final bf16 checkpoint
 # + tokenizer + README.md card; two variants per archive if needed) and zoo_traces.tar.gz (store/,
 # data/, formation.json, plans, summaries, training logs and this script's logs; split by run if over
 # 16 MiB). Extract them all into precomputed/.
@@ -126,12 +126,12 @@ variants_done() {  # how many variants have a final export
 for p in "${PHASES[@]}"; do
   case "$p" in
     train)
-      step train $((TRAIN_S + 45)) python3 -m backend.zoo train-all --data "$DATA" --out "$WORK" "${TRAIN_ARGS[@]}"
+      step train $((TRAIN_S + 45)) python3 -m zoo train-all --data "$DATA" --out "$WORK" "${TRAIN_ARGS[@]}"
       want=7; [ "$SMOKE" -eq 1 ] && want=2
       if [ "$(variants_done)" -lt "$want" ]; then  # a crash (not a planned stop): resume the rest once
         left=$((DEADLINE - $(date +%s) - PRE_S - 40))
         if [ "$left" -gt 60 ]; then
-          step train_retry "$left" python3 -m backend.zoo train-all --data "$DATA" --out "$WORK" "${TRAIN_ARGS[@]}"
+          step train_retry "$left" python3 -m zoo train-all --data "$DATA" --out "$WORK" "${TRAIN_ARGS[@]}"
         fi
       fi
       SUMMARY+=("variants exported: $(variants_done)")
@@ -139,7 +139,7 @@ for p in "${PHASES[@]}"; do
     precompute)  # its own budget shrinks to what the deadline leaves (minus time for the last run)
       left=$((DEADLINE - $(date +%s) - 60))
       pre=$((PRE_S < left ? PRE_S : left))
-      step precompute $((pre + 40)) python3 -m backend.zoo precompute --root "$WORK" --data "$DATA" \
+      step precompute $((pre + 40)) python3 -m zoo precompute --root "$WORK" --data "$DATA" \
         --budget-s "$((pre > 10 ? pre : 10))" "${PRE_ARGS[@]}"
       ;;
     package)
@@ -147,7 +147,7 @@ for p in "${PHASES[@]}"; do
         echo "==== summary so far ($(($(date +%s) - T0))s)"
         for line in "${SUMMARY[@]}"; do echo "  $line"; done
       } > "$LOGS/summary.txt"
-      if ! timeout -k 5 120 python3 -m backend.zoo package --root "$WORK" --dest "$OUT" > "$LOGS/package.log" 2>&1; then
+      if ! timeout -k 5 120 python3 -m zoo package --root "$WORK" --dest "$OUT" > "$LOGS/package.log" 2>&1; then
         echo "python packager failed (see logs/package.log); falling back to plain tar" | tee -a "$LOGS/package.log"
         rm -f "$OUT"/zoo_*.tar.gz
         for d in "$WORK"/zoo/*/; do
@@ -159,7 +159,7 @@ for p in "${PHASES[@]}"; do
       SUMMARY+=("\$OUT: $(ls "$OUT" | wc -l) files, $(du -sh "$OUT" | cut -f1) total")
       ;;
     report)
-      python3 -m backend.zoo report --root "$WORK" 2>&1 | grep -v '^{\|^}\|^  "' | tee "$LOGS/report.txt"
+      python3 -m zoo report --root "$WORK" 2>&1 | grep -v '^{\|^}\|^  "' | tee "$LOGS/report.txt"
       ;;
   esac
 done

@@ -1,11 +1,11 @@
 """CLI for the zoo: data (``build-data``, ``pack``), models (``variants``, ``train``, ``train-all``) and
 traces (``precompute``). Each command prints a JSON summary on stdout (training logs go to stdout too).
 
-    python -m backend.zoo build-data --out .data/zoo [--stdlib-only | --packages numpy,pydantic]
-    python -m backend.zoo variants                                  # param counts of the seven variants
-    python -m backend.zoo train --variant swa64 --data .data/zoo --out out/zoo --steps 200 [--resume]
-    python -m backend.zoo train-all --data .data/zoo --out out/zoo --total-budget-s 400
-    python -m backend.zoo precompute --root out/zoo --data .data/zoo
+    python -m zoo build-data --out .data/zoo [--stdlib-only | --packages numpy,pydantic]
+    python -m zoo variants                          # param counts of the seven variants
+    python -m zoo train --variant swa64 --data .data/zoo --out out/zoo --steps 200 [--resume]
+    python -m zoo train-all --data .data/zoo --out out/zoo --total-budget-s 400
+    python -m zoo precompute --root out/zoo --data .data/zoo
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m backend.zoo", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m zoo", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build-data", help="rebuild corpus JSONL + tokenizer + manifest deterministically")
     b.add_argument("--out", required=True, type=Path)
@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         type=lambda v: tuple(x for x in v.split(",") if x.strip()),
         default=None,
         help="comma-separated installed packages whose Python source joins the stdlib "
-        "(default: backend.zoo.packages.DEFAULT_PACKAGES)",
+        "(default: zoo.packages.DEFAULT_PACKAGES)",
     )
     g.add_argument("--stdlib-only", action="store_true", help="no package source, the stdlib only")
     b.add_argument(
@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--split", default="train", choices=("train", "val", "test"))
     k.add_argument("--seq-len", type=int, default=4096)
     k.add_argument("--out", required=True, type=Path, help="output .npy path")
-    from backend.zoo.cli_train import add_commands
+    from zoo.cli_train import add_commands
 
     add_commands(sub)
     return p
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     if args.cmd == "build-data":
-        from backend.zoo.build import build_data
+        from zoo.build import build_data
 
         m = build_data(
             args.out,
@@ -93,12 +93,12 @@ def _run(args: argparse.Namespace) -> dict:
         }
         summary["packages"] = {n: f"{p['version']} {p['licence']}" for n, p in m["packages"].items()}
     elif args.cmd != "pack":
-        from backend.zoo.cli_train import run_command
+        from zoo.cli_train import run_command
 
         return run_command(args)
     else:
-        from backend.zoo.corpus import split_path
-        from backend.zoo.tokenizer import pack_tokens
+        from zoo.corpus import split_path
+        from zoo.tokenizer import pack_tokens
 
         summary = pack_tokens(
             split_path(args.data, args.split), args.data / "tokenizer", args.seq_len, args.out

@@ -8,7 +8,7 @@
                                       version and licence; sha256 of every output (and of the
                                       uncompressed training JSONL)
 Natural text: the stdlib plus ``packages`` (default ``packages.DEFAULT_PACKAGES``; ``()`` for the stdlib
-only); see :mod:`backend.zoo.corpus`. Running it twice with the same arguments on the same Python with
+only); see :mod:`zoo.corpus`. Running it twice with the same arguments on the same Python with
 the same installed package versions gives byte-identical files.
 """
 
@@ -21,7 +21,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from backend.zoo.corpus import (
+from zoo.corpus import (
     KV_SOURCE,
     PASSKEY_SOURCE,
     SPLITS,
@@ -32,12 +32,12 @@ from backend.zoo.corpus import (
     split_docs,
     write_jsonl,
 )
-from backend.zoo.packages import (
+from zoo.packages import (
     DEFAULT_PACKAGES,
     check_packages,
     collect_package,
 )
-from backend.zoo.tokenizer import EOS, PAD, backend_of, encode_many, save_hf, train_bpe
+from zoo.tokenizer import EOS, PAD, backend_of, encode_many, save_hf, train_bpe
 
 MANIFEST_FORMAT = 2
 MIN_BYTES = 2_000
@@ -46,7 +46,7 @@ SPLIT_FILES = {"train": "train.jsonl.gz", "val": "val.jsonl", "test": "test.json
 LICENCE = {
     "stdlib": "Python Software Foundation License Version 2 (PSF-2.0); source of the CPython "
     "standard library shipped with the Python used for the build",
-    "synthetic": "generated locally by backend/zoo/corpus.py (project licence)",
+    "synthetic": "generated locally by zoo/corpus.py (project licence)",
 }
 
 

@@ -142,7 +142,7 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         f"# HybridScope zoo: `{card.get('name')}`",
         "",
         "A small native hybrid LM (model_type `hybridscope`) trained from scratch by "
-        "`python -m backend.zoo train-all` to show the findings of Qiao et al., *Rethinking the Role "
+        "`python -m zoo train-all` to show the findings of Qiao et al., *Rethinking the Role "
         "of Efficient Attention in Hybrid Architectures*, at toy scale. Load it as `zoo/"
         f"{card.get('name')}` (HybridScope) or with `AutoModelForCausalLM.from_pretrained` after "
         "`import models`.",
@@ -157,7 +157,7 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         "",
         "CPython standard-library source (PSF License 2.0) and the Python source of permissively licensed "
         "packages (MIT / BSD / Apache-2.0; names, versions and licences in the corpus manifest and "
-        "precomputed/README.md), built by `python -m backend.zoo build-data`, "
+        "precomputed/README.md), built by `python -m zoo build-data`, "
         "plus synthetic retrieval documents drawn fresh every epoch (key-value recall and passkey in the "
         f"corpus format; NIAH / passkey prompt templates on code haystacks): {synthetic}. "
         "Byte-level BPE tokenizer (vocab 8192) trained on the training split.",

@@ -1,5 +1,5 @@
 """Subcommands ``variants``, ``train``, ``train-all``, ``precompute``, ``report`` and ``package`` of
-``python -m backend.zoo``."""
+``python -m zoo``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import time
 from pathlib import Path
 
-from backend.zoo.train import EVAL_FRACTIONS, TrainArgs
+from zoo.train import EVAL_FRACTIONS, TrainArgs
 
 _HYPER = (  # (flag, TrainArgs field, type)
     ("--batch-size", "batch_size", int),
@@ -110,7 +110,7 @@ def _names(text: str) -> list[str] | None:
 def run_command(ns: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     if ns.cmd == "variants":
-        from backend.zoo.variants import describe
+        from zoo.variants import describe
 
         rows = describe(ns.size)
         for r in rows:
@@ -120,13 +120,13 @@ def run_command(ns: argparse.Namespace) -> dict:
             )
         return {"variants": rows}
     if ns.cmd == "report":
-        from backend.zoo.report import report
+        from zoo.report import report
 
         text = report(ns.root)
         print(text, flush=True)
         return {"lines": len(text.splitlines())}
     if ns.cmd == "package":
-        from backend.zoo.package import package
+        from zoo.package import package
 
         res = package(ns.root, ns.dest, max_files=ns.max_files)
         for name, size in res["archives"].items():
@@ -137,7 +137,7 @@ def run_command(ns: argparse.Namespace) -> dict:
     if ns.cmd == "train":
         from dataclasses import replace
 
-        from backend.zoo.train_all import train_one
+        from zoo.train_all import train_one
 
         args = replace(
             _train_args(ns, ns.variant),
@@ -149,7 +149,7 @@ def run_command(ns: argparse.Namespace) -> dict:
     elif ns.cmd == "train-all":
         from dataclasses import replace
 
-        from backend.zoo.train_all import train_all
+        from zoo.train_all import train_all
 
         base = replace(_train_args(ns, "full"), steps=ns.steps)
         out = train_all(
@@ -166,8 +166,8 @@ def run_command(ns: argparse.Namespace) -> dict:
         )
         print_table(ns.out)
     else:
-        from backend.zoo.precompute import PrecomputeConfig, precompute
-        from backend.zoo.variants import NAMES
+        from zoo.precompute import PrecomputeConfig, precompute
+        from zoo.variants import NAMES
 
         cfg = PrecomputeConfig.smoke() if ns.smoke else PrecomputeConfig()
         cfg.evaluator = ns.evaluator or None
@@ -186,7 +186,7 @@ def run_command(ns: argparse.Namespace) -> dict:
 
 
 def print_table(root: Path) -> None:
-    """Compact table of a train-all run on stdout (see backend.zoo.report)."""
-    from backend.zoo.report import training_lines
+    """Compact table of a train-all run on stdout (see zoo.report)."""
+    from zoo.report import training_lines
 
     print("\n".join(training_lines(root)), flush=True)

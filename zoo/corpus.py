@@ -7,8 +7,8 @@ Natural documents are whole ``.py`` modules:
   site-packages, machine-specific and generated files, and files outside [min_bytes, max_bytes] are
   excluded. Document ids are ``stdlib:<path relative to Lib>``.
 - ``pypi/<name>``: the installed files (from the distribution's RECORD) of each package in
-  :data:`backend.zoo.packages.DEFAULT_PACKAGES` (or the caller's list), collected by
-  :mod:`backend.zoo.packages`. A package must be installed and its metadata licence
+  :data:`zoo.packages.DEFAULT_PACKAGES` (or the caller's list), collected by
+  :mod:`zoo.packages`. A package must be installed and its metadata licence
   (License-Expression, else License, else the licence classifiers) must consist only of
   ``ALLOWED_LICENCE_TERMS``; otherwise the build fails naming it. Excluded on top of the stdlib rules:
   test files (``test_*.py``, ``*_test.py``, ``conftest.py``), vendored directories (``vendor``,
@@ -340,5 +340,5 @@ def split_path(data_dir: Path | str, split: str) -> Path:
         return plain
     raise ValueError(
         f"data: {data_dir} has no {split}.jsonl or {split}.jsonl.gz; "
-        "build it with `python -m backend.zoo build-data`"
+        "build it with `python -m zoo build-data`"
     )

@@ -3,11 +3,11 @@ synthetic rows, and a resumable batch stream.
 
 - Natural rows: the corpus's natural training documents (``train.jsonl.gz`` or ``train.jsonl``; sources
   "stdlib" and "pypi/<name>"), tokenized once per run with the saved tokenizer and packed into rows of
-  ``seq_len`` tokens separated by <|endoftext|> (:func:`backend.zoo.tokenizer.pack_ids`); cached as
+  ``seq_len`` tokens separated by <|endoftext|> (:func:`zoo.tokenizer.pack_ids`); cached as
   ``.npy`` keyed by the inputs' hashes.
   The corpus's own synthetic documents are left out: fresh ones replace them every epoch.
 - Synthetic rows: ``round(n_natural * frac / (1 - frac))`` rows per epoch from
-  :class:`backend.zoo.synthetic_rows.SyntheticMaker` with seed ``(seed, epoch)`` — built in worker
+  :class:`zoo.synthetic_rows.SyntheticMaker` with seed ``(seed, epoch)`` — built in worker
   processes ahead of time when ``workers > 0``; every epoch's rows are a pure function of the seed.
 - Epoch order: a permutation of natural + synthetic rows seeded by ``(seed, epoch)``; a batch is
   ``batch_size`` consecutive rows of it; the last incomplete batch of an epoch is dropped.
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.zoo import synthetic_rows
-from backend.zoo.corpus import read_jsonl, split_path
-from backend.zoo.tokenizer import EOS, PAD, backend_of, encode_many, pack_ids
+from zoo import synthetic_rows
+from zoo.corpus import read_jsonl, split_path
+from zoo.tokenizer import EOS, PAD, backend_of, encode_many, pack_ids
 
 
 @dataclass
@@ -73,7 +73,7 @@ def load_corpus(
     if not (data_dir / "tokenizer/tokenizer.json").is_file():
         raise ValueError(
             f"data: {data_dir} has no tokenizer/tokenizer.json; "
-            "build it with `python -m backend.zoo build-data`"
+            "build it with `python -m zoo build-data`"
         )
     tok = backend_of(data_dir / "tokenizer")
     eos_id, pad_id = tok.token_to_id(EOS), tok.token_to_id(PAD)

@@ -4,7 +4,7 @@ The packages are pinned in the project's requirements files; each one's licence 
 installed metadata (License-Expression, License, a recognised licence text, or OSI classifiers) and the
 build refuses any term outside ``ALLOWED_LICENCE_TERMS``. Files come from the distribution's RECORD;
 tests, vendored code, generated files, copyleft-headed files, numeric tables and exact duplicates are
-left out. The stdlib part of the corpus, the splits and the JSONL format are in :mod:`backend.zoo.corpus`.
+left out. The stdlib part of the corpus, the splits and the JSONL format are in :mod:`zoo.corpus`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.zoo.corpus import EXCLUDED_DIR_NAMES, GENERATED_MARKER, PYPI_PREFIX, Doc, read_utf8
+from zoo.corpus import EXCLUDED_DIR_NAMES, GENERATED_MARKER, PYPI_PREFIX, Doc, read_utf8
 
 # Packages pinned in requirements*.txt whose Python source is added (licences checked at build time).
 # With the zoo tokenizer: 12.3M natural training tokens (transformers 8.0M, streamlit 1.3M, numpy 1.1M,

@@ -1,8 +1,10 @@
 """Precompute the zoo's traces into a trace store, with the ordinary runner.
 
 ``precompute(root, ...)`` expects the trained checkpoints in ``root/zoo/<variant>`` (what
-``train-all --out root`` writes) and, with ``HYBRIDSCOPE_PRECOMPUTED`` pointed at ``root`` for the
-duration (refs ``zoo/<name>`` and data ``zoo:test`` resolve there), writes ``root/store`` with:
+``train-all --out root`` writes) and writes ``root/store``. For the duration it sets the environment
+variable ``HYBRIDSCOPE_PRECOMPUTED`` to ``root`` (restored on exit, also on error); ``backend.paths``
+reads it whenever a path is resolved, so refs ``zoo/<name>`` and data ``zoo:test`` resolve under
+``root`` in this process and in any child process. The store holds:
 
 1. formation: one run per variant holding ``sweep`` rows named ``formation:<variant>`` (x = training
    step, y = strongest full-attention retrieval-head mass), from ``formation.json`` of train-all.
@@ -33,16 +35,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backend.zoo.corpus import read_jsonl
-from backend.zoo.tokenizer import backend_of
+from zoo.corpus import read_jsonl
+from zoo.envvar import scoped_env
+from zoo.tokenizer import backend_of
 
 FORMATION_DATA = "formation:retrieval_heads_mass"
 
@@ -78,26 +78,6 @@ class PrecomputeConfig:
             niah_samples=1,
             rh_lengths=(128,),
         )
-
-
-@contextmanager
-def precomputed_root(root: Path) -> Iterator[None]:
-    """Point ``zoo/<name>`` refs and ``zoo:<split>`` data at ``root`` (env for children, module globals
-    for this process, restored afterwards)."""
-    from backend import datasets, model_refs
-
-    old_env = os.environ.get("HYBRIDSCOPE_PRECOMPUTED")
-    old = (model_refs.PRECOMPUTED, datasets.PRECOMPUTED)
-    os.environ["HYBRIDSCOPE_PRECOMPUTED"] = str(root)
-    model_refs.PRECOMPUTED = datasets.PRECOMPUTED = Path(root)
-    try:
-        yield
-    finally:
-        model_refs.PRECOMPUTED, datasets.PRECOMPUTED = old
-        if old_env is None:
-            os.environ.pop("HYBRIDSCOPE_PRECOMPUTED", None)
-        else:
-            os.environ["HYBRIDSCOPE_PRECOMPUTED"] = old_env
 
 
 def prepare_data(root: Path, data_dir: Path, min_tokens: int) -> dict:
@@ -242,7 +222,7 @@ def precompute(
     t0 = time.perf_counter()
     root = Path(root).resolve()
     summary: dict[str, Any] = {"config": asdict(cfg), "steps": {}, "skipped": [], "failed": {}}
-    with precomputed_root(root):
+    with scoped_env("HYBRIDSCOPE_PRECOMPUTED", str(root)):  # backend.paths reads it when called
         from backend.store import TraceStore
 
         missing = [v for v in variants if not (root / "zoo" / v / "config.json").is_file()]

@@ -1,4 +1,4 @@
-"""Compact text report of a trained and precomputed zoo root (``python -m backend.zoo report``).
+"""Compact text report of a trained and precomputed zoo root (``python -m zoo report``).
 
 Reads ``train_summary.json``, ``formation.json``, ``precompute_summary.json`` and the store's sweep and
 head-score tables; prints one table per phase: the numbers FINDINGS.md needs, at a glance.

@@ -38,9 +38,9 @@ from backend.data.synthetic import (
     PASSKEY_QUERY,
     split_units,
 )
-from backend.zoo.corpus import KV_QUERY
-from backend.zoo.corpus import PASSKEY_NEEDLE as CODE_PASSKEY_NEEDLE
-from backend.zoo.corpus import PASSKEY_QUERY as CODE_PASSKEY_QUERY
+from zoo.corpus import KV_QUERY
+from zoo.corpus import PASSKEY_NEEDLE as CODE_PASSKEY_NEEDLE
+from zoo.corpus import PASSKEY_QUERY as CODE_PASSKEY_QUERY
 
 KINDS = ("kv", "passkey", "niah_text", "passkey_text")
 KV_QUERY_EVERY = 4  # kv documents query one key in four
@@ -235,7 +235,7 @@ def worker_rows(n_rows: int, seed: int) -> np.ndarray:
 def natural_texts(train_jsonl: Path, max_docs: int | None = None) -> list[str]:
     """Texts of the natural (stdlib and package) training documents of a ``train.jsonl[.gz]``, in file
     order."""
-    from backend.zoo.corpus import is_synthetic, read_jsonl
+    from zoo.corpus import is_synthetic, read_jsonl
 
     texts = [d.text for d in read_jsonl(train_jsonl) if not is_synthetic(d.source)]
     return texts[:max_docs] if max_docs else texts

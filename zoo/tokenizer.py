@@ -8,35 +8,20 @@ lossless: ``decode(encode(text)) == text`` for any string.
 from __future__ import annotations
 
 import json
-import os
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from backend.zoo.corpus import is_synthetic, read_jsonl
+from zoo.corpus import is_synthetic, read_jsonl
+from zoo.envvar import scoped_env
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 SPECIAL_TOKENS = (EOS, PAD)  # ids 0 and 1
 MODEL_MAX_LENGTH = 1 << 20
-
-
-@contextmanager
-def _serial_tokenizers() -> Iterator[None]:
-    """Run `tokenizers` single-threaded inside the block (restores the previous setting after)."""
-    old = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("TOKENIZERS_PARALLELISM", None)
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = old
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int = 8192, min_frequency: int = 2) -> Any:
@@ -60,7 +45,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 8192, min_frequency: int =
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    with _serial_tokenizers():
+    with scoped_env("TOKENIZERS_PARALLELISM", "false"):  # single-threaded: byte-identical results
         tok.train_from_iterator(texts, trainer=trainer)
     return tok
 

@@ -19,17 +19,17 @@ import json
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from backend.zoo import checkpoint as ck
-from backend.zoo.continued import load_earlier
-from backend.zoo.data import BatchStream, Corpus, SyntheticSource, corpus_summary
-from backend.zoo.formation import EvalSet, retrieval_scores, val_loss
-from backend.zoo.variants import context_of, get_variant, param_count, variant_config
+from zoo import checkpoint as ck
+from zoo.continued import load_earlier
+from zoo.data import BatchStream, Corpus, SyntheticSource, corpus_summary
+from zoo.formation import EvalSet, retrieval_scores, val_loss
+from zoo.variants import context_of, get_variant, param_count, variant_config
 
 EVAL_FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1.0)
 
@@ -135,19 +135,27 @@ def make_optimizer(model: torch.nn.Module, args: TrainArgs, device: torch.device
     )
 
 
+@dataclass
+class _Loop:
+    """Bookkeeping of one ``Trainer.run`` call: wall clock and deadlines, calibration step times, and
+    the logging window (steps, summed loss and last grad norm since the previous log line)."""
+
+    wall0: float  # start of the wall time not yet added to Trainer.train_seconds
+    budget_end: float | None  # hard stop (max_seconds, else time_budget_s)
+    plan_end: float | None  # end of the time budget the calibrated schedule must fit
+    eval_cost_s: float
+    step_times: list[float] = field(default_factory=list)
+    win_t: float = 0.0
+    win_steps: int = 0
+    loss_sum: torch.Tensor | None = None
+    gn_last: torch.Tensor | None = None
+
+
 class Trainer:
     """One variant's training run. ``run()`` trains to the end (resuming first if asked)."""
 
-    def __init__(
-        self,
-        args: TrainArgs,
-        corpus: Corpus,
-        synthetic: SyntheticSource,
-        run_dir: Path,
-        export_dir: Path | None = None,
-        eval_set: EvalSet | None = None,
-        quiet: bool = False,
-    ) -> None:
+    def __init__(self, args: TrainArgs, corpus: Corpus, synthetic: SyntheticSource, run_dir: Path,
+                 export_dir: Path | None = None, eval_set: EvalSet | None = None, quiet: bool = False) -> None:
         from models.modeling import HybridForCausalLM
 
         args.check()
@@ -214,17 +222,7 @@ class Trainer:
         with open(self.run_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
         if not self.quiet:
-            keys = (
-                "step",
-                "loss",
-                "lr",
-                "grad_norm",
-                "tok_per_s",
-                "elapsed_s",
-                "event",
-                "max_full",
-                "val_loss",
-            )
+            keys = ("step", "loss", "lr", "grad_norm", "tok_per_s", "elapsed_s", "event", "max_full", "val_loss")
             print(f"[{self.args.variant}] " + " ".join(f"{k}={rec[k]}" for k in keys if k in rec), flush=True)
 
     def set_total(self, total: int) -> None:
@@ -249,27 +247,14 @@ class Trainer:
         return rec
 
     def state(self) -> dict:
-        return {
-            "args": asdict(self.args),
-            "total_steps": self.total_steps,
-            "eval_steps": self.eval_steps,
-            "tokens": self.tokens,
-            "optimizer": self.opt.state_dict(),
-            "data": self.batches.state_dict(),
-            "formation": self.formation,
-            "train_seconds": self.train_seconds,
-            "last_loss": self.last_loss,
-        }
+        """What a checkpoint holds besides the weights and RNG state (see ``resume``)."""
+        return {"args": asdict(self.args), "total_steps": self.total_steps, "eval_steps": self.eval_steps,
+                "tokens": self.tokens, "optimizer": self.opt.state_dict(), "data": self.batches.state_dict(),
+                "formation": self.formation, "train_seconds": self.train_seconds, "last_loss": self.last_loss}
 
     def save(self) -> Path:
-        return ck.save_checkpoint(
-            self.run_dir,
-            self.step,
-            self.model,
-            self.corpus.tokenizer_dir,
-            self.state(),
-            keep=self.args.keep_checkpoints,
-        )
+        state, keep = self.state(), self.args.keep_checkpoints
+        return ck.save_checkpoint(self.run_dir, self.step, self.model, self.corpus.tokenizer_dir, state, keep=keep)
 
     def resume(self) -> bool:
         """Load the latest complete checkpoint of ``run_dir``; False when there is none."""
@@ -287,11 +272,8 @@ class Trainer:
         ck.set_rng_state(st["rng"])
         log = self.run_dir / "train_log.jsonl"
         if log.is_file():  # drop records past the checkpoint: the resumed run rewrites them
-            keep = [
-                ln
-                for ln in log.read_text(encoding="utf-8").splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= self.step
-            ]
+            lines = log.read_text(encoding="utf-8").splitlines()
+            keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
             log.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
         self._log({"event": "resumed", "step": self.step, "from": path.name})
         return True
@@ -326,22 +308,44 @@ class Trainer:
         """Train to the end; export; return the summary. ``eval_cost_s`` (seconds per evaluation, if
         known) sharpens the time-budget estimate; else the first evaluation is timed. ``stop_after``:
         stop at that step with a checkpoint and no export (status "interrupted"; resume later)."""
-        a = self.args
+        self._start_or_resume(resume)
+        loop = self._start_clock(eval_cost_s)
+        while not self._at_total():
+            self._timed_step(loop)
+            done = self._at_total()
+            if not self._log_window(loop, done):
+                self.status = "diverged"
+                break
+            self._eval_or_checkpoint(loop, done)
+            if done:
+                break
+            if loop.budget_end is not None and time.perf_counter() > loop.budget_end:
+                self.status = "stopped_at_time_limit"
+                break
+            if stop_after is not None and self.step >= stop_after:
+                return self._interrupt(loop)
+        return self._wrap_up(loop)
+
+    def _at_total(self) -> bool:
+        """The schedule's length is known and reached."""
+        return self.total_steps is not None and self.step >= self.total_steps
+
+    def _start_or_resume(self, resume: bool) -> None:
+        """Continue from the latest checkpoint if asked and there is one; else a fresh log (and the
+        evaluation steps of a fixed-length schedule)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        resumed = resume and self.resume()
-        if not resumed:
-            (self.run_dir / "train_log.jsonl").unlink(missing_ok=True)
-            self._log(
-                {
-                    "event": "start",
-                    "step": 0,
-                    "params": self.n_params,
-                    "device": str(self.device),
-                    **corpus_summary(self.corpus, self.batches.synthetic),
-                }
-            )
-            if self.total_steps is not None:
-                self.set_total(self.total_steps)
+        if resume and self.resume():
+            return
+        (self.run_dir / "train_log.jsonl").unlink(missing_ok=True)
+        summary = corpus_summary(self.corpus, self.batches.synthetic)
+        self._log({"event": "start", "step": 0, "params": self.n_params, "device": str(self.device), **summary})
+        if self.total_steps is not None:
+            self.set_total(self.total_steps)
+
+    def _start_clock(self, eval_cost_s: float | None) -> _Loop:
+        """This call's deadlines (net of the time trained before a resume) and the cost of one evaluation,
+        timed on a step-0 evaluation when a time budget is still to be planned and no cost was given."""
+        a = self.args
         wall0 = time.perf_counter()
         limit = a.max_seconds if a.max_seconds is not None else a.time_budget_s
         budget_end = None if limit is None else wall0 + limit - self.train_seconds
@@ -350,69 +354,78 @@ class Trainer:
             t0 = time.perf_counter()
             self.evaluate()  # step 0 point, and its cost
             eval_cost_s = time.perf_counter() - t0
-        eval_cost_s = eval_cost_s or 0.0
-        step_times: list[float] = []
-        win_t, win_steps, loss_sum, gn_last = time.perf_counter(), 0, None, None
-        while self.total_steps is None or self.step < self.total_steps:
-            t_step = time.perf_counter()
-            loss, gn = self.train_step()
-            loss_sum = loss if loss_sum is None else loss_sum + loss
-            gn_last, win_steps = gn, win_steps + 1
-            if self.total_steps is None and len(step_times) < a.calib_steps:
-                self._sync()
-                step_times.append(time.perf_counter() - t_step)
-                if len(step_times) == a.calib_steps:
-                    sps = sorted(step_times[2:])[len(step_times[2:]) // 2]
-                    reserve = (eval_cost_s + 0.5) * len(a.eval_fractions) + 3.0 + 2.0 * sps  # + saves
-                    left = plan_end - time.perf_counter() - reserve
-                    self.set_total(max(a.warmup_steps + 1, self.step + int(max(0.0, left) / sps * 0.95)))
-                    self._log(
-                        {
-                            "event": "calibrated",
-                            "step": self.step,
-                            "sec_per_step": round(sps, 4),
-                            "total_steps": self.total_steps,
-                            "eval_cost_s": round(eval_cost_s, 2),
-                        }
-                    )
-            done = self.total_steps is not None and self.step >= self.total_steps
-            if self.step % a.log_every == 0 or done:
-                self._sync()
-                now = time.perf_counter()
-                self.last_loss = float(loss_sum) / win_steps
-                self._log(
-                    {
-                        "step": self.step,
-                        "loss": round(self.last_loss, 4),
-                        "lr": float(f"{self.opt.param_groups[0]['lr']:.3g}"),
-                        "grad_norm": round(float(gn_last), 3),
-                        "tokens": self.tokens,
-                        "tok_per_s": round(win_steps * a.batch_size * self.corpus.seq_len / (now - win_t)),
-                        "elapsed_s": round(self.train_seconds + now - wall0, 1),
-                    }
-                )
-                if not math.isfinite(self.last_loss):
-                    self.status = "diverged"
-                    break
-                win_t, win_steps, loss_sum = now, 0, None
-            if self.step in self.eval_steps:
-                rec = self.evaluate()
-                self._log({"event": "eval", **{k: v for k, v in rec.items() if k != "per_layer"}})
-                self.train_seconds += time.perf_counter() - wall0
-                wall0 = time.perf_counter()
-                self.save()
-            elif a.save_every and self.step % a.save_every == 0 and not done:
-                self.save()
-            if budget_end is not None and time.perf_counter() > budget_end and not done:
-                self.status = "stopped_at_time_limit"
-                break
-            if stop_after is not None and self.step >= stop_after and not done:
-                self.train_seconds += time.perf_counter() - wall0
-                self.status = "interrupted"
-                self.save()
-                self._log({"event": "interrupted", "step": self.step})
-                return {"status": self.status, "step": self.step}
-        self.train_seconds += time.perf_counter() - wall0
+        return _Loop(wall0, budget_end, plan_end, eval_cost_s or 0.0, win_t=time.perf_counter())
+
+    def _timed_step(self, loop: _Loop) -> None:
+        """One optimizer step into the logging window; while calibrating, timed (then calibrate)."""
+        t_step = time.perf_counter()
+        loss, gn = self.train_step()
+        loop.loss_sum = loss if loop.loss_sum is None else loop.loss_sum + loss
+        loop.gn_last, loop.win_steps = gn, loop.win_steps + 1
+        if self.total_steps is None and len(loop.step_times) < self.args.calib_steps:
+            self._sync()
+            loop.step_times.append(time.perf_counter() - t_step)
+            if len(loop.step_times) == self.args.calib_steps:
+                self._calibrate(loop)
+
+    def _calibrate(self, loop: _Loop) -> None:
+        """Fix the schedule at the steps that fit the time budget: median step time (the first two steps,
+        with compilation, left out) after a reserve for evaluations, checkpoints and the export."""
+        a = self.args
+        sps = sorted(loop.step_times[2:])[len(loop.step_times[2:]) // 2]
+        reserve = (loop.eval_cost_s + 0.5) * len(a.eval_fractions) + 3.0 + 2.0 * sps  # + saves
+        left = loop.plan_end - time.perf_counter() - reserve
+        self.set_total(max(a.warmup_steps + 1, self.step + int(max(0.0, left) / sps * 0.95)))
+        self._log({"event": "calibrated", "step": self.step, "sec_per_step": round(sps, 4),
+                   "total_steps": self.total_steps, "eval_cost_s": round(loop.eval_cost_s, 2)})
+
+    def _log_window(self, loop: _Loop, done: bool) -> bool:
+        """At a log point (every ``log_every`` steps, and the last step): log the window's mean loss and
+        throughput, then open a new window. False when the loss is not finite (the run diverged)."""
+        if self.step % self.args.log_every and not done:
+            return True
+        self._sync()
+        now = time.perf_counter()
+        self.last_loss = float(loop.loss_sum) / loop.win_steps
+        tokens = loop.win_steps * self.args.batch_size * self.corpus.seq_len
+        self._log({"step": self.step, "loss": round(self.last_loss, 4),
+                   "lr": float(f"{self.opt.param_groups[0]['lr']:.3g}"), "grad_norm": round(float(loop.gn_last), 3),
+                   "tokens": self.tokens, "tok_per_s": round(tokens / (now - loop.win_t)),
+                   "elapsed_s": round(self.train_seconds + now - loop.wall0, 1)})
+        if not math.isfinite(self.last_loss):
+            return False
+        loop.win_t, loop.win_steps, loop.loss_sum = now, 0, None
+        return True
+
+    def _eval_or_checkpoint(self, loop: _Loop, done: bool) -> None:
+        """At an evaluation point: a formation record, its log line and a checkpoint; else a checkpoint
+        every ``save_every`` steps (never at the last step, which exports instead)."""
+        a = self.args
+        if self.step in self.eval_steps:
+            rec = self.evaluate()
+            self._log({"event": "eval", **{k: v for k, v in rec.items() if k != "per_layer"}})
+            self._bank_time(loop)
+            self.save()
+        elif a.save_every and self.step % a.save_every == 0 and not done:
+            self.save()
+
+    def _bank_time(self, loop: _Loop) -> None:
+        """Add the wall time since ``loop.wall0`` to ``train_seconds`` (what checkpoints and the card record)."""
+        self.train_seconds += time.perf_counter() - loop.wall0
+        loop.wall0 = time.perf_counter()
+
+    def _interrupt(self, loop: _Loop) -> dict:
+        """Stop at ``stop_after``: a checkpoint, no export (status "interrupted"; resume later)."""
+        self._bank_time(loop)
+        self.status = "interrupted"
+        self.save()
+        self._log({"event": "interrupted", "step": self.step})
+        return {"status": self.status, "step": self.step}
+
+    def _wrap_up(self, loop: _Loop) -> dict:
+        """After the loop: bank the time, "done" unless it stopped early, a final formation record if
+        the last step has none, then the export and summary."""
+        self._bank_time(loop)
         if self.status == "running":
             self.status = "done"
         if not self.formation or self.formation[-1]["step"] != self.prior["steps"] + self.step:

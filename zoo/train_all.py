@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 
-from backend.zoo.data import Corpus, SyntheticSource, load_corpus
-from backend.zoo.formation import EvalSet, make_eval_set
-from backend.zoo.train import TrainArgs, Trainer, pick_device
-from backend.zoo.variants import NAMES, context_of, get_variant
+from zoo.data import Corpus, SyntheticSource, load_corpus
+from zoo.formation import EvalSet, make_eval_set
+from zoo.train import TrainArgs, Trainer, pick_device
+from zoo.variants import NAMES, context_of, get_variant
 
 EVAL_LENGTHS = {"zoo": (1024, 2048), "smoke": (128, 192)}
 # tried in order when a variant fails (compile / kernel / memory errors): SDPA with a dense mask instead

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.zoo.__main__ import main
-from backend.zoo.build import build_data, sha256_file
-from backend.zoo.corpus import (
+from zoo.__main__ import main
+from zoo.build import build_data, sha256_file
+from zoo.corpus import (
     KV_SOURCE,
     PASSKEY_SOURCE,
     Doc,
@@ -31,7 +31,7 @@ from backend.zoo.corpus import (
     split_query,
     write_jsonl,
 )
-from backend.zoo.packages import (
+from zoo.packages import (
     DEFAULT_PACKAGES,
     check_packages,
     collect_package,
@@ -40,7 +40,7 @@ from backend.zoo.packages import (
     package_exclusion_reason,
     package_info,
 )
-from backend.zoo.tokenizer import backend_of, encode_many, load_tokenizer, pack_ids, pack_tokens, train_bpe
+from zoo.tokenizer import backend_of, encode_many, load_tokenizer, pack_ids, pack_tokens, train_bpe
 
 SMALL = dict(
     max_files=14,

@@ -4,13 +4,14 @@ training from an earlier zoo root, precompute into a trace store, and the report
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
 import torch
 
-from backend.zoo.data import load_corpus
-from tests.backend.test_zoo_train import _args, _trainer
+from tests.zoo.test_zoo_train import _args, _trainer
+from zoo.data import load_corpus
 
 
 # ---------------------------------------------------------------------------------- train-all + precompute
@@ -18,8 +19,8 @@ from tests.backend.test_zoo_train import _args, _trainer
 def zoo_root(data_dir, tmp_path_factory):
     """train-all on two smoke variants; swa64's first attempt fails (as a kernel error would) and is
     retried with the next FALLBACKS entry."""
-    from backend.zoo import train as train_mod
-    from backend.zoo.train_all import train_all
+    from zoo import train as train_mod
+    from zoo.train_all import train_all
 
     root = tmp_path_factory.mktemp("zoo_root")
     orig = train_mod.Trainer.train_step
@@ -40,7 +41,7 @@ def zoo_root(data_dir, tmp_path_factory):
 
 
 def test_train_all_equal_steps_and_fallback(zoo_root, data_dir):
-    from backend.zoo.train_all import train_all
+    from zoo.train_all import train_all
 
     root, summary = zoo_root
     sw, mb = summary["variants"]["swa64"], summary["variants"]["mamba2"]
@@ -55,8 +56,8 @@ def test_train_all_equal_steps_and_fallback(zoo_root, data_dir):
 
 
 def test_continued_training_starts_from_the_export(zoo_root, data_dir, tmp_path):
-    from backend.zoo.train_all import train_all
     from models.modeling import HybridForCausalLM
+    from zoo.train_all import train_all
 
     root, first = zoo_root
     corpus = load_corpus(data_dir, 256)
@@ -91,10 +92,11 @@ def test_continued_training_starts_from_the_export(zoo_root, data_dir, tmp_path)
 
 def test_precompute_and_report(zoo_root, data_dir):
     from backend.store import TraceStore
-    from backend.zoo.precompute import PrecomputeConfig, precompute
-    from backend.zoo.report import report
+    from zoo.precompute import PrecomputeConfig, precompute
+    from zoo.report import report
 
     root, _ = zoo_root
+    env_before = os.environ.get("HYBRIDSCOPE_PRECOMPUTED")
     cfg = PrecomputeConfig(
         n_docs=1,
         sweep_n_docs=1,
@@ -126,6 +128,21 @@ def test_precompute_and_report(zoo_root, data_dir):
     assert all(sp.get("data") in ("zoo:test", "formation:retrieval_heads_mass") for sp in specs)
     text = report(root)
     assert "swa64" in text and "mamba2" in text and "FAILED" not in text
-    from backend import model_refs
+    from backend.paths import precomputed_root
 
-    assert model_refs.PRECOMPUTED != root  # the override was undone
+    assert os.environ.get("HYBRIDSCOPE_PRECOMPUTED") == env_before  # the override was undone
+    assert precomputed_root() != root
+
+
+def test_scoped_env_restores_the_previous_value_also_on_error(monkeypatch):
+    from zoo.envvar import scoped_env
+
+    monkeypatch.setenv("HYBRIDSCOPE_PRECOMPUTED", "/before")
+    with pytest.raises(RuntimeError), scoped_env("HYBRIDSCOPE_PRECOMPUTED", "/inside"):
+        assert os.environ["HYBRIDSCOPE_PRECOMPUTED"] == "/inside"
+        raise RuntimeError("a failing step")
+    assert os.environ["HYBRIDSCOPE_PRECOMPUTED"] == "/before"
+    monkeypatch.delenv("HYBRIDSCOPE_PRECOMPUTED")
+    with scoped_env("HYBRIDSCOPE_PRECOMPUTED", "/inside"):
+        pass
+    assert "HYBRIDSCOPE_PRECOMPUTED" not in os.environ

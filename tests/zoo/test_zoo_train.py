@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from backend.zoo import checkpoint as ck
-from backend.zoo.corpus import split_path
-from backend.zoo.data import BatchStream, SyntheticSource, load_corpus, n_synthetic_rows
-from backend.zoo.synthetic_rows import KINDS, maker_from_files
-from backend.zoo.train import TrainArgs, Trainer, lr_at
-from backend.zoo.train_all import plan_steps, variant_cap
-from backend.zoo.variants import BASE, NAMES, VARIANTS, param_count, variant_config
+from zoo import checkpoint as ck
+from zoo.corpus import split_path
+from zoo.data import BatchStream, SyntheticSource, load_corpus, n_synthetic_rows
+from zoo.synthetic_rows import KINDS, maker_from_files
+from zoo.train import TrainArgs, Trainer, lr_at
+from zoo.train_all import plan_steps, variant_cap
+from zoo.variants import BASE, NAMES, VARIANTS, param_count, variant_config
 
 MIXER_FIELDS = {"layer_types", "sliding_window", "layer_pe", "linear_num_heads"}
 
@@ -172,8 +172,8 @@ def test_synthetic_docs_hold_the_answer_once(data_dir):
 def test_kv_docs_ask_a_quarter_of_their_keys(data_dir):
     from tokenizers import Tokenizer
 
-    from backend.zoo.corpus import KV_QUERY
-    from backend.zoo.synthetic_rows import KV_QUERY_EVERY
+    from zoo.corpus import KV_QUERY
+    from zoo.synthetic_rows import KV_QUERY_EVERY
 
     maker = maker_from_files(
         data_dir / "tokenizer" / "tokenizer.json", split_path(data_dir, "train"), 2048, 0, 1, 64
@@ -202,8 +202,8 @@ def test_mass_scores_match_the_probe(data_dir):
     from backend.codec import HFCodec
     from backend.data.synthetic import make_sample
     from backend.probes.retrieval_heads import sample_scores
-    from backend.zoo.formation import mass_scores
     from models.tiny import tiny_model
+    from zoo.formation import mass_scores
 
     codec = HFCodec(AutoTokenizer.from_pretrained(data_dir / "tokenizer"))
     model = tiny_model("SSFM", seed=3, vocab_size=700)
@@ -291,7 +291,7 @@ def test_time_budget_calibrates_the_schedule(corpus, tmp_path):
 def test_formation_runs_in_the_store(tmp_path):
     from backend.spec import RunSpec
     from backend.store import TraceStore
-    from backend.zoo.precompute import write_formation
+    from zoo.precompute import write_formation
 
     recs = [
         {"step": 0, "tokens": 0, "max_full": 0.01, "top5_full": 0.01},
@@ -319,7 +319,7 @@ def test_smoke_config_is_small():
 def test_package_fits_file_limits(tmp_path):
     import tarfile
 
-    from backend.zoo.package import package
+    from zoo.package import package
 
     work, rng = tmp_path / "work", np.random.default_rng(0)
 
