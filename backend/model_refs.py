@@ -17,8 +17,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from backend.paths import model_roots, zoo_root
+from models.plan import LAYER_LETTERS
 
-TINY = re.compile(r"^tiny/([FSMG]{1,32})$")
+TINY = re.compile(rf"^tiny/([{''.join(LAYER_LETTERS)}]{{1,32}})$")
 
 
 class ModelRefError(ValueError):
@@ -95,17 +96,3 @@ def model_card(ref: ModelRef) -> dict:
         return {"ref": ref.ref, "kind": "random tiny native model", "pattern": ref.pattern}
     cfg = json.loads((ref.path / "config.json").read_text())
     return {"ref": ref.ref, "model_type": cfg.get("model_type"), "layer_types": cfg.get("layer_types")}
-
-
-_LETTERS = {"F": "full_attention", "S": "sliding_attention", "M": "mamba2", "G": "gated_deltanet"}
-
-
-def layer_types(ref: ModelRef) -> list[str]:
-    """HF ``layer_types`` of a model without loading it (tiny pattern or config.json)."""
-    if ref.path is None:
-        return [_LETTERS[c] for c in ref.pattern]
-    cfg = json.loads((ref.path / "config.json").read_text())
-    cfg = cfg.get("text_config", cfg)
-    if "layer_types" in cfg:
-        return list(cfg["layer_types"])
-    return ["full_attention"] * int(cfg.get("num_hidden_layers", 0))

@@ -1,6 +1,7 @@
-"""Probe names, versions and parameter schemas (pydantic, torch-free so the app can import them).
+"""Parameter schemas of the probes (pydantic, torch-free so the app can import them).
 
-A probe's ``version`` is part of every run_id: bump it whenever the probe's numbers could change.
+Each probe's name, version, params class, run function, dependencies and tables are declared once, in
+:mod:`backend.probes.registry`.
 """
 
 from __future__ import annotations
@@ -109,13 +110,10 @@ class SweepParams(LongPPLParams):
         return tuple(sorted(set(v)))
 
 
-PROBES: dict[str, tuple[type[_Params], str, str]] = {
-    # name: (params model, version, one-line description)
-    "token_loss": (TokenLossParams, "1", "per-token NLL with positions; loss-vs-position buckets"),
-    "key_tokens": (KeyTokenParams, "2", "LongPPL key tokens (character spans) chosen by an evaluator"),
-    "longppl": (LongPPLParams, "2", "LongPPL (Fang et al. 2025) and PPL per document"),
-    "niah": (NIAHParams, "1", "needle-in-a-haystack / passkey accuracy over length x depth"),
-    "retrieval_heads": (RetrievalHeadParams, "2", "attention mass from the query onto the needle, per head"),
-    "attention_rows": (AttentionRowParams, "1", "top-k attended keys and entropy for chosen heads/queries"),
-    "sweep": (SweepParams, "3", "LongPPL and PPL vs receptive field k of the full vs the efficient layers"),
-}
+def __getattr__(name: str):
+    """``backend.params.PROBES``: the registry's old home (it lives in ``backend.probes.registry``)."""
+    if name == "PROBES":
+        from backend.probes.registry import PROBES
+
+        return PROBES
+    raise AttributeError(f"module 'backend.params' has no attribute {name!r}")

@@ -1,10 +1,12 @@
 """The runner: RunSpec -> traces in the store, computed at most once.
 
-``Runner.run(spec)`` resolves the model and dataset fingerprints, derives the run_id, and returns
-at once if any store (the user store, then precomputed/) holds a successful run with that id.
-Otherwise it takes a per-run lock (a thread lock plus a file lock, so concurrent threads and
-processes asking for one run compute it once), checks again, runs the probe's dependencies,
-applies the ablation, runs the probe with progress reporting, and writes the traces atomically.
+``Runner.run(spec)`` resolves the model and dataset refs once (fingerprints, and the documents the
+probe will read), derives the run_id, and returns at once if any store (the user store, then
+precomputed/) holds a successful run with that id. Otherwise it takes a per-run lock (a thread lock
+plus a file lock, so concurrent threads and processes asking for one run compute it once), checks
+again, loads the model, runs the probe's dependencies (given the loaded model's layer types),
+applies the ablation, runs the probe (``backend.probes.registry``) with progress reporting, checks
+that it returned the tables it declares, and writes the traces atomically.
 Probes on one loaded (cached, shared) model run one at a time: an ablation changes that object.
 A failing probe stores its error message and no tables, then re-raises.
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from backend import datasets, model_refs, paths
-from backend.params import PROBES
+from backend.probes.registry import PROBES, USER_PROBES
 from backend.spec import RunSpec
 from backend.store import TraceStore
 
@@ -31,7 +33,6 @@ _THREAD_LOCKS: dict[str, threading.Lock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
 # one probe at a time per loaded model: ablations and captures change the shared (cached) model object
 _MODEL_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-SYNTHETIC = ("niah", "retrieval_heads")  # probes that generate their own inputs (data = haystack text)
 
 
 @dataclass
@@ -60,12 +61,17 @@ class Runner:
         self.computed: list[str] = []  # run_ids this runner computed (tests, logging)
 
     # -- identity -----------------------------------------------------------------------------
-    def fingerprints(self, spec: RunSpec) -> dict:
+    def resolve(self, spec: RunSpec) -> tuple[dict, list | None]:
+        """(fingerprints, documents): the model and data refs resolved once per run (documents are
+        None for a probe that makes its own inputs without a text haystack)."""
         ref = model_refs.resolve(spec.model)
-        out = {"model": model_refs.fingerprint(ref), "data": ""}
+        fps, docs = {"model": model_refs.fingerprint(ref), "data": ""}, None
         if needs_docs(spec):
-            _, _, out["data"] = datasets.resolve(spec.data, getattr(spec.typed_params, "n_docs", None))
-        return out
+            _, docs, fps["data"] = datasets.resolve(spec.data, getattr(spec.typed_params, "n_docs", None))
+        return fps, docs
+
+    def fingerprints(self, spec: RunSpec) -> dict:
+        return self.resolve(spec)[0]
 
     def run_id(self, spec: RunSpec) -> str:
         fp = self.fingerprints(spec)
@@ -80,7 +86,7 @@ class Runner:
     # -- execution ----------------------------------------------------------------------------
     def run(self, spec: RunSpec, progress: Progress | None = None) -> RunResult:
         progress = progress or (lambda f, m: None)
-        fps = self.fingerprints(spec)
+        fps, docs = self.resolve(spec)
         run_id = spec.run_id(fps["model"], fps["data"])
         hit = self.lookup(run_id)
         if hit:
@@ -89,20 +95,25 @@ class Runner:
             hit = self.lookup(run_id)
             if hit:
                 return hit
-            return self._compute(spec, run_id, fps, progress)
+            return self._compute(spec, run_id, fps, docs, progress)
 
     def _lock_path(self, run_id: str) -> Path:
         d = self.store.root / "locks"
         d.mkdir(parents=True, exist_ok=True)
         return d / f"{run_id}.lock"
 
-    def _compute(self, spec: RunSpec, run_id: str, fps: dict, progress: Progress) -> RunResult:
-        from backend.probes.registry import dependencies, probe_function
+    def _compute(self, spec: RunSpec, run_id: str, fps: dict, docs: list | None, progress: Progress) -> RunResult:
+        from backend.loading import load
 
+        probe = PROBES[spec.probe]
         t0 = time.perf_counter()
         try:
-            deps = [self.run(d, progress=lambda f, m: progress(0.0, m)) for d in dependencies(spec)]
-            manifest = self._execute(spec, run_id, fps, deps, probe_function(spec.probe), progress, t0)
+            progress(0.0, f"loading {spec.model}")
+            lm = load(spec.model)
+            t_load = time.perf_counter() - t0
+            info = adapter_info(lm.model)
+            deps = [self.run(d, progress=lambda f, m: progress(0.0, m)) for d in probe.dependency_specs(spec, info)]
+            manifest = self._execute(spec, run_id, fps, lm, docs, deps, progress, t_load)
         except Exception as e:
             self.store.write_error(run_id, spec.canonical(), f"{type(e).__name__}: {e}",
                                    meta={"fingerprints": fps}, overwrite=True)
@@ -111,25 +122,20 @@ class Runner:
         progress(1.0, "done")
         return RunResult(run_id, manifest, self.store, cached=False)
 
-    def _execute(self, spec, run_id, fps, deps, fn, progress, t0) -> dict:
-        from backend.loading import load
+    def _execute(self, spec, run_id, fps, lm, docs, deps, progress, t_load) -> dict:
         from backend.probes.context import ProbeContext
         from models.apply import apply_ablation
 
-        progress(0.0, f"loading {spec.model}")
-        lm = load(spec.model)
-        params = spec.typed_params
-        docs = None
-        if needs_docs(spec):
-            _, docs, _ = datasets.resolve(spec.data, getattr(params, "n_docs", None))
-        ctx = ProbeContext(spec, params, lm, docs, progress, self, meta={"_deps": deps})
+        probe = PROBES[spec.probe]
+        ctx = ProbeContext(spec, spec.typed_params, lm, docs, progress, deps=deps)
         t1 = time.perf_counter()
         with _model_lock(lm.model), apply_ablation(lm.model, spec.ablation):
-            tables = fn(ctx)
-        ctx.meta.pop("_deps", None)
+            tables = probe.run_function()(ctx)
+        if set(tables) != set(probe.tables):
+            raise RuntimeError(f"probe {spec.probe} returned tables {sorted(tables)}, declared {list(probe.tables)}")
         meta = {
             "fingerprints": fps,
-            "durations": {"load": t1 - t0, "probe": time.perf_counter() - t1},
+            "durations": {"load": t_load, "probe": time.perf_counter() - t1},
             "probe_version": spec.probe_version,
             "ablation_text": spec.ablation.to_text(),
             "device": str(lm.device),
@@ -138,9 +144,16 @@ class Runner:
         return self.store.write_run(run_id, spec.canonical(), tables, meta=meta, overwrite=True)
 
 
+def adapter_info(model):
+    """The ModelInfo of a loaded model (layer types from its loaded config), through its adapter."""
+    from models.adapters import adapter_for
+
+    return adapter_for(model).info()
+
+
 def needs_docs(spec: RunSpec) -> bool:
-    """Text probes read documents; synthetic ones only for a natural-text haystack."""
-    if spec.probe not in SYNTHETIC:
+    """Probes read documents, except those that make their own inputs (then only a text haystack does)."""
+    if not PROBES[spec.probe].makes_inputs:
         return True
     return spec.data is not None or getattr(spec.typed_params, "haystack", "repeat") == "text"
 
@@ -159,4 +172,4 @@ def _model_lock(model) -> threading.RLock:
 
 
 def known_probes() -> list[str]:
-    return list(PROBES)
+    return list(USER_PROBES)

@@ -61,8 +61,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "head_entropy": pa.schema([
         _RUN, _LAYER, _HEAD, _f("query_pos", pa.int32()), _f("entropy", pa.float32()),
     ]),
-    "sweep": pa.schema([
-        _RUN, _f("name", pa.string()), _f("x", pa.float64()), _f("y", pa.float64()),
+    "sweep": pa.schema([  # name: the series; metric: "longppl" / "ppl" (sweep), "retrieval_mass" (formation)
+        _RUN, _f("name", pa.string()), _f("metric", pa.string()), _f("x", pa.float64()), _f("y", pa.float64()),
         _f("label", pa.string(), nullable=True),
     ]),
 }

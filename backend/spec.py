@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from backend.params import PROBES
+from backend.probes.registry import PROBES
 from models.ablation import Ablation, AblationError
 
 _REF = re.compile(r"^[A-Za-z0-9_.:/@+=,~-]{1,512}$")
@@ -54,7 +54,7 @@ class RunSpec(BaseModel):
 
     @model_validator(mode="after")
     def _params(self) -> RunSpec:
-        model_cls = PROBES[self.probe][0]
+        model_cls = PROBES[self.probe].params
         try:
             typed = model_cls(**self.params)
         except ValidationError as e:
@@ -83,11 +83,11 @@ class RunSpec(BaseModel):
     # -- canonical forms ----------------------------------------------------------------------
     @property
     def typed_params(self) -> Any:
-        return PROBES[self.probe][0](**self.params)
+        return PROBES[self.probe].params(**self.params)
 
     @property
     def probe_version(self) -> str:
-        return PROBES[self.probe][1]
+        return PROBES[self.probe].version
 
     def canonical(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "probe": self.probe}

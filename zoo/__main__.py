@@ -1,11 +1,12 @@
 """CLI for the zoo: data (``build-data``, ``pack``), models (``variants``, ``train``, ``train-all``) and
-traces (``precompute``). Each command prints a JSON summary on stdout (training logs go to stdout too).
+traces (``precompute``, ``rekey``). Each command prints a JSON summary on stdout (training logs go to stdout too).
 
     python -m zoo build-data --out .data/zoo [--stdlib-only | --packages numpy,pydantic]
     python -m zoo variants                          # param counts of the seven variants
     python -m zoo train --variant swa64 --data .data/zoo --out out/zoo --steps 200 [--resume]
     python -m zoo train-all --data .data/zoo --out out/zoo --total-budget-s 400
     python -m zoo precompute --root out/zoo --data .data/zoo
+    python -m zoo rekey --store precomputed/store       # after a probe version / table schema change
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--split", default="train", choices=("train", "val", "test"))
     k.add_argument("--seq-len", type=int, default=4096)
     k.add_argument("--out", required=True, type=Path, help="output .npy path")
+    r = sub.add_parser("rekey", help="migrate a trace store after a probe version / table schema change")
+    r.add_argument("--store", required=True, type=Path, help="trace store directory (e.g. precomputed/store)")
     from zoo.cli_train import add_commands
 
     add_commands(sub)
@@ -92,6 +95,10 @@ def _run(args: argparse.Namespace) -> dict:
             src: v["tokens"] for src, v in m["splits"]["train"]["by_source"].items()
         }
         summary["packages"] = {n: f"{p['version']} {p['licence']}" for n, p in m["packages"].items()}
+    elif args.cmd == "rekey":
+        from zoo.rekey import rekey_store
+
+        summary = {"rekeyed": [f"{old} -> {new}" for old, new in rekey_store(args.store)]}
     elif args.cmd != "pack":
         from zoo.cli_train import run_command
 

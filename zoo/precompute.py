@@ -6,8 +6,9 @@ variable ``HYBRIDSCOPE_PRECOMPUTED`` to ``root`` (restored on exit, also on erro
 reads it whenever a path is resolved, so refs ``zoo/<name>`` and data ``zoo:test`` resolve under
 ``root`` in this process and in any child process. The store holds:
 
-1. formation: one run per variant holding ``sweep`` rows named ``formation:<variant>`` (x = training
-   step, y = strongest full-attention retrieval-head mass), from ``formation.json`` of train-all.
+1. formation: one run per variant holding ``sweep`` rows named ``formation:<variant>`` with metric
+   ``retrieval_mass`` (x = training step, y = strongest full-attention retrieval-head mass), from
+   ``formation.json`` of train-all.
    Spec: ``{"model": "zoo/<v>", "probe": "sweep", "data": "formation:retrieval_heads_mass",
    "params": {"ks": [steps]}}`` — a valid RunSpec that the runner never computes (written directly).
 2. token_loss and longppl on held-out long documents (``zoo:test``: documents of the corpus's val
@@ -45,6 +46,7 @@ from zoo.envvar import scoped_env
 from zoo.tokenizer import backend_of
 
 FORMATION_DATA = "formation:retrieval_heads_mass"
+FORMATION_METRIC = "retrieval_mass"  # sweep.metric of the formation rows
 
 
 @dataclass
@@ -116,6 +118,7 @@ def formation_specs(formation: dict[str, list[dict]]) -> list[tuple[str, dict, d
         }
         rows = {
             "name": [f"formation:{v}"] * len(recs),
+            "metric": [FORMATION_METRIC] * len(recs),
             "x": [float(r["step"]) for r in recs],
             "y": [float(r["max_full"]) for r in recs],
             "label": [

@@ -11,6 +11,7 @@ import torch
 
 from backend.loading import LoadedModel
 from backend.spec import RunSpec
+from models.adapters import ModelAdapter, adapter_for
 
 
 class ProbeInputError(ValueError):
@@ -22,14 +23,18 @@ class ProbeContext:
     spec: RunSpec
     params: Any  # the probe's typed params (backend.params)
     lm: LoadedModel  # the ablation is already applied while the probe runs
-    docs: list | None  # backend.data Doc objects, or None for synthetic probes
+    docs: list | None  # backend.data Doc objects, or None for probes that make their own inputs
     progress: Callable[[float, str], None]
-    runner: Any  # backend.runner.Runner, for dependent runs (LongPPL key tokens)
+    deps: list = field(default_factory=list)  # RunResults of the probe's dependencies, in declared order
     meta: dict = field(default_factory=dict)  # extra numbers for the run manifest
 
     @property
     def model(self) -> torch.nn.Module:
         return self.lm.model
+
+    @property
+    def adapter(self) -> ModelAdapter:
+        return adapter_for(self.lm.model)
 
     def ids(self, token_ids: list[int]) -> torch.Tensor:
         return torch.tensor([token_ids], dtype=torch.long, device=self.lm.device)

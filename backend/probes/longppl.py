@@ -13,6 +13,7 @@ from backend.forward import token_nll
 from backend.probes.context import ProbeContext, concat, encode_doc, position_buckets, token_rows
 from backend.probes.longppl_math import corpus_longppl, key_mask, longppl_value, short_logprobs, spans_mask
 from backend.spec import RunSpec
+from models.plan import ModelInfo
 
 _SHARED = ("n_docs", "max_tokens", "trunc_len", "stride", "alpha", "beta")
 
@@ -42,7 +43,7 @@ def run_key_tokens(ctx: ProbeContext) -> dict:
     return {"key_tokens": concat(rows) or empty}
 
 
-def dependencies(spec: RunSpec) -> list[RunSpec]:
+def dependencies(spec: RunSpec, info: ModelInfo | None = None) -> list[RunSpec]:
     """The key-token run LongPPL needs: evaluator (default: this model, unablated), same data."""
     p = spec.typed_params
     params = {k: getattr(p, k) for k in _SHARED}
@@ -51,7 +52,7 @@ def dependencies(spec: RunSpec) -> list[RunSpec]:
 
 def run_longppl(ctx: ProbeContext) -> dict:
     p = ctx.params
-    (dep,) = ctx.meta.pop("_deps")
+    (dep,) = ctx.deps
     keys = dep.tables["key_tokens"]
     doc_chars = dep.manifest["meta"]["doc_chars"]
     spans_by_doc: dict[int, list[tuple[int, int]]] = {}

@@ -1,33 +1,76 @@
-"""Probe name -> implementation (imports torch; the torch-free names and params live in backend.params)."""
+"""The probe registry: every probe declared in one place (torch-free, so the app can import it).
+
+A :class:`Probe` names its params class (``backend.params``), its version (part of every run_id: bump
+it whenever the probe's numbers could change), the tables it writes, whether it makes its own inputs
+(synthetic prompts: a dataset is then only a haystack), and its run and dependency functions as
+``"module:function"`` references, imported on first use (those modules import torch).
+
+``run(ctx)`` receives a :class:`backend.probes.context.ProbeContext` with the ablation applied and the
+dependencies' results in ``ctx.deps``; ``dependencies(spec, info)`` returns the RunSpecs to run first,
+given the :class:`models.plan.ModelInfo` of the loaded model (layer types from its loaded config).
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from typing import NamedTuple
 
-from backend.spec import RunSpec
-
-
-def probe_function(name: str) -> Callable:
-    from backend.probes import attention_rows, longppl, niah, retrieval_heads, sweep, token_loss
-
-    return {
-        "token_loss": token_loss.run,
-        "key_tokens": longppl.run_key_tokens,
-        "longppl": longppl.run_longppl,
-        "niah": niah.run,
-        "retrieval_heads": retrieval_heads.run,
-        "attention_rows": attention_rows.run,
-        "sweep": sweep.run,
-    }[name]
+from backend import params as P
 
 
-def dependencies(spec: RunSpec) -> list[RunSpec]:
-    if spec.probe == "longppl":
-        from backend.probes.longppl import dependencies as deps
+class Probe(NamedTuple):
+    params: type  # pydantic params class (backend.params)
+    version: str
+    description: str
+    tables: tuple[str, ...]
+    run: str  # "module:function"
+    dependencies: str | None = None  # "module:function" or None
+    makes_inputs: bool = False  # synthetic prompts (NIAH, passkey); data is only the haystack text
+    internal: bool = False  # computed as another probe's dependency, not offered to users
 
-        return deps(spec)
-    if spec.probe == "sweep":
-        from backend.probes.sweep import dependencies as sweep_deps
+    def run_function(self) -> Callable:
+        return _resolve(self.run)
 
-        return sweep_deps(spec)
-    return []
+    def dependency_specs(self, spec, info) -> list:
+        return _resolve(self.dependencies)(spec, info) if self.dependencies else []
+
+
+def _resolve(ref: str) -> Callable:
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+_P = "backend.probes."
+PROBES: dict[str, Probe] = {
+    "token_loss": Probe(
+        P.TokenLossParams, "1", "per-token NLL with positions; loss-vs-position buckets",
+        ("token_loss", "position_loss"), _P + "token_loss:run",
+    ),
+    "key_tokens": Probe(
+        P.KeyTokenParams, "2", "LongPPL key tokens (character spans) chosen by an evaluator",
+        ("key_tokens",), _P + "longppl:run_key_tokens", internal=True,
+    ),
+    "longppl": Probe(
+        P.LongPPLParams, "2", "LongPPL (Fang et al. 2025) and PPL per document",
+        ("longppl", "token_loss", "position_loss"), _P + "longppl:run_longppl", _P + "longppl:dependencies",
+    ),
+    "niah": Probe(
+        P.NIAHParams, "1", "needle-in-a-haystack / passkey accuracy over length x depth",
+        ("niah",), _P + "niah:run", makes_inputs=True,
+    ),
+    "retrieval_heads": Probe(
+        P.RetrievalHeadParams, "2", "attention mass from the query onto the needle, per head",
+        ("head_scores",), _P + "retrieval_heads:run", makes_inputs=True,
+    ),
+    "attention_rows": Probe(
+        P.AttentionRowParams, "1", "top-k attended keys and entropy for chosen heads/queries",
+        ("attention_rows", "head_entropy"), _P + "attention_rows:run",
+    ),
+    "sweep": Probe(
+        P.SweepParams, "4", "LongPPL and PPL vs receptive field k of the full vs the efficient layers",
+        ("sweep",), _P + "sweep:run", _P + "sweep:dependencies",
+    ),
+}
+
+USER_PROBES = tuple(name for name, p in PROBES.items() if not p.internal)  # what users may ask for

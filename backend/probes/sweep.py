@@ -2,32 +2,31 @@
 
 Each point is its own cached ``longppl`` run: the spec's ablation plus ``rf[<layers>]=k`` where
 <layers> are the full-attention layers (``restrict_full``) or the efficient ones, SWA and recurrent
-(``restrict_efficient``), plus one unrestricted baseline. This probe only collects the points:
-LongPPL under the series names above, and PPL (all tokens) under the same names + ``PPL_SUFFIX``
-(LongPPL is undefined when the evaluator finds no key tokens; PPL always exists, and the dashboard
-charts the two separately).
+(``restrict_efficient``), plus one unrestricted baseline. The layer groups come from the loaded
+model's layer types (its adapter's ``info()``). This probe only collects the points: one row per
+point and metric, ``metric`` = ``longppl`` (undefined, so absent, when the evaluator finds no key
+tokens) or ``ppl`` (all tokens; always present).
 """
 
 from __future__ import annotations
 
-from backend import model_refs
 from backend.probes.context import ProbeContext
 from backend.spec import RunSpec
 from models.ablation import Ablation
-from models.plan import FULL
+from models.plan import FULL, ModelInfo
 
-PPL_SUFFIX = " (PPL)"  # app/data.py keeps the same literal (the app never imports the backend's probes)
 _LONGPPL = ("n_docs", "max_tokens", "trunc_len", "stride", "alpha", "beta", "evaluator")
+METRICS = (("longppl", "longppl"), ("ppl", "ppl"))  # (metric, key of the longppl run's manifest meta)
 
 
 def _selector(idx: list[int]) -> str:
     return ",".join(str(i) for i in idx)
 
 
-def points(spec: RunSpec) -> list[tuple[str, int | None, RunSpec]]:
+def points(spec: RunSpec, info: ModelInfo) -> list[tuple[str, int | None, RunSpec]]:
     """(series name, k, longppl spec) for every point, the baseline (k None) first."""
     p = spec.typed_params
-    kinds = model_refs.layer_types(model_refs.resolve(spec.model))
+    kinds = info.layer_types
     groups = {
         "full": [i for i, t in enumerate(kinds) if t == FULL],
         "efficient": [i for i, t in enumerate(kinds) if t != FULL],
@@ -45,21 +44,20 @@ def points(spec: RunSpec) -> list[tuple[str, int | None, RunSpec]]:
     return out
 
 
-def dependencies(spec: RunSpec) -> list[RunSpec]:
-    return [s for _, _, s in points(spec)]
+def dependencies(spec: RunSpec, info: ModelInfo) -> list[RunSpec]:
+    return [s for _, _, s in points(spec, info)]
 
 
 def run(ctx: ProbeContext) -> dict:
-    deps = ctx.meta.pop("_deps")
-    rows = {"name": [], "x": [], "y": [], "label": []}
-    for (name, k, s), dep in zip(points(ctx.spec), deps, strict=True):
+    rows = {"name": [], "metric": [], "x": [], "y": [], "label": []}
+    for (name, k, s), dep in zip(points(ctx.spec, ctx.adapter.info()), ctx.deps, strict=True):
         meta = dep.manifest["meta"]
-        for series, value in ((name, meta.get("longppl")), (name + PPL_SUFFIX, meta.get("ppl"))):
-            if value is None:
+        x = float(k if k is not None else ctx.params.max_tokens)
+        for metric, key in METRICS:
+            if meta.get(key) is None:
                 continue
-            rows["name"].append(series)
-            rows["x"].append(float(k if k is not None else ctx.params.max_tokens))
-            rows["y"].append(float(value))
-            rows["label"].append(s.ablation.to_text() or "unrestricted")
+            for col, v in (("name", name), ("metric", metric), ("x", x), ("y", float(meta[key])),
+                           ("label", s.ablation.to_text() or "unrestricted")):
+                rows[col].append(v)
     ctx.meta.update(points=len(rows["x"]))
     return {"sweep": rows}

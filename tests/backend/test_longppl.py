@@ -187,19 +187,17 @@ def test_key_tokens_recomputed_by_hand(tmp_path):
 
 
 def test_sweep_collects_longppl_and_ppl_of_its_cached_points(tmp_path):
-    from backend.probes.sweep import PPL_SUFFIX
-
     data = write_docs(tmp_path, n_docs=2, n_words=70)
     lp = {"n_docs": 2, "max_tokens": 300, "trunc_len": 64, "stride": 16, "alpha": 0.0, "beta": -100.0}
     runner = Runner(tmp_path / "store", read_only_roots=[])
     sweep = runner.run(RunSpec.build(model="tiny/SMGF", probe="sweep", data=data, params={**lp, "ks": [8, 32]}))
     rows = sweep.tables["sweep"]
-    got = {(n, x): y for n, x, y in zip(rows["name"], rows["x"], rows["y"], strict=True)}
+    got = {(n, m, x): y for n, m, x, y in zip(rows["name"], rows["metric"], rows["x"], rows["y"], strict=True)}
     # tiny/SMGF: layer 3 is full attention, layers 0-2 efficient (SWA, Mamba-2, GDN)
     for name, ablation in [("baseline", ""), ("restrict_full", "rf[3]=8"), ("restrict_efficient", "rf[0,1,2]=32")]:
         point = runner.run(RunSpec.build(model="tiny/SMGF", probe="longppl", data=data, params=lp, ablation=ablation))
         assert point.cached  # every point is the cached longppl run of that ablation
         x = 300.0 if name == "baseline" else float(ablation.rsplit("=", 1)[1])
-        assert got[(name, x)] == point.manifest["meta"]["longppl"]
-        assert got[(name + PPL_SUFFIX, x)] == point.manifest["meta"]["ppl"]
+        assert got[(name, "longppl", x)] == point.manifest["meta"]["longppl"]
+        assert got[(name, "ppl", x)] == point.manifest["meta"]["ppl"]
     assert len(rows["name"]) == 2 * (1 + 2 * 2)  # (baseline + 2 groups x 2 ks) x (LongPPL, PPL)

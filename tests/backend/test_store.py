@@ -37,7 +37,8 @@ def token_loss(n: int, seed: int) -> dict:
 
 def sweep(n: int, seed: int) -> pa.Table:
     rng = np.random.default_rng(seed)
-    return pa.table({"name": ["rf"] * n, "x": rng.random(n), "y": rng.random(n), "label": ["a"] * n})
+    return pa.table({"name": ["rf"] * n, "metric": ["ppl"] * n, "x": rng.random(n), "y": rng.random(n),
+                     "label": ["a"] * n})
 
 
 def test_roundtrip_manifest_and_views_match_pyarrow(tmp_path):
@@ -122,18 +123,19 @@ def test_read_only_and_unwritable_stores(tmp_path):
 
 @pytest.mark.parametrize("table, data, message", [
     ("tokens", {}, "table: unknown table 'tokens'; allowed: token_loss"),
-    ("sweep", {"name": ["a"], "x": [1.0], "y": [1.0]}, r"table 'sweep': missing column\(s\) \['label'\]"),
-    ("sweep", {"name": ["a"], "x": [1.0], "y": [1.0], "label": ["l"], "z": [1]},
+    ("sweep", {"name": ["a"], "metric": ["ppl"], "x": [1.0], "y": [1.0]},
+     r"table 'sweep': missing column\(s\) \['label'\]"),
+    ("sweep", {"name": ["a"], "metric": ["ppl"], "x": [1.0], "y": [1.0], "label": ["l"], "z": [1]},
      r"table 'sweep': unexpected column\(s\) \['z'\]"),
-    ("sweep", {"name": ["a"], "x": ["one"], "y": [1.0], "label": ["l"]},
+    ("sweep", {"name": ["a"], "metric": ["ppl"], "x": ["one"], "y": [1.0], "label": ["l"]},
      "table 'sweep': column 'x': expected double, got string"),
     ("niah", {"length": [2**40], "depth": [0.5], "sample": [0], "expected": ["1"], "predicted": ["1"],
               "correct": [True]}, "table 'niah': column 'length': values do not fit int32"),
     ("niah", {"length": [8], "depth": [0.5], "sample": [0], "expected": ["1"], "predicted": ["1"],
               "correct": [None]}, "table 'niah': column 'correct' has 1 null"),
-    ("sweep", {"name": ["a", "b"], "x": [1.0], "y": [1.0], "label": ["l"]},
+    ("sweep", {"name": ["a", "b"], "metric": ["ppl", "ppl"], "x": [1.0], "y": [1.0], "label": ["l"]},
      "table 'sweep': column 'x' has 1 rows, expected 2"),
-    ("sweep", {"run_id": ["other"], "name": ["a"], "x": [1.0], "y": [1.0], "label": ["l"]},
+    ("sweep", {"run_id": ["other"], "name": ["a"], "metric": ["ppl"], "x": [1.0], "y": [1.0], "label": ["l"]},
      "table 'sweep': column 'run_id' must equal 'r'"),
     ("head_scores", {"layer": [1.5], "head": [0], "layer_type": ["full_attention"], "score": [0.1],
                      "n_samples": [1], "metric": ["mass"]},
@@ -177,7 +179,7 @@ else:  # die while the second table is being written (its tmp file exists)
 st = S.TraceStore(sys.argv[2])
 n = 50
 st.write_run("victim", {{"probe": "token_loss"}}, {{
-    "sweep": {{"name": ["a"] * n, "x": np.arange(n) * 1.0, "y": np.ones(n), "label": ["l"] * n}},
+    "sweep": {{"name": ["a"] * n, "metric": ["ppl"] * n, "x": np.arange(n) * 1.0, "y": np.ones(n), "label": ["l"] * n}},
     "position_loss": {{"bucket_start": [0], "bucket_end": [8], "mean_nll": [1.0], "n": [8]}},
 }})
 """

@@ -303,7 +303,8 @@ def test_formation_runs_in_the_store(tmp_path):
     m = store.manifest(run_id)
     RunSpec.build(**m["spec"])  # a valid spec
     t = store.read_table(run_id, "sweep").to_pydict()
-    assert t["name"] == ["formation:swa64"] * 2 and t["x"] == [8.0, 16.0] and t["y"] == [0.2, 0.5]
+    assert t["name"] == ["formation:swa64"] * 2 and t["metric"] == ["retrieval_mass"] * 2
+    assert t["x"] == [8.0, 16.0] and t["y"] == [0.2, 0.5]
     assert m["meta"]["records"][1]["val_loss"] == 3.0
     assert not math.isnan(t["y"][0])
     assert write_formation(store, {"swa64": recs}) == [run_id]  # deterministic id, overwritten
