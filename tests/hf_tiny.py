@@ -66,3 +66,29 @@ def build(family: str, attn: str = "sdpa", source: torch.nn.Module | None = None
 def tokens(seed: int = 0, batch: int = 2, length: int = 24) -> torch.Tensor:
     """Seeded random ids in [3, 128) (above the special ids 0..2), shape [batch, length]."""
     return torch.randint(3, 128, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def save_checkpoint(model: torch.nn.Module, path, drop_config_keys: tuple[str, ...] = ()) -> None:
+    """Save ``model`` with a small byte-level BPE tokenizer (trained here, nothing downloaded) as a local
+    checkpoint directory; ``drop_config_keys`` are removed from the saved config.json (older checkpoints
+    lack keys such as ``layer_types``). The model's vocab must hold the tokenizer's (at most 300 ids)."""
+    import json
+    from pathlib import Path
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    path = Path(path)
+    model.save_pretrained(path)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=["<eos>"], show_progress=False)
+    tok.train_from_iterator(["the quick brown fox jumps over the lazy dog " * 20], trainer)
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>").save_pretrained(path)
+    if drop_config_keys:
+        cfg = json.loads((path / "config.json").read_text())
+        for key in drop_config_keys:
+            cfg.pop(key, None)
+        (path / "config.json").write_text(json.dumps(cfg, indent=2))
