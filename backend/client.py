@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from backend.limits import cpu_limits
 from backend.spec import RunSpec
 
 Progress = Callable[[float, str], None]
@@ -30,15 +31,6 @@ class Client(Protocol):
     def submit(self, spec: RunSpec, on_progress: Progress | None = None) -> str: ...
 
     def limits(self) -> dict: ...
-
-
-def cpu_limits() -> dict:
-    """What the hosted CPU default accepts (the Space has no GPU)."""
-    return {
-        "device": "cpu",
-        "max_tokens": int(os.environ.get("HYBRIDSCOPE_MAX_TOKENS", "8192")),
-        "max_docs": int(os.environ.get("HYBRIDSCOPE_MAX_DOCS", "8")),
-    }
 
 
 class LocalClient:

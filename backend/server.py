@@ -38,8 +38,9 @@ def make_app(store: str | None = None) -> FastAPI:
     def limits() -> dict:
         import torch
 
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-        return {"device": dev, "max_tokens": 1 << 20 if dev == "cuda" else 8192, "max_docs": 1000}
+        from backend.limits import limits_for
+
+        return limits_for("cuda" if torch.cuda.is_available() else "cpu")
 
     @app.get("/runs/{run_id}")
     def show(run_id: str) -> dict:

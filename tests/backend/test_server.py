@@ -28,6 +28,8 @@ def env(tmp_path, monkeypatch):
     (tmp_path / "doc.txt").write_text("".join(f"line {i}: a document for the server. " for i in range(5)))
     (tmp_path / "short.txt").write_text("a")
     monkeypatch.setenv("HYBRIDSCOPE_PRECOMPUTED", str(tmp_path / "precomputed"))  # this process and children
+    monkeypatch.delenv("HYBRIDSCOPE_MAX_TOKENS", raising=False)
+    monkeypatch.delenv("HYBRIDSCOPE_MAX_DOCS", raising=False)
     return {"doc": f"file:{tmp_path / 'doc.txt'}", "short": f"file:{tmp_path / 'short.txt'}",
             "store": str(tmp_path / "store")}
 
@@ -99,7 +101,7 @@ def test_get_unknown_and_invalid_run_ids_and_limits(env):
     assert r.status_code == 404 and r.json() == {"detail": "run_id: no run 'abc123'"}
     r = client.get("/runs/.hidden")
     assert r.status_code == 422 and r.json()["detail"].startswith("run_id: '.hidden' is not allowed")
-    assert client.get("/limits").json() == {"device": "cpu", "max_tokens": 8192, "max_docs": 1000}
+    assert client.get("/limits").json() == {"device": "cpu", "max_tokens": 8192, "max_docs": 8} == LocalClient().limits()
 
 
 def test_local_client_submit(env):
