@@ -15,6 +15,7 @@ from backend.probes.longppl_math import corpus_longppl, key_mask, longppl_value,
 from backend.spec import RunSpec
 from models.plan import ModelInfo
 
+POSITION_BUCKET = 256  # loss-vs-position bucket of the longppl probe (LongPPLParams has no bucket)
 _SHARED = ("n_docs", "max_tokens", "trunc_len", "stride", "alpha", "beta")
 
 
@@ -51,7 +52,6 @@ def dependencies(spec: RunSpec, info: ModelInfo | None = None) -> list[RunSpec]:
 
 
 def run_longppl(ctx: ProbeContext) -> dict:
-    p = ctx.params
     (dep,) = ctx.deps
     keys = dep.tables["key_tokens"]
     doc_chars = dep.manifest["meta"]["doc_chars"]
@@ -80,4 +80,4 @@ def run_longppl(ctx: ProbeContext) -> dict:
         out[k].append(v)
     ctx.meta.update(longppl=corpus, ppl=float(np.exp(nll.mean())), n_key=int(key.sum()), key_run=dep.run_id)
     return {"longppl": out, "token_loss": concat(tok_rows),
-            "position_loss": position_buckets(np.concatenate(all_pos), nll, p.bucket if hasattr(p, "bucket") else 256)}
+            "position_loss": position_buckets(np.concatenate(all_pos), nll, POSITION_BUCKET)}
