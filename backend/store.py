@@ -278,14 +278,5 @@ class TraceStore:
         return removed
 
 
-def __getattr__(name: str) -> Any:
-    """``from backend.store import StoreReader`` works; the reader lives in backend.store_reader."""
-    if name in ("StoreReader", "SqlError", "check_sql"):
-        from backend import store_reader
-
-        return getattr(store_reader, name)
-    raise AttributeError(f"module 'backend.store' has no attribute {name!r}")
-
-
 __all__ = ["SCHEMAS", "StoreError", "TraceStore", "canonical_json", "check_run_id",
            "read_manifest"]
