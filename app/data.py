@@ -2,22 +2,23 @@
 
 All queries are parameterised (``?`` placeholders); table names come from a fixed allow-list, never
 from the URL. Results are cached per store generation, so a new run shows up on the next rerun.
+A view finds its run by the canonical RunSpec (:func:`find_run`: the ``runs.spec`` column, or the
+run_id a submit of this session returned for that spec); views that compare many runs aggregate by SQL
+over the stored columns (the ``ablation`` column is the runner's canonical text form).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from backend import paths
 from backend.schema import TABLES
+from backend.spec import RunSpec
 from backend.store_reader import SqlError, StoreReader
-from models.ablation import Ablation, AblationError
 
 
 def store_dir() -> Path:
@@ -96,20 +97,9 @@ def check_table(name: str) -> str:
     return name
 
 
-def canonical_ablation(text: str | None) -> str:
-    """The runs table holds the ablation as text or JSON; both map to the canonical text form."""
-    if not text:
-        return ""
-    try:
-        obj = json.loads(text) if text.lstrip().startswith("{") else None
-        return (Ablation(**obj) if isinstance(obj, dict) else Ablation.from_text(text)).to_text()
-    except (AblationError, ValueError):
-        return text
-
-
 @st.cache_data(show_spinner=False, max_entries=16)
 def _runs(gen: str, roots_key: tuple[str, ...]) -> pd.DataFrame:
-    df = (
+    return (
         _reader(roots_key)
         .sql(
             "SELECT run_id, model, probe, dataset, ablation, params, status, error, created_at, duration_s, "
@@ -117,12 +107,10 @@ def _runs(gen: str, roots_key: tuple[str, ...]) -> pd.DataFrame:
         )
         .to_pandas()
     )
-    df["abl"] = [canonical_ablation(a) for a in df["ablation"]]
-    return df
 
 
 def runs() -> pd.DataFrame:
-    """All runs (any status), newest first, with ``abl``: the canonical ablation text."""
+    """All runs (any status), newest first."""
     return _runs(generation(), roots())
 
 
@@ -143,33 +131,57 @@ def known_models() -> list[str]:
     return _known_models(generation(), roots(), str(precomputed_dir()))
 
 
-def matching_runs(probe: str, model: str | None, abl: str, data: str | None = None) -> pd.DataFrame:
-    """Runs (any status, newest first) of ``probe`` on ``model`` with ablation ``abl`` (and dataset)."""
-    df = runs()
-    df = df[(df["probe"] == probe) & (df["model"] == model) & (df["abl"] == canonical_ablation(abl))]
-    return df[df["dataset"] == data] if data else df
+_SUBMITTED = "_hs_submitted"  # session state: canonical spec JSON -> the run_id its submit returned
 
 
-def find_run(
-    probe: str, model: str | None, abl: str, data: str | None = None, params: dict[str, Any] | None = None
-) -> tuple[str | None, str | None]:
-    """(run_id of the best matching successful run, error of a matching failed run).
+def remember(spec: RunSpec, run_id: str) -> None:
+    """Keep the run_id a submit of ``spec`` returned: this session shows that run for the spec."""
+    st.session_state.setdefault(_SUBMITTED, {})[spec.canonical_json()] = run_id
 
-    Matches probe, model and canonical ablation; ``data``/``params`` narrow when given (an exact
-    params match is preferred; with no params asked for, a run with default params is preferred).
+
+def find_run(spec: RunSpec) -> tuple[str | None, str | None]:
+    """(run_id of the run of exactly ``spec``, error of its failed run when none succeeded).
+
+    The run a submit of this session returned for the spec comes first; else the newest successful
+    run whose stored canonical spec (``runs.spec``) is the spec's canonical JSON.
     """
-    if not model:
-        return None, None
-    df = matching_runs(probe, model, abl, data)
-    want = json.dumps(params or {}, sort_keys=True, separators=(",", ":"))
-    exact = df[df["params"] == want]
-    if params or not exact.empty:
-        df = exact
+    key = spec.canonical_json()
+    mine = st.session_state.get(_SUBMITTED, {}).get(key)
+    if mine:
+        df = query("SELECT run_id FROM runs WHERE run_id = ? AND spec = ? AND status = 'ok'", (mine, key))
+        if not df.empty:
+            return mine, None
+    df = query(
+        "SELECT run_id, status, error FROM runs WHERE spec = ? ORDER BY created_at DESC, run_id", (key,)
+    )
     ok = df[df["status"] == "ok"]
     if not ok.empty:
         return str(ok.iloc[0]["run_id"]), None
     failed = df[df["status"] == "error"]
     return None, (str(failed.iloc[0]["error"]) if not failed.empty else None)
+
+
+def attention_rows(spec: RunSpec, layer: int, head: int) -> pd.DataFrame:
+    """Top attended keys of (layer, head): from the run of exactly ``spec``, else from the newest
+    successful attention_rows run of the same model and ablation that holds this head (any dataset or
+    params: the rows say which queries they are)."""
+    run_id, _ = find_run(spec)
+    cols = "a.run_id, a.query_pos, a.rank, a.key_pos, a.weight, a.token"
+    if run_id:
+        df = query(
+            f"SELECT {cols} FROM attention_rows a WHERE a.run_id = ? AND a.layer = ? AND a.head = ? "
+            "ORDER BY a.query_pos, a.rank",
+            (run_id, layer, head),
+        )
+        if not df.empty:
+            return df
+    df = query(
+        f"SELECT {cols} FROM attention_rows a JOIN runs r USING (run_id) WHERE r.status = 'ok' "
+        "AND r.model = ? AND coalesce(r.ablation, '') = ? AND a.layer = ? AND a.head = ? "
+        "ORDER BY r.created_at DESC, a.run_id, a.query_pos, a.rank",
+        (spec.model, spec.ablation.to_text(), layer, head),
+    )
+    return df[df["run_id"] == df["run_id"].iloc[0]] if not df.empty else df
 
 
 def layer_types(run_id: str) -> list[str]:
@@ -188,7 +200,7 @@ def provenance() -> str | None:
     if df.empty:
         return None
     if df["meta"].fillna("").str.contains('"fake":true').any():
-        return "Some traces here are synthetic (fake numbers written by the test/demo client)."
+        return "Some traces here are synthetic (fake numbers written by a test double)."
     if df["model"].fillna("").str.startswith("tiny/").all():
         return (
             "These traces come from small randomly initialised models: they show how the views work, "
@@ -214,30 +226,33 @@ def longppl_summary() -> pd.DataFrame:
                sum(l.n_key) AS n_key, count(*) AS n_docs
         FROM longppl l JOIN runs r USING (run_id) WHERE r.status = 'ok' AND l.doc >= 0
         GROUP BY r.run_id, r.model, r.ablation, r.created_at""")  # doc -1 is the corpus row: left out
-    df["ablation"] = [canonical_ablation(a) for a in df["ablation"]]
     return most_complete(df, ["model", "ablation"])
 
 
-SWEEP_PPL_SUFFIX = " (PPL)"  # backend/probes/sweep.py's PPL_SUFFIX (the app does not import probes)
+SWEEP_METRICS = {"LongPPL": "longppl", "PPL": "ppl"}  # chart title -> sweep.metric of the receptive-field sweep
+FORMATION_METRIC = "retrieval_mass"  # sweep.metric of retrieval-head formation series ("formation:<variant>")
 
 
 def sweeps() -> pd.DataFrame:
-    """Every sweep row with the model of its run."""
+    """Every sweep row (name = series, metric) with the model of its run."""
     return query(
-        "SELECT r.model, s.name, s.x, s.y, s.label FROM sweep s JOIN runs r USING (run_id) "
+        "SELECT r.model, s.name, s.metric, s.x, s.y, s.label FROM sweep s JOIN runs r USING (run_id) "
         "WHERE r.status = 'ok' ORDER BY r.model, s.name, s.x"
     )
 
 
 def receptive_field_sweeps(df: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
-    """The receptive-field sweep rows (formation series left out) by metric: {"LongPPL": ..., "PPL": ...},
-    series names without the PPL suffix; a metric without rows is left out."""
+    """The receptive-field sweep rows by metric, {"LongPPL": ..., "PPL": ...} (formation series and
+    other metrics left out); a metric without rows is left out."""
     df = sweeps() if df is None else df
-    df = df[~df["name"].str.startswith("formation")]
-    is_ppl = df["name"].str.endswith(SWEEP_PPL_SUFFIX)
-    ppl = df[is_ppl].assign(name=df.loc[is_ppl, "name"].str.removesuffix(SWEEP_PPL_SUFFIX))
-    out = {"LongPPL": df[~is_ppl], "PPL": ppl}
+    out = {title: df[df["metric"] == metric] for title, metric in SWEEP_METRICS.items()}
     return {k: v.reset_index(drop=True) for k, v in out.items() if not v.empty}
+
+
+def formation_series(df: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Retrieval-head formation rows (max retrieval score vs training step, one series per variant)."""
+    df = sweeps() if df is None else df
+    return df[df["metric"] == FORMATION_METRIC].reset_index(drop=True)
 
 
 def position_curve(run_id: str) -> pd.DataFrame:
@@ -264,4 +279,4 @@ def niah_grid(run_id: str) -> pd.DataFrame:
     )
 
 
-__all__ = ["SqlError", "query", "user_sql", "runs", "find_run", "known_models", "store_dir", "roots"]
+__all__ = ["SqlError", "find_run", "known_models", "query", "remember", "roots", "runs", "store_dir", "user_sql"]

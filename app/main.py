@@ -1,8 +1,9 @@
 """HybridScope dashboard: ``streamlit run app/main.py``.
 
-The URL is the permalink: :mod:`app.state` parses ``st.query_params`` (warning about and dropping bad
-values) and the widgets write back to it. ``st.navigation`` shows one page per view (``app/views/``,
-paths like ``/niah``); the ``view`` parameter repeats the page so a link stays valid without its path.
+The URL is the permalink: ``st.navigation`` shows one page per view (``app/views/``, paths like
+``/niah``: the path is the view), and :mod:`app.state` checks the query (warning about and dropping bad
+values) before the widgets, bound to it, take their values from it. An old link's ``?view=niah`` is
+redirected to ``/niah`` with its other parameters.
 """
 
 from __future__ import annotations
@@ -18,53 +19,52 @@ if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/, not the 
 
 import streamlit as st  # noqa: E402
 
-from app import data, run_panel, state  # noqa: E402
+from app import data, defaults, run_panel, state  # noqa: E402
 from app.state import VIEWS  # noqa: E402
 
+VIEWS_DIR = Path(__file__).resolve().parent / "views"  # absolute: a test entry script may run this file
 _PENDING = "_hs_pending_warnings"
 
 
 def permalink(vs: state.ViewState) -> str:
     """The full link of this view, with the model made explicit so the link keeps its meaning."""
     pinned = replace(vs, model=run_panel.model_a(vs))
-    query = urlencode(state.encode(pinned))
+    query = urlencode(state.encode(pinned), doseq=True)
     base = (st.context.url or "").split("?")[0]
     return f"{base}?{query}" if query else base or "?"
 
 
-def sidebar(vs: state.ViewState) -> None:
+def sidebar(vs: state.ViewState):
+    """The run panel; returns the slot of the permalink (filled after the view ran: it may fall back)."""
     with st.sidebar:
         run_panel.render(vs)
         st.caption("Permalink (copy with the icon)")
-        st.code(permalink(vs), language=None, wrap_lines=True)
+        slot = st.empty()
         note = data.provenance()
         if note:
             st.caption(f"⚠️ {note}")
+    return slot
 
 
 def main() -> None:
     st.set_page_config(page_title="HybridScope", page_icon="🔭", layout="wide")
-    raw = st.query_params.to_dict()
-    vs, warnings = state.parse(raw)
     pages = {
-        name: st.Page(f"views/{name}.py", title=title, url_path=name, default=name == "overview")
+        name: st.Page(VIEWS_DIR / f"{name}.py", title=title, url_path=name, default=name == "overview")
         for name, title in VIEWS.items()
     }
     pg = st.navigation(list(pages.values()), position="sidebar")
     page_view = next((name for name, p in pages.items() if p is pg), "overview")
-    prev = st.session_state.get(state.CURRENT)
-    if not raw and prev is not None:  # a navigation link was clicked (it clears the query string)
-        vs = replace(prev, view=page_view)
-    elif raw.get("view") in VIEWS and vs.view != page_view:  # e.g. /?view=niah: go to that page
+    vs, warnings, redirect = state.load(page_view)
+    if redirect is not None:  # a bad value or an old link form: rewrite the URL before any widget binds
         st.session_state[_PENDING] = warnings
-        st.switch_page(pages[vs.view], query_params=state.encode(vs))
-    else:  # the path decides the view
-        vs = replace(vs, view=page_view)
+        st.switch_page(pages[redirect[0]], query_params=redirect[1])
     state.write(vs)
-    for w in st.session_state.pop(_PENDING, []) + warnings:
+    problem = defaults.problem()
+    for w in st.session_state.pop(_PENDING, []) + warnings + ([state.shown(problem, 300)] if problem else []):
         st.warning(w, icon="⚠️")
-    sidebar(vs)
+    slot = sidebar(vs)
     pg.run()
+    slot.code(permalink(state.current()), language=None, wrap_lines=True)
 
 
 main()

@@ -1,5 +1,11 @@
 """Probe parameters in the URL: a compact ``key=value;key=a,b`` text form, validated by the probe's
-pydantic model (``backend.params``), canonical (sorted keys, defaults dropped)."""
+pydantic model (``backend.params``), canonical (sorted keys, defaults dropped).
+
+The URL holds *overrides* of a base: the dashboard defaults of the probe (``app.defaults``), so a
+view that the bundle has traces for needs no ``params`` at all. :func:`resolve` turns base + overrides
+into the RunSpec params; :func:`overrides` is the inverse (only the values that differ from the base;
+``none`` sets an optional value back to None).
+"""
 
 from __future__ import annotations
 
@@ -25,6 +31,11 @@ def parse_params(text: str, probe: str) -> dict[str, Any]:
 
     Raises ValueError naming the parameter and what is allowed.
     """
+    return resolve(text, probe, {})
+
+
+def _explicit(text: str, probe: str) -> dict[str, Any]:
+    """The entries of ``text``, checked against the probe's fields (values still raw)."""
     model = PROBES[probe][0]
     raw: dict[str, Any] = {}
     for seg in (s for s in text.split(";") if s):
@@ -43,19 +54,49 @@ def parse_params(text: str, probe: str) -> dict[str, Any]:
             raw[key] = None
         else:
             raw[key] = value
+    return raw
+
+
+def _validated(probe: str, values: Mapping[str, Any]) -> Any:
     try:
-        typed = model(**raw)
+        return PROBES[probe][0](**values)
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
-        raise ValueError(f"params.{loc}: {err['msg']} (probe {probe})") from None
-    return typed.model_dump(mode="json", exclude_defaults=True)
+        msg = err['msg'].removeprefix('Value error, ')
+        raise ValueError(f"params{'.' + loc if loc else ''}: {msg} (probe {probe})") from None
+
+
+def resolve(text: str, probe: str, base: Mapping[str, Any]) -> dict[str, Any]:
+    """The RunSpec params (non-default values) of ``base`` with the overrides in ``text`` applied.
+
+    Raises ValueError naming the parameter and what is allowed.
+    """
+    return _validated(probe, {**base, **_explicit(text, probe)}).model_dump(mode="json", exclude_defaults=True)
+
+
+def full(params: Mapping[str, Any], probe: str) -> dict[str, Any]:
+    """Every parameter of ``probe`` (JSON values): ``params`` over the probe's defaults."""
+    return _validated(probe, params).model_dump(mode="json")
+
+
+def overrides(params: Mapping[str, Any], probe: str, base: Mapping[str, Any]) -> str:
+    """Canonical text of the values of ``params`` that differ from ``base`` (both validated)."""
+    have, ref = full(params, probe), full(base, probe)
+    return format_params({k: v for k, v in have.items() if v != ref[k]})
+
+
+def canonical(text: str, probe: str, base: Mapping[str, Any]) -> str:
+    """``text`` validated against ``base`` and written canonically (overrides equal to the base dropped)."""
+    return overrides(resolve(text, probe, base), probe, base)
 
 
 def format_params(values: Mapping[str, Any]) -> str:
-    """Canonical compact text of already-validated params (sorted keys)."""
+    """Canonical compact text of already-validated params (sorted keys; None is ``none``)."""
 
     def one(v: Any) -> str:
+        if v is None:
+            return "none"
         return ",".join(str(x) for x in v) if isinstance(v, list | tuple) else str(v)
 
     return ";".join(f"{k}={one(v)}" for k, v in sorted(values.items()))

@@ -1,8 +1,10 @@
 """The run panel (sidebar, every view): models and ablations A/B, the ablation editor, dataset and
 probe parameters, and submission to the backend with a progress bar. Also the "missing traces"
-prompt the views show. The backend client is ``backend.client.default_client`` (in-process CLI
-child, or HTTP when ``HYBRIDSCOPE_BACKEND_URL`` is set); ``HYBRIDSCOPE_CLIENT=fake`` or
-:data:`CLIENT_FACTORY` swap in a fake for tests.
+prompt the views show, and :func:`build_spec`: the RunSpec a view looks its runs up by.
+
+The backend client is ``backend.client.default_client`` (an in-process CLI child, or HTTP when
+``HYBRIDSCOPE_BACKEND_URL`` is set). Tests install a double through :data:`CLIENT_FACTORY`; the app
+ships none (the double and its served entry script live in tests/app/).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import streamlit as st
 
-from app import data, state
+from app import data, defaults, probe_params, state
 from app.state import BUILTIN_DATA, RUN_PROBES, VIEW_PROBE, ViewState
 from backend.client import Client, RunFailed, default_client
 from backend.params import PROBES
@@ -22,7 +24,7 @@ from backend.spec import RunSpec, SpecError
 from models.ablation import Ablation, AblationError
 from models.ablation_text import TEXT_EXAMPLE
 
-CLIENT_FACTORY: Callable[[], Client] | None = None  # tests may install a fake here
+CLIENT_FACTORY: Callable[[], Client] | None = None  # tests install a double here
 DEMO_MODEL = "tiny/SSSF"  # a random tiny native model: always available, for trying things out
 FIELDS = {
     "window": "window",
@@ -37,10 +39,6 @@ FIELDS = {
 def client() -> Client:
     if CLIENT_FACTORY is not None:
         return CLIENT_FACTORY()
-    if os.environ.get("HYBRIDSCOPE_CLIENT") == "fake":
-        from app.fake_client import FakeClient
-
-        return FakeClient(data.store_dir())
     return default_client(store=str(data.store_dir()))
 
 
@@ -54,7 +52,7 @@ def _limits(backend: str) -> dict:
 
 def limits() -> dict:
     """What the backend accepts (cached for a minute: an HTTP backend is asked over the network)."""
-    keys = ("HYBRIDSCOPE_BACKEND_URL", "HYBRIDSCOPE_CLIENT", "HYBRIDSCOPE_MAX_TOKENS", "HYBRIDSCOPE_MAX_DOCS")
+    keys = ("HYBRIDSCOPE_BACKEND_URL", "HYBRIDSCOPE_MAX_TOKENS", "HYBRIDSCOPE_MAX_DOCS")
     return _limits("|".join([os.environ.get(k, "") for k in keys] + [repr(CLIENT_FACTORY)]))
 
 
@@ -99,17 +97,25 @@ def sides(vs: ViewState) -> list[tuple[str, str | None, str]]:
     return out
 
 
+def params_of(vs: ViewState, probe: str) -> dict[str, Any]:
+    """The params a view asks ``probe`` for: its dashboard defaults, with the URL's overrides when it is
+    the run panel's probe (raises ValueError on overrides that do not fit)."""
+    base = defaults.params_for(probe)
+    return probe_params.resolve(vs.params, probe, base) if probe == vs.effective_probe else base
+
+
 def build_spec(
     vs: ViewState, model: str | None, abl: str, probe: str | None = None, extra_params: dict | None = None
 ) -> RunSpec:
+    """The RunSpec of ``probe`` (default: the run panel's) on ``model`` with ablation ``abl``: the
+    dataset and params of the URL, else the dashboard defaults (SpecError/ValueError on bad input)."""
     probe = probe or vs.effective_probe
-    params = state.parse_params(vs.params, probe) if probe == vs.effective_probe else {}
     return RunSpec.build(
         model=model or DEMO_MODEL,
         probe=probe,
-        data=vs.data,
+        data=vs.data or defaults.data_for(probe),
         ablation=abl,
-        params={**params, **(extra_params or {})},
+        params={**params_of(vs, probe), **(extra_params or {})},
     )
 
 
@@ -134,6 +140,7 @@ def submit(spec: RunSpec) -> str | None:
         bar.empty()
         st.error(f"Run failed: {state.shown(e, 300)}")
         return None
+    data.remember(spec, run_id)
     data.invalidate()
     st.rerun()
     return run_id
@@ -170,9 +177,12 @@ def missing(
 # ---------------------------------------------------------------------------------------------
 # sidebar
 # ---------------------------------------------------------------------------------------------
+SAME = "(same as A)"
+
+
 def render(vs: ViewState) -> None:
     opts = model_options(vs)
-    st.selectbox("Model A", opts, **state.bind("model", to_widget=lambda v: v or opts[0]))
+    st.selectbox("Model A", opts, **state.bound("model"))
     st.text_input(
         "Ablation A",
         placeholder="none, e.g. rf[full]=512",
@@ -180,16 +190,9 @@ def render(vs: ViewState) -> None:
         **state.bind("abl", from_widget=str.strip),
     )
     state.show_error("w_abl")
-    st.toggle("Compare A vs B", **state.bind("cmp"))
+    st.toggle("Compare A vs B", **state.bound("cmp"))
     if vs.cmp:
-        same = "(same as A)"
-        st.selectbox(
-            "Model B",
-            [same, *opts],
-            **state.bind(
-                "model_b", to_widget=lambda v: v or same, from_widget=lambda v: None if v == same else v
-            ),
-        )
+        st.selectbox("Model B", [None, *opts], format_func=lambda v: v or SAME, **state.bound("model_b"))
         st.text_input(
             "Ablation B",
             placeholder="none, e.g. pe[full]=nope",
@@ -265,38 +268,64 @@ def _param_widget(probe: str, name: str, info: Any, value: Any, apply: Callable[
     elif ann is float:
         st.number_input(name, step=0.5, **state.bind_value(key, float(value), apply))
     else:
-        st.text_input(name, help="empty = default", **state.bind_value(key, value or "", apply))
+        help = "empty = the default shown; none = unset" if value else "empty = default"
+        st.text_input(name, help=help, **state.bind_value(key, value or "", apply))
     state.show_error(key)
 
 
+VIEW_DEFAULT = "(this view's)"  # constant labels: Streamlit's binding keys a selectbox value by its label
+DATA_DEFAULT = "(default)"
+
+
+def _probe_changed() -> None:
+    chosen = st.session_state.get("probe")
+    state.update(probe=None if chosen == VIEW_PROBE[state.current().view] else chosen)
+
+
+def _data_changed() -> None:
+    chosen = st.session_state.get("data")
+    state.update(data=None if chosen == defaults.data_for(state.url_state().effective_probe) else chosen)
+
+
+def defaults_text(probe: str) -> str:
+    """What the run panel uses for ``probe`` when the URL says nothing (the dashboard defaults)."""
+    data_ref = defaults.data_for(probe) or "the probe's own"
+    params = probe_params.format_params(defaults.params_for(probe)) or "the probe's defaults"
+    return f"Defaults for {probe}: dataset {data_ref}; parameters {params}."
+
+
 def compute_form(vs: ViewState) -> None:
-    view_probe = VIEW_PROBE[vs.view]
     st.selectbox(
         "Probe",
-        RUN_PROBES,
-        **state.bind(
-            "probe", to_widget=lambda v: v or view_probe, from_widget=lambda v: None if v == view_probe else v
-        ),
-    )
-    st.selectbox(
-        "Dataset",
-        ["(probe default)", *BUILTIN_DATA],
-        **state.bind(
-            "data",
-            to_widget=lambda v: v or "(probe default)",
-            from_widget=lambda v: None if v == "(probe default)" else v,
-        ),
+        [None, *RUN_PROBES],
+        format_func=lambda p: p or VIEW_DEFAULT,
+        on_change=_probe_changed,
+        help=f"this view's probe: {VIEW_PROBE[vs.view]}",
+        **state.bound("probe"),
     )
     probe = vs.effective_probe
+    data_opts = [None, *BUILTIN_DATA, *([vs.data] if vs.data and vs.data not in BUILTIN_DATA else [])]
+    st.selectbox(
+        "Dataset",
+        data_opts,
+        format_func=lambda d: d or DATA_DEFAULT,
+        on_change=_data_changed,
+        **state.bound("data"),
+    )
+    st.caption(defaults_text(probe))
     model_cls = PROBES[probe][0]
-    current = {**model_cls().model_dump(mode="json"), **state.parse_params(vs.params, probe)}
+    base = defaults.params_for(probe)
+    try:
+        current = probe_params.full(params_of(vs, probe), probe)
+    except ValueError:
+        current = probe_params.full(base, probe)
     for name, info in model_cls.model_fields.items():
 
         def apply(v: Any, name: str = name) -> None:
             texts = dict(seg.split("=", 1) for seg in state.url_state().params.split(";") if seg)
             texts[name] = v.strip() if isinstance(v, str) else str(v)
             merged = ";".join(f"{k}={t}" for k, t in texts.items() if t != "")
-            state.update(params=state.format_params(state.parse_params(merged, probe)))
+            state.update(params=probe_params.canonical(merged, probe, base))
 
         _param_widget(probe, name, info, current[name], apply)
     lim = limits()

@@ -1,10 +1,24 @@
 """View state <-> URL query parameters (the permalink), with validation of every parameter.
 
-The URL is the single source of truth: every run parses ``st.query_params`` into a :class:`ViewState`
-(:func:`parse`), and widgets write back through callbacks (:func:`bind`, :func:`update`). Only
-non-default values are written (:func:`encode`). Malformed or hostile values never raise: each one
-yields a warning (shown by the app) and its field falls back to the default. No value from the URL
-is ever put into SQL text; the views use parameterised queries only.
+The page path is the view (``/niah``); the query holds the rest, only non-default values, in two kinds:
+
+* **Bound** (:data:`BOUND`: model, cmp, model_b, data, probe, doc, start, layer, head, models): each is
+  a plain widget with ``key`` = the parameter name and Streamlit's own ``bind="query-params"``
+  (:func:`bound`). Streamlit seeds the widget from the URL, the browser writes the user's changes into
+  the URL, and a value equal to the widget's default leaves the URL. What the binding cannot do is our
+  contract for bad links: it silently drops a value it cannot parse (and accepts some we refuse, such
+  as ``doc=3.7`` or an option-sized SQL fragment). So :func:`load` checks the URL first with the parsers
+  here; when a value is rejected (each gets a warning naming it and the default) or the link uses an old
+  form (``?view=niah``, ``cmp=1``, ``models=a|b``), main.py redirects once, before any widget binds, to
+  the cleaned URL on the right page. What only the data can reject (a head the model lacks) the views
+  reject with :func:`fallback`, and the widget's options/bounds agree with them.
+* **Custom** (:data:`CUSTOM`: abl, abl_b, params): the compact ablation and probe-parameter text forms.
+  These are not bound: binding would write whatever is typed, including text that does not parse, into
+  the URL. Our callbacks (:func:`bind_value`) validate and canonicalise first (a rejected input stays in
+  its widget with the error) and write the URL themselves (:func:`write`). ``params`` holds overrides of
+  the dashboard defaults (``app.defaults``), so the embedded demo needs none.
+
+Malformed or hostile values never raise. No value from the URL is ever put into SQL text.
 """
 
 from __future__ import annotations
@@ -18,7 +32,8 @@ from typing import Any
 
 import streamlit as st
 
-from app.probe_params import format_params, parse_params
+from app import defaults
+from app.probe_params import canonical, format_params, parse_params
 from backend.params import PROBES
 from models.ablation import Ablation, AblationError
 
@@ -49,17 +64,17 @@ _UINT = re.compile(r"^\d{1,9}$")
 
 @dataclass(frozen=True)
 class ViewState:
-    """Everything a permalink holds. ``None`` model means "the first known model"."""
+    """Everything a permalink holds, and the page. ``None`` model means "the first known model"."""
 
-    view: str = "overview"
+    view: str = "overview"  # the page (its path), never a query parameter
     model: str | None = None
     abl: str = ""  # ablation A, canonical text form
     cmp: bool = False  # compare A vs B
     model_b: str | None = None  # None = same model as A
     abl_b: str = ""
-    data: str | None = None  # None = the probe's default dataset
+    data: str | None = None  # None = the dashboard default of the probe (else the probe's own)
     probe: str | None = None  # run-panel probe; None = the view's probe
-    params: str = ""  # probe parameters, canonical "key=value;key=a,b" form
+    params: str = ""  # overrides of the probe's dashboard defaults, canonical "key=value;key=a,b" form
     doc: int = 0
     start: int = 0  # first token shown in the per-token view
     layer: int | None = None
@@ -76,7 +91,16 @@ class ViewState:
 
 
 DEFAULT = ViewState()
-FIELDS = tuple(f.name for f in fields(ViewState))
+FIELDS = tuple(f.name for f in fields(ViewState) if f.name != "view")  # the query parameters
+CUSTOM = ("abl", "abl_b", "params")
+BOUND = tuple(f for f in FIELDS if f not in CUSTOM)
+PAGE_FIELDS = {  # bound widgets that live on one page (the others are in the sidebar, on every page)
+    "doc": ("token_loss",),
+    "start": ("token_loss",),
+    "layer": ("retrieval_heads",),
+    "head": ("retrieval_heads",),
+    "models": ("longppl", "runs"),
+}
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:;&=\"'/])")
@@ -118,12 +142,15 @@ def _uint(name: str) -> Callable[[str], int]:
     return parse
 
 
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
+
+
 def _bool(raw: str) -> bool:
-    if raw.lower() in ("1", "true", "yes", "on"):
+    if raw.lower() in _TRUE:
         return True
-    if raw.lower() in ("0", "false", "no", "off", ""):
+    if raw.lower() in _FALSE:
         return False
-    raise ValueError("must be 1 or 0")
+    raise ValueError("must be true or false")
 
 
 def _ablation(raw: str) -> str:
@@ -145,15 +172,17 @@ def _probe(raw: str) -> str:
     return raw
 
 
-def _models(raw: str) -> tuple[str, ...]:
-    items = [m for m in raw.split("|") if m]
+def _models(raw: str | list[str]) -> tuple[str, ...]:
+    """Repeated parameters (``models=a&models=b``, what the bound multiselect writes) or an old link's
+    ``a|b``."""
+    items = [m for r in ([raw] if isinstance(raw, str) else raw) for m in r.split("|") if m]
     if len(items) > MAX_MODELS:
         raise ValueError(f"at most {MAX_MODELS} models")
     return tuple(dict.fromkeys(_ref(m) for m in items))
 
 
-PARSERS: dict[str, Callable[[str], Any]] = {
-    "view": _view,
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "view": _view,  # old links only: the page path is the view
     "model": _ref,
     "abl": _ablation,
     "cmp": _bool,
@@ -170,56 +199,80 @@ PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
+def _legacy(query: Mapping[str, Any]) -> bool:
+    """Whether a link uses a form this app no longer writes (it is rewritten by one redirect)."""
+    models = query.get("models")
+    return (
+        "view" in query
+        or str(query.get("cmp", "true")).lower() not in ("true", "false")
+        or (isinstance(models, str) and "|" in models)
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # URL <-> state
 # ---------------------------------------------------------------------------------------------
-def parse(query: Mapping[str, Any]) -> tuple[ViewState, list[str]]:
-    """Query parameters -> (state, warnings). Never raises; bad values fall back to defaults."""
-    values: dict[str, Any] = {}
+def parse(query: Mapping[str, Any], page: str = DEFAULT.view) -> tuple[ViewState, list[str]]:
+    """Query parameters of page ``page`` -> (state, warnings). Never raises; bad values fall back to
+    defaults. An old link's ``view`` parameter overrides the page; params are checked against the
+    dashboard defaults of the view's probe."""
+    values: dict[str, Any] = {"view": page}
     warnings: list[str] = []
     unknown = [k for k in query if k not in PARSERS]
     if unknown:
         names = ", ".join(f"“{shown(k, 24)}”" for k in unknown[:5])
         warnings.append(f"Ignored unknown URL parameter(s): {names}.")
-    for key in FIELDS:
+    for key in PARSERS:
         if key not in query:
             continue
         raw = query[key]
-        raw = raw[-1] if isinstance(raw, list | tuple) else raw
+        if isinstance(raw, list | tuple) and key != "models":
+            raw = raw[-1] if raw else ""
         try:
-            if not isinstance(raw, str) or len(raw) > MAX_VALUE_LEN:
+            items = [raw] if isinstance(raw, str) else list(raw)
+            if not all(isinstance(r, str) for r in items) or sum(map(len, items)) > MAX_VALUE_LEN:
                 raise ValueError(f"longer than {MAX_VALUE_LEN} characters")
             values[key] = PARSERS[key](raw)
         except ValueError as e:
             default = getattr(DEFAULT, key)
+            text = "|".join(items) if isinstance(raw, list | tuple) else raw
             warnings.append(
-                f"Ignored URL parameter “{key}={shown(raw)}”: {shown(e, 160)}. "
-                f"Using the default ({shown(default) if default not in (None, '') else 'none'})."
+                f"Ignored URL parameter “{key}={shown(text)}”: {shown(e, 160)}. "
+                f"Using the default ({shown(default) if default not in (None, '', ()) else 'none'})."
             )
     state = replace(DEFAULT, **values)
     if state.params:
+        probe = state.effective_probe
         try:
-            state = replace(state, params=format_params(parse_params(state.params, state.effective_probe)))
+            state = replace(state, params=canonical(state.params, probe, defaults.params_for(probe)))
         except ValueError as e:
             warnings.append(
                 f"Ignored URL parameter “params={shown(state.params)}”: {shown(e, 160)}. "
-                "Using the probe's defaults."
+                "Using the defaults of the probe."
             )
             state = replace(state, params="")
     return state, warnings
 
 
-def _encode_value(v: Any) -> str:
+def _encode_value(v: Any) -> str | list[str]:
     if isinstance(v, bool):
-        return "1" if v else "0"
+        return "true" if v else "false"  # what Streamlit's binding writes for a toggle
     if isinstance(v, tuple):
-        return "|".join(v)
+        return list(v)  # repeated parameters, as a bound multiselect writes them
     return str(v)
 
 
-def encode(state: ViewState) -> dict[str, str]:
-    """Only the non-default fields, as URL strings (field order)."""
+def encode(state: ViewState) -> dict[str, str | list[str]]:
+    """Only the non-default fields, as URL values (field order; ``models`` as repeated values)."""
     return {k: _encode_value(getattr(state, k)) for k in FIELDS if getattr(state, k) != getattr(DEFAULT, k)}
+
+
+def _fits(params: str, probe: str) -> bool:
+    try:
+        canonical(params, probe, defaults.params_for(probe))
+    except ValueError:
+        return False
+    return True
 
 
 def with_changes(state: ViewState, **changes: Any) -> ViewState:
@@ -229,24 +282,24 @@ def with_changes(state: ViewState, **changes: Any) -> ViewState:
     """
     candidate = replace(state, **changes)
     if ("view" in changes or "probe" in changes) and "params" not in changes and candidate.params:
-        try:
-            parse_params(candidate.params, candidate.effective_probe)
-        except ValueError:
+        if not _fits(candidate.params, candidate.effective_probe):
             candidate = replace(candidate, params="")
     encoded = encode(candidate)
     for key in changes:
         if key in encoded:
-            if len(encoded[key]) > MAX_VALUE_LEN:
+            value = encoded[key]
+            if sum(map(len, [value] if isinstance(value, str) else value)) > MAX_VALUE_LEN:
                 raise ValueError(f"{key}: longer than {MAX_VALUE_LEN} characters")
             try:
-                PARSERS[key](encoded[key])
+                PARSERS[key](value)
             except ValueError as e:
                 raise ValueError(
                     str(e) if str(e).startswith(("ablation", "params")) else f"{key}: {e}"
                 ) from None
     if candidate.params:
-        parse_params(candidate.params, candidate.effective_probe)
-    return parse(encoded)[0]
+        probe = candidate.effective_probe
+        canonical(candidate.params, probe, defaults.params_for(probe))
+    return parse(encoded, candidate.view)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,17 +309,72 @@ CURRENT = "_hs_state"
 _SYNCED = "_hs_synced"
 
 
+def query() -> dict[str, str | list[str]]:
+    """``st.query_params`` as a dict: the last value of each key, every value of ``models``."""
+    qp = st.query_params
+    return {k: (qp.get_all(k) if k == "models" else qp[k]) for k in qp}
+
+
+def _to_widget(field: str, value: Any) -> Any:
+    return list(value) if field == "models" else value
+
+
+def _from_widget(field: str, value: Any) -> Any:
+    if field == "models":
+        return tuple(value or ())
+    if field in ("doc", "start"):
+        return int(value or 0)
+    if field in ("layer", "head"):
+        return None if value is None else int(value)
+    return value
+
+
+def _owned(field: str, view: str) -> bool:
+    return view in PAGE_FIELDS.get(field, (view,))
+
+
+def with_widgets(state: ViewState) -> ViewState:
+    """``state`` with the values of the bound widgets of its page (they win over the URL: the browser
+    updates the URL after the widget). Widgets of another page are not read: their values leave the
+    URL on a page switch."""
+    ss = st.session_state
+    got = {f: _from_widget(f, ss[f]) for f in BOUND if f in ss and _owned(f, state.view)}
+    return replace(state, **got)
+
+
+def load(page: str) -> tuple[ViewState, list[str], tuple[str, dict] | None]:
+    """(state, warnings, redirect) of this run of page ``page``.
+
+    ``redirect`` is (view, query) when the URL must be rewritten first: a rejected value (warned about),
+    or an old link form (``?view=``, ``cmp=1``, ``models=a|b``). A navigation link keeps the custom
+    fields of the page it leaves (Streamlit keeps the bound sidebar values itself).
+    """
+    raw = query()
+    state, warnings = parse(raw, page)
+    view = state.view
+    prev = st.session_state.get(CURRENT)
+    if prev is not None and prev.view != page:
+        state = replace(state, **{f: getattr(prev, f) for f in CUSTOM if f not in raw})
+    if warnings or _legacy(raw):
+        return state, warnings, (view, encode(state))
+    return with_widgets(state), warnings, None
+
+
 def write(state: ViewState) -> None:
-    """Make the URL hold exactly ``state`` (only non-default values), and make it current."""
+    """Make ``state`` current and the URL hold its custom fields (non-default only). The bound fields
+    are Streamlit's: its binding keeps them in the URL."""
     st.session_state[CURRENT] = state
     want = encode(state)
-    if st.query_params.to_dict() != want:
-        st.query_params.from_dict(want)
+    for key in CUSTOM:
+        if key in want and st.query_params.get(key) != want[key]:
+            st.query_params[key] = want[key]
+        elif key not in want and key in st.query_params:
+            del st.query_params[key]
 
 
 def url_state() -> ViewState:
-    """The state in the URL right now (in callbacks: including changes made earlier in this callback)."""
-    return parse(st.query_params.to_dict())[0]
+    """The state right now (in callbacks: including changes made earlier in this callback)."""
+    return with_widgets(parse(query(), current().view)[0])
 
 
 def current() -> ViewState:
@@ -274,22 +382,35 @@ def current() -> ViewState:
 
 
 def update(**changes: Any) -> ViewState:
-    """Apply validated changes to the URL state (raises ValueError on bad values)."""
+    """Apply validated changes (raises ValueError on bad values): custom fields to the URL, bound
+    fields to their widgets (call it from a callback, before the widgets of the run exist)."""
     state = with_changes(url_state(), **changes)
+    for f in BOUND:
+        if f in changes:
+            st.session_state[f] = _to_widget(f, getattr(state, f))
     write(state)
     return state
 
 
 def fallback(field: str, reason: str) -> ViewState:
-    """A URL value that the data rejects (e.g. a head out of range): warn and reset to the default."""
+    """A URL value that the data rejects (e.g. a head out of range): warn and reset to the default.
+    Call it before the field's widget exists in this run."""
     state = current()
     st.warning(
         f"Ignored URL parameter “{field}={shown(getattr(state, field))}”: {shown(reason, 160)}. "
         "Using the default."
     )
     state = replace(state, **{field: getattr(DEFAULT, field)})
+    if field in BOUND:
+        st.session_state[field] = _to_widget(field, getattr(DEFAULT, field))
     write(state)
     return state
+
+
+def bound(field: str, **kwargs: Any) -> dict[str, Any]:
+    """Widget kwargs that bind ``field`` to its query parameter with Streamlit's own binding."""
+    assert field in BOUND, field
+    return {"key": field, "bind": "query-params", **kwargs}
 
 
 def error_key(name: str) -> str:
@@ -297,7 +418,7 @@ def error_key(name: str) -> str:
 
 
 def bind_value(key: str, value: Any, apply: Callable[[Any], None]) -> dict[str, Any]:
-    """``key``/``on_change`` kwargs that tie a widget to a value held in the URL.
+    """``key``/``on_change`` kwargs that tie a custom-field widget to a value held in the URL.
 
     The widget is set to ``value`` whenever that value changed since the widget last synced (so a
     permalink or another widget can move it); a user change calls ``apply(widget_value)``, which
@@ -321,13 +442,10 @@ def bind_value(key: str, value: Any, apply: Callable[[Any], None]) -> dict[str, 
     return {"key": key, "on_change": on_change}
 
 
-def bind(
-    field: str, to_widget: Callable[[Any], Any] = lambda v: v, from_widget: Callable[[Any], Any] = lambda v: v
-) -> dict[str, Any]:
-    """:func:`bind_value` for one state field (widget key ``w_<field>``)."""
-    return bind_value(
-        f"w_{field}", to_widget(getattr(current(), field)), lambda v: update(**{field: from_widget(v)})
-    )
+def bind(field: str, from_widget: Callable[[Any], Any] = lambda v: v) -> dict[str, Any]:
+    """:func:`bind_value` for one custom field (widget key ``w_<field>``)."""
+    assert field in CUSTOM, field
+    return bind_value(f"w_{field}", getattr(current(), field), lambda v: update(**{field: from_widget(v)}))
 
 
 def show_error(key: str) -> None:
@@ -335,3 +453,10 @@ def show_error(key: str) -> None:
     msg = st.session_state.get(error_key(key))
     if msg:
         st.error(shown(msg, 300))
+
+
+__all__ = [
+    "BOUND", "CUSTOM", "DEFAULT", "FIELDS", "VIEWS", "VIEW_PROBE", "ViewState", "bind", "bind_value", "bound",
+    "current", "encode", "fallback", "format_params", "load", "parse", "parse_params", "update", "with_changes",
+    "write",
+]

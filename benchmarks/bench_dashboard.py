@@ -5,7 +5,7 @@ in total, plus small synthetic runs for the other views; serves ``streamlit run 
 127.0.0.1; drives Debian's /usr/bin/chromium with Playwright and measures
 
 - permalink open -> charts rendered (goal <= 2 s): a Per-token loss A-vs-B permalink as the app writes it
-  (/token_loss?view=token_loss&...; text shading + loss
+  (/token_loss?model=...&cmp=true&...; text shading + loss
   vs position), a fresh browser page per open, a different token window each time (no result cache);
   the very first open after the server starts (cold: imports, first DuckDB scan) is reported apart;
 - view switch (goal <= 300 ms): click another view in the sidebar -> its header and charts rendered.
@@ -35,8 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app import serve as dashboard  # noqa: E402
-from app.fake_client import WORDS, write_synthetic  # noqa: E402
+from backend.spec import RunSpec  # noqa: E402
 from backend.store import TraceStore  # noqa: E402
+from tests.app.fake_client import WORDS, write_synthetic  # noqa: E402
 
 CHROMIUM, FLAGS = dashboard.CHROMIUM, dashboard.FLAGS
 _CHART = '[data-testid="stVegaLiteChart"]'
@@ -88,9 +89,10 @@ def build_store(root: Path, rows: int) -> None:
     store = TraceStore(root)
     for i, (abl, shift) in enumerate((("", 0.0), ("rf[full]=64", 0.6))):
         tl, pl = token_loss_table(rows // 2, n_docs=20, seed=i, shift=shift)
-        spec = {"model": "zoo/swa64", "probe": "token_loss"} | ({"ablation": abl} if abl else {})
+        spec = RunSpec.build(model="zoo/swa64", probe="token_loss", ablation=abl)  # what the view looks up
         store.write_run(
-            f"bench-tl-{i}", spec, {"token_loss": tl, "position_loss": pl}, meta={"ablation_text": abl}
+            f"bench-tl-{i}", spec.canonical(), {"token_loss": tl, "position_loss": pl},
+            meta={"ablation_text": spec.ablation.to_text()},
         )
     for probe in ("longppl", "niah", "retrieval_heads", "attention_rows", "sweep"):
         for abl in ("", "rf[full]=64"):
@@ -112,8 +114,8 @@ st.navigation([st.Page(page("Baseline A", "mark_line"), title="Baseline A", url_
 
 
 def serve(store: Path, pre: Path, script: str = "app/main.py") -> tuple[subprocess.Popen, str]:
-    return dashboard.start({"HYBRIDSCOPE_STORE": str(store), "HYBRIDSCOPE_PRECOMPUTED": str(pre),
-                            "HYBRIDSCOPE_CLIENT": "fake"}, script)
+    """The real app (it only reads here: nothing is computed, so no backend double is needed)."""
+    return dashboard.start({"HYBRIDSCOPE_STORE": str(store), "HYBRIDSCOPE_PRECOMPUTED": str(pre)}, script)
 
 
 def wait_rendered(page, header: str, n_charts: int, extra: str | None = None) -> None:
@@ -154,7 +156,7 @@ def switch_times(ctx, url: str, targets: list[tuple[str, str, int]], repeats: in
 def measure(browser, base: str, app: bool, repeats: int) -> dict[str, float | list[float]]:
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     if app:
-        link = f"{base}/token_loss?view=token_loss&model=zoo%2Fswa64&cmp=1&abl_b=rf%5Bfull%5D%3D64&doc=3"
+        link = f"{base}/token_loss?model=zoo%2Fswa64&cmp=true&abl_b=rf%5Bfull%5D%3D64&doc=3"
         args = ("Per-token loss", 1, ".hs-tokens")
         urls = [f"{link}&start={512 * i}" for i in range(repeats + 1)]
         targets = [("NIAH", "Needle in a haystack", 3), ("Per-token loss", "Per-token loss", 1)]

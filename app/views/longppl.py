@@ -7,7 +7,7 @@ import streamlit as st
 
 from app import charts, data, run_panel, state
 from app.state import ViewState
-from app.views import header, side_runs
+from app.views import find, header, side_runs
 
 
 def _filter(df: pd.DataFrame, models: tuple[str, ...]) -> pd.DataFrame:
@@ -22,7 +22,7 @@ def render(vs: ViewState) -> None:
     )
     models = data.known_models()
     opts = sorted(set(models) | set(vs.models))
-    st.multiselect("Models (empty = all)", opts, **state.bind("models", to_widget=list, from_widget=tuple))
+    st.multiselect("Models (empty = all)", opts, **state.bound("models"))
     side_runs(vs, "longppl")  # prompts to compute A/B when missing
 
     summary = _filter(data.longppl_summary(), vs.models)
@@ -39,12 +39,12 @@ def render(vs: ViewState) -> None:
 
     st.subheader("Loss vs position")
     curves = []
-    tl = data.runs()
+    tl = data.runs()  # every (model, ablation) with a token_loss run: the newest run of each
     tl = tl[(tl["probe"] == "token_loss") & (tl["status"] == "ok")]
     tl = _filter(tl, vs.models or tuple(m for _, m, _ in run_panel.sides(vs) if m))
-    for _, row in tl.drop_duplicates(["model", "abl"]).iterrows():
+    for _, row in tl.drop_duplicates(["model", "ablation"]).iterrows():
         c = data.position_curve(row["run_id"]).assign(
-            model=row["model"], ablation=row["abl"], side=row["run_id"][:8]
+            model=row["model"], ablation=row["ablation"], side=row["run_id"][:8]
         )
         curves.append(c)
     if curves:
@@ -59,7 +59,7 @@ def render(vs: ViewState) -> None:
     )
     sweeps = data.receptive_field_sweeps(_filter(data.sweeps(), vs.models))
     _, model, abl = run_panel.sides(vs)[0]
-    run_id, error = data.find_run("sweep", model, abl, vs.data)
+    run_id, error = find(vs, "sweep", model, abl)
     if run_id is None:
         run_panel.missing("A", "sweep", model, abl, vs, error)
     if sweeps and "LongPPL" not in sweeps:

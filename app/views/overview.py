@@ -96,8 +96,7 @@ def niah_bars(df: pd.DataFrame, models: list[str]) -> alt.Chart:
 
 
 def finding_formation(models: list[str]) -> None:
-    df = data.sweeps()
-    df = df[df["name"].str.startswith("formation")]
+    df = data.formation_series()
     if not df.empty:
         charts.show(
             "finding 3 retrieval head formation",
@@ -131,7 +130,7 @@ def finding_nope(models: list[str]) -> None:
     )
     if df.empty:
         return _empty("NIAH traces", "NIAH")
-    df["ablation"] = [data.canonical_ablation(a) or "(none)" for a in df["ablation"]]
+    df["ablation"] = df["ablation"].fillna("").replace("", "(none)")
     df["nope"] = df["model"].str.contains("nope", case=False) | df["ablation"].str.contains(
         "pe\\[full\\]=nope"
     )

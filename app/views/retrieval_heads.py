@@ -12,6 +12,7 @@ from app import charts, data, run_panel, state
 from app.charts import ATTENTION, kind_label
 from app.state import ViewState
 from app.views import Side, header, side_runs
+from backend.spec import SpecError
 
 
 def _scores(run_id: str) -> pd.DataFrame:
@@ -21,8 +22,14 @@ def _scores(run_id: str) -> pd.DataFrame:
     )
 
 
+def _head_layer(vs: ViewState, layers: list[int]) -> int:
+    """The layer whose heads the head picker lists: the selected one, else the first attention layer."""
+    return vs.layer if vs.layer is not None else layers[0]
+
+
 def _check_selection(vs: ViewState, scores: pd.DataFrame) -> ViewState:
-    """A layer/head from the URL must exist in run A and be an attention head."""
+    """A layer/head from the URL must exist in run A and be an attention head (the pickers offer no other:
+    their options say the same to Streamlit's binding)."""
     n_layers = int(scores["layer"].max()) + 1
     if vs.layer is not None and vs.layer >= n_layers:
         vs = state.fallback("layer", f"the model has layers 0..{n_layers - 1}")
@@ -33,10 +40,12 @@ def _check_selection(vs: ViewState, scores: pd.DataFrame) -> ViewState:
                 "layer",
                 f"layer {vs.layer} is {kind_label(kinds['layer_type'].iloc[0])}: it has no attention heads",
             )
-    if vs.head is not None:
-        n_heads = int(scores[scores["layer"] == (vs.layer or 0)]["head"].max()) + 1
+    layers = sorted(scores[scores["layer_type"].isin(ATTENTION)]["layer"].unique().tolist())
+    if vs.head is not None and layers:
+        layer = _head_layer(vs, layers)
+        n_heads = int(scores[scores["layer"] == layer]["head"].max()) + 1
         if vs.head >= n_heads:
-            vs = state.fallback("head", f"layer {vs.layer or 0} has heads 0..{n_heads - 1}")
+            vs = state.fallback("head", f"layer {layer} has heads 0..{n_heads - 1}")
     return vs
 
 
@@ -48,28 +57,16 @@ def _pick(scores: pd.DataFrame, vs: ViewState) -> None:
         return
     c1, c2 = st.columns(2)
     none = "—"
+    kinds = attn.groupby("layer")["layer_type"].first()  # in the help: a bound option's label is its URL value
     c1.selectbox(
         "Layer",
-        [none, *layers],
-        format_func=lambda v: (
-            v if v == none else f"{v} ({kind_label(attn[attn['layer'] == v]['layer_type'].iloc[0])})"
-        ),
-        **state.bind(
-            "layer",
-            to_widget=lambda v: none if v is None else v,
-            from_widget=lambda v: None if v == none else int(v),
-        ),
+        [None, *layers],
+        format_func=lambda v: none if v is None else str(v),
+        help="Attention layers: " + ", ".join(f"{layer} {kind_label(kinds[layer])}" for layer in layers),
+        **state.bound("layer"),
     )
-    heads = sorted(attn[attn["layer"] == (vs.layer if vs.layer is not None else layers[0])]["head"].unique())
-    c2.selectbox(
-        "Head",
-        [none, *heads],
-        **state.bind(
-            "head",
-            to_widget=lambda v: none if v is None else v,
-            from_widget=lambda v: None if v == none else int(v),
-        ),
-    )
+    heads = sorted(attn[attn["layer"] == _head_layer(vs, layers)]["head"].unique().tolist())
+    c2.selectbox("Head", [None, *heads], format_func=lambda v: none if v is None else str(v), **state.bound("head"))
 
 
 def _on_click(key: str) -> None:
@@ -111,21 +108,17 @@ def entropy_chart(ent: pd.DataFrame, layer: int, head: int) -> alt.Chart:
 
 def _head_detail(vs: ViewState, a: Side) -> None:
     st.subheader(f"Layer {vs.layer}, head {vs.head}")
-    cands = data.matching_runs("attention_rows", a.model, a.abl)
-    cands = cands[cands["status"] == "ok"]["run_id"].tolist()
-    rows = pd.DataFrame()
-    if cands:
-        rows = data.query(
-            "SELECT run_id, query_pos, rank, key_pos, weight, token FROM attention_rows "
-            "WHERE list_contains(?, run_id) AND layer = ? AND head = ? ORDER BY run_id, query_pos, "
-            "rank",
-            (cands, vs.layer, vs.head),
-        )
+    extra = {"layers": [vs.layer]}
+    try:
+        spec = run_panel.build_spec(vs, a.model, a.abl, "attention_rows", extra)
+    except (SpecError, ValueError):
+        rows = pd.DataFrame()
+    else:
+        rows = data.attention_rows(spec, vs.layer, vs.head)
     if rows.empty:
-        run_panel.missing("A", "attention_rows", a.model, a.abl, vs, extra_params={"layers": [vs.layer]})
+        run_panel.missing("A", "attention_rows", a.model, a.abl, vs, extra_params=extra)
         return
     run_id = rows["run_id"].iloc[0]
-    rows = rows[rows["run_id"] == run_id]
     charts.show(f"attention rows l{vs.layer} h{vs.head}", rows_chart, rows)
     ent = data.query(
         "SELECT head, avg(entropy) AS entropy FROM head_entropy WHERE run_id = ? AND layer = ? "

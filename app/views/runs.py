@@ -21,7 +21,7 @@ def _table(df) -> None:
         "model",
         "probe",
         "dataset",
-        "abl",
+        "ablation",
         "params",
         "status",
         "error",
@@ -31,7 +31,7 @@ def _table(df) -> None:
         "n_rows",
         "store",
     ]
-    st.dataframe(df[cols].rename(columns={"abl": "ablation"}), hide_index=True, width="stretch")
+    st.dataframe(df[cols], hide_index=True, width="stretch")
 
 
 def _sql_box() -> None:
@@ -74,7 +74,7 @@ def render(vs: ViewState) -> None:
     df = data.runs()
     models = sorted(set(df["model"].dropna()) | set(vs.models))
     c1, c2, c3 = st.columns(3)
-    c1.multiselect("Models", models, **state.bind("models", to_widget=list, from_widget=tuple))
+    c1.multiselect("Models", models, **state.bound("models"))
     probes = c2.multiselect("Probes", sorted(set(df["probe"].dropna())), key="runs_probes")
     status = c3.multiselect("Status", ["ok", "error"], key="runs_status")
     if vs.models:
@@ -85,7 +85,7 @@ def render(vs: ViewState) -> None:
         df = df[df["status"].isin(status)]
     st.caption(f"{len(df)} runs")
     _table(df)
-    charts.table_downloads(df.drop(columns=["abl"]), "runs")
+    charts.table_downloads(df, "runs")
     _sql_box()
     _slice(df[df["status"] == "ok"]["run_id"].tolist())
 

@@ -87,9 +87,9 @@ def _text(vs: ViewState, a: Side, b: Side | None) -> None:
     if vs.start > max(n_pos, 0):
         vs = state.fallback("start", f"document has positions 0..{n_pos}")
     c1, c2 = st.columns(2)
-    c1.number_input("Document", 0, max(n_docs, 0), **state.bind("doc"))
+    c1.number_input("Document", 0, max(n_docs, 0), **state.bound("doc"))
     c2.number_input(
-        f"First token (shows {WINDOW})", 0, max(n_pos, 0), step=WINDOW // 2, **state.bind("start")
+        f"First token (shows {WINDOW})", 0, max(n_pos, 0), step=WINDOW // 2, **state.bound("start")
     )
     ta = _tokens(a.run_id, vs.doc, vs.start)
     if ta.empty:

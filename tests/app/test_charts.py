@@ -65,15 +65,16 @@ def test_parquet_download_round_trips():
     pd.testing.assert_frame_equal(back, df)
 
 
-def test_sweep_rows_split_by_metric_and_the_suffix_matches_the_probe():
+def test_sweep_rows_split_by_metric_and_the_metrics_match_the_probe():
     from app import data
-    from backend.probes.sweep import PPL_SUFFIX
+    from backend.probes.sweep import METRICS
 
-    assert data.SWEEP_PPL_SUFFIX == PPL_SUFFIX
+    assert set(data.SWEEP_METRICS.values()) == {metric for metric, _ in METRICS}
     df = pd.DataFrame(
         {
             "model": ["m"] * 5,
-            "name": ["baseline", "restrict_full", "restrict_full (PPL)", "baseline (PPL)", "formation:m"],
+            "name": ["baseline", "restrict_full", "restrict_full", "baseline", "formation:m"],
+            "metric": ["longppl", "longppl", "ppl", "ppl", data.FORMATION_METRIC],
             "x": [4096.0, 16.0, 16.0, 4096.0, 10.0],
             "y": [9.0, 20.0, 12.0, 7.0, 0.1],
             "label": ["a", "b", "c", "d", "e"],
@@ -83,8 +84,9 @@ def test_sweep_rows_split_by_metric_and_the_suffix_matches_the_probe():
     assert list(out) == ["LongPPL", "PPL"]
     assert out["LongPPL"]["name"].tolist() == ["baseline", "restrict_full"]
     assert out["PPL"][["name", "y"]].values.tolist() == [["restrict_full", 12.0], ["baseline", 7.0]]
-    only_ppl = data.receptive_field_sweeps(df[df["name"].str.endswith("(PPL)")])
+    only_ppl = data.receptive_field_sweeps(df[df["metric"] == "ppl"])
     assert list(only_ppl) == ["PPL"]  # undefined LongPPL: no empty chart
+    assert data.formation_series(df)[["name", "y"]].values.tolist() == [["formation:m", 0.1]]
 
 
 def test_longppl_summary_prefers_the_run_over_most_documents():

@@ -9,7 +9,7 @@ import pytest
 
 from app.run_panel import combine, over_limits
 from backend.spec import RunSpec
-from tests.app.conftest import charts, run_app, texts
+from tests.app.conftest import charts, link, run_app, texts
 
 
 def plain(text: str) -> str:
@@ -17,7 +17,7 @@ def plain(text: str) -> str:
 
 
 def test_missing_traces_offer_to_compute_and_the_view_updates(empty_store, env):
-    at = run_app(view="niah")
+    at = run_app("niah")
     assert any("No niah traces yet" in plain(i) for i in texts(at, "info"))
     assert charts(at) == []
     at.button(key="compute-niah-A").click().run()
@@ -29,14 +29,14 @@ def test_missing_traces_offer_to_compute_and_the_view_updates(empty_store, env):
 
 
 def test_failed_run_is_reported(empty_store, env):
-    at = run_app(view="niah", model="zoo/will-fail")
+    at = run_app("niah", model="zoo/will-fail")
     at.button(key="compute-niah-A").click().run()
     assert any("Run failed: model: fake failure for zoo/will-fail" in plain(e) for e in texts(at, "error"))
 
 
 def test_runs_above_the_cpu_limits_are_refused_with_the_limits(empty_store, env, monkeypatch):
     monkeypatch.setenv("HYBRIDSCOPE_MAX_TOKENS", "1000")
-    at = run_app(view="token_loss", params="max_tokens=4096")
+    at = run_app("token_loss", params="max_tokens=4096")
     errors = [plain(e) for e in texts(at, "error")]
     assert any(
         "Cannot compute it here: 4096 tokens asked, at most 1000 allowed" in e
@@ -64,7 +64,7 @@ def test_over_limits_counts_tokens_lengths_and_docs():
 
 
 def test_ablation_editor_adds_replaces_and_clears(store):
-    at = run_app(view="longppl")
+    at = run_app("longppl")
     at.selectbox(key="ed_field").select("rf").run()
     at.selectbox(key="ed_sel").select("full").run()
     at.number_input(key="ed_rf").set_value(512).run()
@@ -86,7 +86,7 @@ def test_ablation_editor_adds_replaces_and_clears(store):
 
 
 def test_bad_ablation_text_keeps_the_input_and_the_url(store):
-    at = run_app(view="niah", abl="rf[full]=64")
+    at = run_app("niah", abl="rf[full]=64")
     at.text_input(key="w_abl").input("rf[ful]=64").run()
     assert at.query_params["abl"] == "rf[full]=64"
     assert at.text_input(key="w_abl").value == "rf[ful]=64"
@@ -94,15 +94,15 @@ def test_bad_ablation_text_keeps_the_input_and_the_url(store):
 
 
 def test_probe_params_widgets_write_canonical_params(store):
-    at = run_app(view="token_loss")
+    at = run_app("token_loss")
     at.number_input(key="p_token_loss_max_tokens").set_value(2048).run()
     assert at.query_params["params"] == "max_tokens=2048"
     at.number_input(key="p_token_loss_n_docs").set_value(2).run()
     assert at.query_params["params"] == "max_tokens=2048;n_docs=2"
     at.number_input(key="p_token_loss_max_tokens").set_value(4096).run()  # back to the default
     assert at.query_params["params"] == "n_docs=2"
-    at.selectbox(key="w_probe").select("niah").run()
-    assert at.query_params["probe"] == "niah" and "params" not in at.query_params
+    at.selectbox(key="probe").select("niah").run()
+    assert link(at)["probe"] == "niah" and "params" not in at.query_params
     at.text_input(key="p_niah_lengths").input("1024,256").run()
     assert at.query_params["params"] == "lengths=256,1024"
     at.text_input(key="p_niah_lengths").input("5,abc").run()
@@ -123,3 +123,63 @@ def test_probe_params_widgets_write_canonical_params(store):
 )
 def test_combine(current, segment, expect):
     assert combine(current, segment) == expect
+
+
+def test_a_submitted_run_id_is_the_run_shown(own_store, monkeypatch):
+    """Two runs of the same spec: the view shows the newest, until a submit returns the other (a cached
+    hit, say): from then on this session shows the run the backend answered with."""
+    from app import run_panel
+    from backend.limits import cpu_limits
+    from tests.app.fake_client import write_synthetic
+
+    older = write_synthetic(own_store, "zoo/swa64", "niah", seed=1)
+    newer = write_synthetic(own_store, "zoo/swa64", "niah", seed=2)
+
+    class Cached:
+        def limits(self) -> dict:
+            return cpu_limits()
+
+        def submit(self, spec, on_progress=None) -> str:
+            assert spec.canonical() == {"model": "zoo/swa64", "probe": "niah"}
+            return older
+
+    at = run_app("niah", model="zoo/swa64")
+    assert f"niah run: A `{newer}`" in [plain(c) for c in texts(at, "caption")]
+    monkeypatch.setattr(run_panel, "CLIENT_FACTORY", Cached)
+    at.button(key="run-A").click().run()
+    assert not at.exception
+    assert f"niah run: A `{older}`" in [plain(c) for c in texts(at, "caption")]
+
+
+def test_a_failed_run_of_the_spec_reports_its_error(empty_store):
+    from backend.store import TraceStore
+
+    spec = RunSpec.build(model="zoo/swa64", probe="niah")
+    TraceStore(empty_store).write_error("failed-1", spec.canonical(), "CUDA out of memory")
+    at = run_app("niah", model="zoo/swa64")
+    warnings = [plain(w) for w in texts(at, "warning")]
+    assert any("The last niah run for **A**: zoo/swa64 failed: CUDA out of memory" in w for w in warnings), warnings
+    assert at.button(key="compute-niah-A") is not None  # and it can be computed again
+
+
+def test_probe_and_dataset_pickers_write_only_choices_that_differ_from_the_defaults(store):
+    at = run_app("niah")
+    at.selectbox(key="probe").select("niah").run()  # this view's probe, chosen explicitly
+    assert "probe" not in link(at) and at.selectbox(key="probe").value is None
+    at.selectbox(key="data").select("zoo:val").run()
+    assert link(at)["data"] == "zoo:val"
+    at.selectbox(key="data").select(None).run()
+    assert "data" not in link(at)
+
+
+def test_head_detail_computes_the_attention_rows_of_its_layer(empty_store, env):
+    from tests.app.fake_client import write_synthetic
+
+    write_synthetic(empty_store, "zoo/swa64", "retrieval_heads")
+    at = run_app("retrieval_heads", model="zoo/swa64", layer="3", head="1")
+    assert any("No attention_rows traces yet" in plain(i) for i in texts(at, "info"))
+    at.button(key="compute-attention_rows-A").click().run()
+    assert not at.exception and texts(at, "subheader")[-1] == "Layer 3, head 1"
+    assert at.metric[0].label == "Attention entropy (nats)"
+    logged = [json.loads(line) for line in env.read_text().splitlines()]
+    assert logged == [{"model": "zoo/swa64", "probe": "attention_rows", "params": {"layers": [3]}}]

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 
 import pytest
 
 from app.state import DEFAULT, VIEWS, ViewState, encode, format_params, parse, parse_params, with_changes
+
+
+@pytest.fixture(autouse=True)
+def _no_bundle(monkeypatch, tmp_path):
+    """No dashboard defaults unless a test writes them (params are overrides of those)."""
+    monkeypatch.setenv("HYBRIDSCOPE_PRECOMPUTED", str(tmp_path))
 
 
 def plain(text: str) -> str:
@@ -38,8 +45,9 @@ def test_round_trip_of_a_full_state():
         models=("zoo/a", "zoo/b"),
     )
     q = encode(s)
-    assert q["cmp"] == "1" and q["models"] == "zoo/a|zoo/b" and q["layer"] == "3"
-    back, warnings = parse(q)
+    assert "view" not in q  # the page path is the view
+    assert q["cmp"] == "true" and q["models"] == ["zoo/a", "zoo/b"] and q["layer"] == "3"  # as bound widgets write
+    back, warnings = parse({**q, "view": s.view})  # an old link's view parameter still parses
     assert warnings == []
     # ablation text is canonicalised (selector order all, full, swa, linear)
     assert back == ViewState(**{**s.__dict__, "abl": "window[swa]=64;rf[full]=512"})
@@ -60,7 +68,7 @@ def test_random_states_round_trip():
             models=tuple(rng.sample(["zoo/a", "zoo/b", "zoo/c"], rng.randrange(4))),
         )
         back, warnings = parse(encode(s))
-        assert warnings == [] and encode(back) == encode(s)
+        assert warnings == [] and encode(back) == encode(s) and back.view == "overview"
 
 
 @pytest.mark.parametrize(
@@ -79,7 +87,7 @@ def test_random_states_round_trip():
         ("model", "zoo/x'; DROP TABLE runs;--", "not a model/dataset ref"),
         ("model", "../../etc/passwd", "not a model/dataset ref"),
         ("data", "file:/etc/passwd", "file datasets are off"),
-        ("cmp", "maybe", "must be 1 or 0"),
+        ("cmp", "maybe", "must be true or false"),
         ("probe", "rm -rf", "unknown probe"),
         ("models", "|".join(f"zoo/m{i}" for i in range(20)), "at most 16 models"),
     ],
@@ -101,6 +109,12 @@ def test_unknown_keys_are_reported_and_dropped():
     assert "\\<img src\\=x\\>" in warnings[0] and "<" not in warnings[0].replace("\\<", "")
 
 
+def test_old_value_forms_still_parse():
+    state, warnings = parse({"cmp": "1", "models": "zoo/a|zoo/b"})
+    assert warnings == [] and state.cmp is True and state.models == ("zoo/a", "zoo/b")
+    assert parse({"cmp": "0"})[0].cmp is False and parse({"cmp": "TRUE"})[0].cmp is True
+
+
 def test_params_are_validated_against_the_views_probe():
     state, warnings = parse({"view": "token_loss", "params": "max_tokens=2048;n_docs=2"})
     assert warnings == [] and state.params == "max_tokens=2048;n_docs=2"
@@ -110,6 +124,47 @@ def test_params_are_validated_against_the_views_probe():
     assert warnings == [] and state.params == "haystack=text;lengths=256,512"
     _, warnings = parse({"view": "niah", "params": "nope=1"})
     assert "unknown parameter 'nope'" in plain(warnings[0])
+
+
+def write_defaults(root, probes: dict) -> None:
+    (root / "dashboard.json").write_text(json.dumps({"probes": probes}))
+
+
+def test_params_are_overrides_of_the_dashboard_defaults(tmp_path):
+    from app import probe_params
+    from app.run_panel import build_spec
+
+    write_defaults(tmp_path, {"longppl": {"data": "zoo:test", "params": {"n_docs": 16, "evaluator": "zoo/gdn"}}})
+    base = {"evaluator": "zoo/gdn", "n_docs": 16}
+    state, warnings = parse({"view": "longppl", "params": "n_docs=16;trunc_len=2048"})
+    assert warnings == [] and state.params == "trunc_len=2048"  # a value equal to the default leaves the URL
+    state = parse({"view": "longppl", "params": "n_docs=4;evaluator=none"})[0]
+    assert state.params == "evaluator=none;n_docs=4"  # back to the probe's own defaults: explicit
+    assert probe_params.resolve(state.params, "longppl", base) == {}
+    spec = build_spec(ViewState(view="longppl"), "zoo/swa64", "")
+    assert spec.canonical() == {"model": "zoo/swa64", "probe": "longppl", "data": "zoo:test", "params": base}
+    spec = build_spec(ViewState(view="longppl", params="trunc_len=2048", data="zoo:val"), "zoo/swa64", "")
+    assert spec.data == "zoo:val" and spec.params == {**base, "trunc_len": 2048}
+    assert build_spec(ViewState(view="niah"), "zoo/swa64", "").canonical() == {"model": "zoo/swa64", "probe": "niah"}
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("[1]", "expected"),
+        ('{"probes": {"bogus": {}}}', "unknown probe"),
+        ('{"probes": {"niah": {"params": {"lengths": [1]}}}}', "params.lengths"),
+        ('{"probes": {"niah": {"data": "a b"}}}', "data"),
+        ('{"probes": {"niah": {"extra": 1}}}', "expected an object"),
+        ("{", "Expecting"),
+    ],
+)
+def test_a_broken_defaults_file_is_ignored_with_the_reason(tmp_path, text, needle):
+    from app import defaults
+
+    (tmp_path / "dashboard.json").write_text(text)
+    d = defaults.load()
+    assert d.params == {} and d.data == {} and needle in d.problem, d.problem
 
 
 def test_parse_params_values():
@@ -125,7 +180,8 @@ def test_parse_params_values():
 
 def test_with_changes_validates_and_drops_params_that_do_not_fit_a_new_probe():
     s = ViewState(view="niah", params="samples=3")
-    assert with_changes(s, view="niah", doc=2).params == "samples=3"
+    assert with_changes(s, doc=2).params == "samples=3"
+    assert with_changes(s, probe="token_loss").params == ""
     assert with_changes(s, view="token_loss").params == ""
     with pytest.raises(ValueError, match="unknown selector"):
         with_changes(s, abl="window[bogus]=1")

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 import pytest
 
 from app.state import VIEW_PROBE
-from tests.app.conftest import charts, run_app, texts
+from tests.app.conftest import charts, link, run_app, texts
 
 VIEW_HEADERS = {
     "overview": "What each layer does at long context",
@@ -28,126 +28,169 @@ def plain(text: str) -> str:
 
 @pytest.mark.parametrize("view", list(VIEW_HEADERS))
 def test_every_view_renders(store, view):
-    at = run_app(**({} if view == "overview" else {"view": view}))
+    at = run_app(view)
     assert texts(at, "header") == [VIEW_HEADERS[view]]
     assert len(charts(at)) >= MIN_CHARTS[view]
     assert at.warning.len == 0 and at.error.len == 0
-    assert at.query_params == ({} if view == "overview" else {"view": view})
+    assert at.query_params == {}  # the path is the view; nothing else differs from the defaults
+    assert link(at) == {"model": "zoo/gdn"}  # the permalink pins the model (the first known one)
+
+
+def test_plain_widgets_use_streamlits_binding_and_the_text_forms_do_not(store):
+    at = run_app("retrieval_heads", model="zoo/swa64", cmp="true", layer="3")
+    for kind, key in [("selectbox", "model"), ("toggle", "cmp"), ("selectbox", "model_b"), ("selectbox", "probe"),
+                      ("selectbox", "data"), ("selectbox", "layer"), ("selectbox", "head")]:
+        assert getattr(at, kind)(key=key).proto.query_param_key == key, key
+    for key in ("w_abl", "w_abl_b", "p_retrieval_heads_lengths"):
+        assert not at.text_input(key=key).proto.query_param_key, key
+    at = run_app("token_loss")
+    assert at.number_input(key="doc").proto.query_param_key == "doc"
+    assert at.number_input(key="start").proto.query_param_key == "start"
+    assert run_app("runs").multiselect(key="models").proto.query_param_key == "models"
 
 
 def click_nav(at, view: str):
-    """What a click on a navigation link does in the browser: clear the query string, switch page."""
+    """What a click on a navigation link does in the browser: the query keeps the values of the bound
+    sidebar widgets only (AppTest keeps those as widget state), and the page switches."""
     at.query_params.clear()
     return at.switch_page(f"views/{view}.py").run()
 
 
-def test_navigation_keeps_the_state_and_writes_the_view(store):
-    at = run_app(view="longppl", model="zoo/swa64", cmp="1")
+def test_navigation_keeps_the_state(store):
+    at = run_app("longppl", model="zoo/swa64", cmp="true", abl="rf[full]=64", models=["zoo/gdn"])
     click_nav(at, "niah")
     assert not at.exception
-    assert at.query_params == {"view": "niah", "model": "zoo/swa64", "cmp": "1"}
+    assert link(at) == {"model": "zoo/swa64", "abl": "rf[full]=64", "cmp": "true"}  # models: a LongPPL widget
+    assert at.query_params == {"abl": "rf[full]=64"}  # the custom field is written back by the app
     assert texts(at, "header") == ["Needle in a haystack"] and len(charts(at)) == 3
     click_nav(at, "overview")
-    assert at.query_params == {"model": "zoo/swa64", "cmp": "1"}
+    assert link(at) == {"model": "zoo/swa64", "abl": "rf[full]=64", "cmp": "true"}
     assert texts(at, "header") == [VIEW_HEADERS["overview"]]
 
 
-def test_view_parameter_opens_its_page(store):
-    at = run_app(view="runs", models="zoo/gdn")
-    assert texts(at, "header") == ["Runs"] and at.query_params == {"view": "runs", "models": "zoo/gdn"}
+@pytest.mark.parametrize(
+    "page,query,view,expect",
+    [
+        ("overview", {"view": "runs", "models": "zoo/gdn"}, "runs", {"models": "zoo/gdn"}),
+        ("overview", {"view": "niah", "cmp": "1", "abl": "rf[full]=64"}, "niah", {"abl": "rf[full]=64", "cmp": "true"}),
+        ("niah", {"view": "niah", "model": "zoo/swa64"}, "niah", {"model": "zoo/swa64"}),
+        ("overview", {"view": "longppl", "models": "zoo/gdn|zoo/swa64"}, "longppl",
+         {"models": ["zoo/gdn", "zoo/swa64"]}),
+        ("runs", {"cmp": "0"}, "runs", {}),
+    ],
+)
+def test_old_links_redirect_to_the_page_of_their_view(store, page, query, view, expect):
+    """``?view=`` repeated the page path: an old link goes to that page, keeping its other parameters
+    (old value forms rewritten as the bound widgets write them)."""
+    at = run_app(page, **query)
+    assert texts(at, "header") == [VIEW_HEADERS[view]]
+    assert at.warning.len == 0
+    assert at.query_params == expect
+    pinned = {"model": "zoo/gdn", **{k: v for k, v in expect.items()}}
+    assert link(at) == pinned
 
 
 def test_widgets_write_only_non_default_values(store):
-    at = run_app(view="niah")
-    at.toggle(key="w_cmp").set_value(True).run()
-    assert at.query_params == {"view": "niah", "cmp": "1"}
+    at = run_app("niah")
+    at.toggle(key="cmp").set_value(True).run()
+    assert link(at) == {"model": "zoo/gdn", "cmp": "true"}
     assert len(charts(at)) == 3  # A, B and B - A
     at.text_input(key="w_abl_b").input("rf[full]=64").run()
-    assert at.query_params["abl_b"] == "rf[full]=64"
-    at.selectbox(key="w_model").select("zoo/swa64").run()
-    assert at.query_params["model"] == "zoo/swa64"
-    at.toggle(key="w_cmp").set_value(False).run()
-    assert "cmp" not in at.query_params and len(charts(at)) == 1
+    assert at.query_params["abl_b"] == "rf[full]=64"  # a custom field: the app writes the URL itself
+    at.selectbox(key="model").select("zoo/swa64").run()
+    assert link(at)["model"] == "zoo/swa64"
+    at.selectbox(key="model_b").select("zoo/gdn").run()
+    assert link(at)["model_b"] == "zoo/gdn"
+    at.selectbox(key="model_b").select(None).run()
+    assert "model_b" not in link(at)
+    at.toggle(key="cmp").set_value(False).run()
+    assert "cmp" not in link(at) and len(charts(at)) == 1
 
 
 def test_permalink_round_trip_restores_widgets(store):
-    link = {
-        "view": "token_loss",
+    query = {
         "model": "zoo/swa64",
         "abl": "rf[full]=64",
-        "cmp": "1",
+        "cmp": "true",
         "model_b": "zoo/gdn",
         "doc": "1",
         "start": "256",
     }
-    at = run_app(**link)
-    assert at.query_params == link
-    assert at.selectbox(key="w_model").value == "zoo/swa64"
+    at = run_app("token_loss", **query)
+    assert at.query_params == query and at.warning.len == 0
+    assert at.selectbox(key="model").value == "zoo/swa64"
     assert at.text_input(key="w_abl").value == "rf[full]=64"
-    assert at.toggle(key="w_cmp").value is True
-    assert at.selectbox(key="w_model_b").value == "zoo/gdn"
-    assert at.number_input(key="w_doc").value == 1 and at.number_input(key="w_start").value == 256
+    assert at.toggle(key="cmp").value is True
+    assert at.selectbox(key="model_b").value == "zoo/gdn"
+    assert at.number_input(key="doc").value == 1 and at.number_input(key="start").value == 256
     html = at.get("html")[0].proto.body
     assert 'title="token' in html and "position 256" in html
     # the sidebar permalink pins the model and holds the whole state
     code = at.sidebar.code[0].value
-    assert code == "?" + urlencode(link)  # AppTest has no base URL; the query is exactly the link
+    assert code == "?" + urlencode(query)  # AppTest has no base URL; the query is exactly the link
 
 
 def test_ablation_text_is_canonicalised_in_the_url(store):
-    at = run_app(view="longppl", abl="skip=3,1,2; window[swa]=64")
+    at = run_app("longppl", abl="skip=3,1,2; window[swa]=64")
     assert at.query_params["abl"] == "window[swa]=64;skip=1-3"
     assert at.warning.len == 0
 
 
 @pytest.mark.parametrize(
-    "query,needle,expect",
+    "page,query,needle",
     [
-        ({"view": "bogus"}, "unknown view", {}),
-        ({"view": "niah", "abl": "window[swaa]=64"}, "unknown selector", {"view": "niah"}),
-        ({"view": "niah", "doc": "1" * 40}, "must be an integer", {"view": "niah"}),
-        ({"view": "niah", "abl": "9" * 600}, "longer than 512", {"view": "niah"}),
-        ({"view": "niah", "head": "1e99"}, "integer in [0, 4095]", {"view": "niah"}),
-        ({"view": "runs", "model": "x'); DROP TABLE runs; --"}, "not a model/dataset ref", {"view": "runs"}),
-        ({"view": "token_loss", "data": "file:/etc/passwd"}, "file datasets are off", {"view": "token_loss"}),
-        ({"view": "niah", "<script>": "alert(1)"}, "unknown URL parameter", {"view": "niah"}),
+        ("overview", {"view": "bogus"}, "unknown view"),
+        ("niah", {"abl": "window[swaa]=64"}, "unknown selector"),
+        ("niah", {"doc": "1" * 40}, "must be an integer"),
+        ("token_loss", {"doc": "1.5"}, "must be an integer"),  # Streamlit's binding alone would take it as 1
+        ("niah", {"abl": "9" * 600}, "longer than 512"),
+        ("niah", {"head": "1e99"}, "integer in [0, 4095]"),
+        ("niah", {"cmp": "maybe"}, "must be true or false"),
+        ("runs", {"model": "x'); DROP TABLE runs; --"}, "not a model/dataset ref"),
+        ("runs", {"models": ["zoo/gdn", "zoo/../x"]}, "not a model/dataset ref"),
+        ("token_loss", {"data": "file:/etc/passwd"}, "file datasets are off"),
+        ("token_loss", {"probe": "rm -rf"}, "unknown probe"),
+        ("niah", {"<script>": "alert(1)"}, "unknown URL parameter"),
     ],
 )
-def test_malformed_links_warn_and_fall_back(store, query, needle, expect):
-    at = run_app(**query)
+def test_malformed_links_warn_and_fall_back(store, page, query, needle):
+    at = run_app(page, **query)
     warnings = [plain(w) for w in texts(at, "warning")]
     assert any(needle in w for w in warnings), warnings
-    assert at.query_params == expect
+    assert at.query_params == {}  # the rejected value left the URL before any widget could bind it
+    assert link(at) == {"model": "zoo/gdn"}
+    assert texts(at, "header") == [VIEW_HEADERS[page]]
 
 
 def test_out_of_range_head_and_non_attention_layer_fall_back(store):
-    at = run_app(view="retrieval_heads", model="zoo/gdn", layer="3", head="99")
+    at = run_app("retrieval_heads", model="zoo/gdn", layer="3", head="99")
     assert any("layer 3 has heads 0..3" in plain(w) for w in texts(at, "warning"))
-    assert at.query_params == {"view": "retrieval_heads", "model": "zoo/gdn", "layer": "3"}
-    at = run_app(view="retrieval_heads", model="zoo/gdn", layer="0", head="1")
+    assert link(at) == {"model": "zoo/gdn", "layer": "3"}
+    assert at.selectbox(key="head").value is None and at.selectbox(key="layer").value == 3
+    at = run_app("retrieval_heads", model="zoo/gdn", layer="0", head="1")
     assert any("layer 0 is GDN: it has no attention heads" in plain(w) for w in texts(at, "warning"))
-    assert "layer" not in at.query_params
-    at = run_app(view="retrieval_heads", model="zoo/gdn", layer="4000")
+    assert "layer" not in link(at) and at.selectbox(key="layer").value is None
+    at = run_app("retrieval_heads", model="zoo/gdn", layer="4000")
     assert any("layers 0..7" in plain(w) for w in texts(at, "warning"))
 
 
 def test_retrieval_heads_select_head_shows_rows_and_entropy(store):
-    at = run_app(view="retrieval_heads", model="zoo/swa64")
+    at = run_app("retrieval_heads", model="zoo/swa64")
     n = len(charts(at))
-    at.selectbox(key="w_layer").select(3).run()
-    at.selectbox(key="w_head").select(2).run()
-    assert at.query_params == {"view": "retrieval_heads", "model": "zoo/swa64", "layer": "3", "head": "2"}
+    at.selectbox(key="layer").select(3).run()
+    at.selectbox(key="head").select(2).run()
+    assert link(at) == {"model": "zoo/swa64", "layer": "3", "head": "2"}
     assert texts(at, "subheader")[-1] == "Layer 3, head 2"
     assert len(charts(at)) == n + 2  # attention rows + entropy of the layer
     assert at.metric[0].label == "Attention entropy (nats)"
     # non-attention (GDN) layers are drawn as such: a grey, labelled layer, not zero scores
-    at = run_app(view="retrieval_heads", model="zoo/gdn")
+    at = run_app("retrieval_heads", model="zoo/gdn")
     spec = charts(at)[0].proto.spec
     assert "no attention" in spec and '"filter": "!datum.attention"' in spec
 
 
 def test_token_view_escapes_tokens_and_shades_delta(store):
-    at = run_app(view="token_loss", model="zoo/swa64", cmp="1", abl_b="rf[full]=64")
+    at = run_app("token_loss", model="zoo/swa64", cmp="true", abl_b="rf[full]=64")
     html = at.get("html")[0].proto.body
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "B − A" in html  # delta in the hover titles
@@ -155,22 +198,22 @@ def test_token_view_escapes_tokens_and_shades_delta(store):
 
 
 def test_doc_out_of_range_falls_back(store):
-    at = run_app(view="token_loss", model="zoo/swa64", doc="7")
+    at = run_app("token_loss", model="zoo/swa64", doc="7")
     assert any("documents 0..1" in plain(w) for w in texts(at, "warning"))
-    assert "doc" not in at.query_params
+    assert "doc" not in link(at) and at.number_input(key="doc").value == 0
 
 
 def test_runs_view_sql_box_is_read_only(store):
-    at = run_app(view="runs")
-    assert at.dataframe[0].value.shape[0] == 22
+    at = run_app("runs")
+    assert at.dataframe[0].value.shape[0] == 23
     at.text_area(key="sql_box").input("SELECT count(*) AS n FROM token_loss").run()
     at.button(key="sql_run").click().run()
     assert int(at.dataframe[1].value["n"][0]) == 2 * 2 * 2 * 600
     at.text_area(key="sql_box").input("DROP VIEW runs").run()
     at.button(key="sql_run").click().run()
     assert any("only read-only statements" in plain(e) for e in texts(at, "error"))
-    at.multiselect(key="w_models").select("zoo/gdn").run()
-    assert at.query_params["models"] == "zoo/gdn" and at.dataframe[0].value.shape[0] == 11
+    at.multiselect(key="models").select("zoo/gdn").run()
+    assert link(at)["models"] == "zoo/gdn" and at.dataframe[0].value.shape[0] == 11
 
 
 def test_overview_shows_findings_md(store, tmp_path, monkeypatch):
@@ -185,7 +228,7 @@ def test_overview_shows_findings_md(store, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("view", list(VIEW_HEADERS))
 def test_every_view_renders_on_an_empty_store(empty_store, view):
-    at = run_app(**({} if view == "overview" else {"view": view}))
+    at = run_app(view)
     assert texts(at, "header") == [VIEW_HEADERS[view]]
     assert at.error.len == 0 and charts(at) == []
     if view in ("longppl", "token_loss", "retrieval_heads", "niah"):

@@ -1,9 +1,12 @@
-"""Synthetic traces and a fake backend client, for tests, benchmarks and offline demos.
+"""Test double of the backend: synthetic traces and a fake client (tests and benchmarks only; the app
+ships no fake backend).
 
-``HYBRIDSCOPE_CLIENT=fake`` makes the dashboard use :class:`FakeClient`: it computes nothing, it
-writes deterministic synthetic traces (clearly fake numbers) for the submitted spec into the store.
-:func:`write_synthetic` writes one such run directly. Layer types come from the model name:
-``tiny/<FSMG pattern>`` letters, else words in the ref (``full``/``swa``/``mamba``/``gdn``).
+:class:`FakeClient` computes nothing: it writes deterministic synthetic traces (clearly fake numbers,
+``"fake": true`` in the run's meta) for the submitted spec into the store. Tests install it through
+``app.run_panel.CLIENT_FACTORY`` (in-process: AppTest), or serve ``tests/app/fake_app.py`` (a
+``streamlit run`` child process). :func:`write_synthetic` writes one such run directly, keyed by the
+canonical RunSpec like the runner's runs. Layer types come from the model name: ``tiny/<FSMG pattern>``
+letters, else words in the ref (``full``/``swa``/``mamba``/``gdn``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from backend.client import RunFailed, cpu_limits
+from backend.client import RunFailed
+from backend.limits import cpu_limits
+from backend.spec import RunSpec
 from backend.store import TraceStore
 from models.plan import LAYER_LETTERS
 
@@ -80,8 +85,10 @@ def synthetic_tables(
     n_tokens: int = 600,
     bucket: int = 64,
     seed: int = 0,
+    formation: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Plausible-looking, deterministic tables of ``probe`` (numbers are fake)."""
+    """Plausible-looking, deterministic tables of ``probe`` (numbers are fake); ``formation``: a sweep of
+    retrieval-head formation over training steps instead of a receptive-field sweep."""
     rng = np.random.default_rng(_seed(probe, model, ablation, seed))
     text_rng = np.random.default_rng(_seed(model, seed))  # the text does not depend on the ablation
     kinds = layer_types(model)
@@ -195,17 +202,22 @@ def synthetic_tables(
             for k, v in zip(ent, (layer, h, q, float(rng.uniform(0.5, 5.0)))):
                 ent[k].append(v)
         out["attention_rows"], out["head_entropy"] = ar, ent
-    elif probe == "sweep":
+    elif probe == "sweep" and formation:  # a retrieval-head formation series, as zoo precompute writes
+        name = f"formation:{model.rsplit('/', 1)[-1]}"
+        rows = [(name, "retrieval_mass", step, 0.1 * step / 1000) for step in (100, 500, 1000)]
+    elif probe == "sweep":  # as the backend's sweep probe: LongPPL and PPL per series
         ks = [16, 32, 64, 128, 256, 512]
         base = 8.0 + rng.random()
-        rows = [("restrict_full", k, base * (1 + 6.0 / math.log2(k))) for k in ks]
-        rows += [("restrict_efficient", k, base * (1 + 0.2 / math.log2(k))) for k in ks]
-        rows += [(name + " (PPL)", k, 0.6 * y) for name, k, y in rows]  # as the backend's sweep probe
+        rows = [("baseline", "longppl", n_tokens, base)]
+        rows += [("restrict_full", "longppl", k, base * (1 + 6.0 / math.log2(k))) for k in ks]
+        rows += [("restrict_efficient", "longppl", k, base * (1 + 0.2 / math.log2(k))) for k in ks]
+        rows += [(name, "ppl", k, 0.6 * y) for name, _, k, y in rows]
         out["sweep"] = {
             "name": [r[0] for r in rows],
-            "x": [float(r[1]) for r in rows],
-            "y": [r[2] for r in rows],
-            "label": [f"k={r[1]}" for r in rows],
+            "metric": [r[1] for r in rows],
+            "x": [float(r[2]) for r in rows],
+            "y": [r[3] for r in rows],
+            "label": [f"k={r[2]}" for r in rows],
         }
     else:
         raise ValueError(f"probe: no synthetic traces for {probe!r}; allowed: {', '.join(PROBE_TABLES)}")
@@ -222,22 +234,20 @@ def write_synthetic(
     run_id: str | None = None,
     **kw: Any,
 ) -> str:
-    """Write one synthetic run into the store at ``store_root``; returns its run_id."""
-    spec: dict[str, Any] = {"model": model, "probe": probe}
-    if data:
-        spec["data"] = data
-    if params:
-        spec["params"] = params
-    if ablation:
-        spec["ablation"] = ablation
-    run_id = (
-        run_id or "fake-" + hashlib.sha256(json.dumps([spec, kw], sort_keys=True).encode()).hexdigest()[:16]
-    )
-    tables = synthetic_tables(probe, model, ablation, **kw)
-    TraceStore(store_root).write_run(
-        run_id, spec, tables, meta={"ablation_text": ablation, "fake": True}, overwrite=True
-    )
+    """Write one synthetic run of the spec (model, probe, ablation, data, params) into the store at
+    ``store_root``; returns its run_id (``fake-`` + a hash of the spec and ``kw``, unless given)."""
+    spec = RunSpec.build(model=model, probe=probe, data=data, ablation=ablation, params=params or {})
+    run_id = run_id or "fake-" + hashlib.sha256(json.dumps([spec.canonical_json(), kw]).encode()).hexdigest()[:16]
+    _write(store_root, run_id, spec, probe, formation=bool(data and data.startswith("formation:")), **kw)
     return run_id
+
+
+def _write(store_root: str | os.PathLike, run_id: str, spec: RunSpec, probe: str, **kw: Any) -> None:
+    text = spec.ablation.to_text()
+    TraceStore(store_root).write_run(
+        run_id, spec.canonical(), synthetic_tables(probe, spec.model, text, **kw),
+        meta={"ablation_text": text, "fake": True}, overwrite=True,
+    )
 
 
 class FakeClient:
@@ -260,17 +270,10 @@ class FakeClient:
             raise RunFailed(f"model: fake failure for {spec.model}")
         p = spec.typed_params
         kw = {"n_docs": min(getattr(p, "n_docs", 2), 4), "n_tokens": min(getattr(p, "max_tokens", 600), 2048)}
-        if spec.probe in ("niah", "retrieval_heads"):
+        if spec.probe in ("niah", "retrieval_heads", "sweep"):
             kw = {}
-        probe = spec.probe if spec.probe in PROBE_TABLES else "token_loss"
         run_id = spec.run_id("fake-model", "fake-data")
-        TraceStore(self.store).write_run(
-            run_id,
-            spec.canonical(),
-            synthetic_tables(probe, spec.model, spec.ablation.to_text(), **kw),
-            meta={"ablation_text": spec.ablation.to_text(), "fake": True},
-            overwrite=True,
-        )
+        _write(self.store, run_id, spec, spec.probe if spec.probe in PROBE_TABLES else "token_loss", **kw)
         if on_progress:
             on_progress(1.0, "done")
         return run_id
