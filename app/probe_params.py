@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from backend.params import PROBES
+from backend.probes.registry import PROBES
 
 _PARAM_KEY = re.compile(r"^[a-z_]{1,32}$")
 _PARAM_VALUE = re.compile(r"^[A-Za-z0-9_.,:/+-]{0,200}$")
@@ -36,7 +36,7 @@ def parse_params(text: str, probe: str) -> dict[str, Any]:
 
 def _explicit(text: str, probe: str) -> dict[str, Any]:
     """The entries of ``text``, checked against the probe's fields (values still raw)."""
-    model = PROBES[probe][0]
+    model = PROBES[probe].params
     raw: dict[str, Any] = {}
     for seg in (s for s in text.split(";") if s):
         key, sep, value = seg.partition("=")
@@ -59,7 +59,7 @@ def _explicit(text: str, probe: str) -> dict[str, Any]:
 
 def _validated(probe: str, values: Mapping[str, Any]) -> Any:
     try:
-        return PROBES[probe][0](**values)
+        return PROBES[probe].params(**values)
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])

@@ -19,7 +19,7 @@ import streamlit as st
 from app import data, defaults, probe_params, state
 from app.state import BUILTIN_DATA, RUN_PROBES, VIEW_PROBE, ViewState
 from backend.client import Client, RunFailed, default_client
-from backend.params import PROBES
+from backend.probes.registry import PROBES
 from backend.spec import RunSpec, SpecError
 from models.ablation import Ablation, AblationError
 from models.ablation_text import TEXT_EXAMPLE
@@ -313,7 +313,7 @@ def compute_form(vs: ViewState) -> None:
         **state.bound("data"),
     )
     st.caption(defaults_text(probe))
-    model_cls = PROBES[probe][0]
+    model_cls = PROBES[probe].params
     base = defaults.params_for(probe)
     try:
         current = probe_params.full(params_of(vs, probe), probe)

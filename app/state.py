@@ -34,7 +34,8 @@ import streamlit as st
 
 from app import defaults
 from app.probe_params import canonical, format_params, parse_params
-from backend.params import PROBES
+from backend.params import check_ref
+from backend.probes.registry import USER_PROBES
 from models.ablation import Ablation, AblationError
 
 VIEWS: dict[str, str] = {  # name -> title (also the navigation order)
@@ -53,12 +54,11 @@ VIEW_PROBE: dict[str, str] = {
     "niah": "niah",
     "runs": "token_loss",
 }
-RUN_PROBES = tuple(p for p in PROBES if p != "key_tokens")  # what the run panel offers
+RUN_PROBES = USER_PROBES  # what the run panel offers (internal probes left out)
 BUILTIN_DATA = ("zoo:test", "zoo:val", "stdlib")
 MAX_VALUE_LEN = 512
 MAX_INT = {"doc": 1_000_000, "start": 1 << 20, "layer": 4095, "head": 4095}
 MAX_MODELS = 16
-_REF = re.compile(r"^[A-Za-z0-9_.:/@+=,~-]{1,200}$")
 _UINT = re.compile(r"^\d{1,9}$")
 
 
@@ -118,8 +118,12 @@ def shown(value: Any, limit: int = 40) -> str:
 # field parsers: raw URL string -> value, or ValueError with the reason
 # ---------------------------------------------------------------------------------------------
 def _ref(raw: str) -> str:
-    if not _REF.match(raw) or ".." in raw:
-        raise ValueError("not a model/dataset ref (letters, digits and ._:/@+=,~- only)")
+    try:
+        check_ref(raw)
+    except ValueError:
+        raise ValueError("not a model/dataset ref (letters, digits and ._:/@+=,~- only)") from None
+    if ".." in raw:
+        raise ValueError("not a model/dataset ref (no '..')")
     return raw
 
 
@@ -135,7 +139,7 @@ def _data(raw: str) -> str:
 def _uint(name: str) -> Callable[[str], int]:
     def parse(raw: str) -> int:
         hi = MAX_INT[name]
-        if not _UINT.match(raw) or int(raw) > hi:
+        if not _UINT.fullmatch(raw) or int(raw) > hi:
             raise ValueError(f"must be an integer in [0, {hi}]")
         return int(raw)
 

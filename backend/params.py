@@ -6,11 +6,21 @@ Each probe's name, version, params class, run function, dependencies and tables 
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_LEN = 1 << 20  # 1M tokens: a hard ceiling on any length parameter
+_REF = re.compile(r"[A-Za-z0-9_.:/@+=,~-]{1,512}")
+
+
+def check_ref(value: str | None, field: str | None = None) -> str | None:
+    """A model or dataset ref: 1-512 of letters, digits and ``._:/@+=,~-`` only (None passes)."""
+    if value is not None and not (isinstance(value, str) and _REF.fullmatch(value)):
+        where = f"{field}: " if field else ""
+        raise ValueError(f"{where}{value!r} is not a valid ref (letters, digits and ._:/@+=,~- only)")
+    return value
 
 
 class _Params(BaseModel):
@@ -44,6 +54,11 @@ class LongPPLParams(_Params):
     alpha: float = 2.0  # key token: log p_long - log p_short > alpha
     beta: float = -2.0  # ... and log p_long > beta
     evaluator: str | None = None  # model ref that picks key tokens; None = the evaluated model
+
+    @field_validator("evaluator")
+    @classmethod
+    def _evaluator(cls, v: str | None) -> str | None:
+        return check_ref(v)
 
     @model_validator(mode="after")
     def _stride(self) -> LongPPLParams:
@@ -108,12 +123,3 @@ class SweepParams(LongPPLParams):
         if not v or len(v) > 32 or any(not (1 <= x <= MAX_LEN) for x in v):
             raise ValueError(f"give 1-32 values, each in [1, {MAX_LEN}]")
         return tuple(sorted(set(v)))
-
-
-def __getattr__(name: str):
-    """``backend.params.PROBES``: the registry's old home (it lives in ``backend.probes.registry``)."""
-    if name == "PROBES":
-        from backend.probes.registry import PROBES
-
-        return PROBES
-    raise AttributeError(f"module 'backend.params' has no attribute {name!r}")

@@ -116,7 +116,8 @@ class Runner:
             manifest = self._execute(spec, run_id, fps, lm, docs, deps, progress, t_load)
         except Exception as e:
             self.store.write_error(run_id, spec.canonical(), f"{type(e).__name__}: {e}",
-                                   meta={"fingerprints": fps}, overwrite=True)
+                                   meta={"fingerprints": fps, "ablation_text": spec.ablation.to_text()},
+                                   overwrite=True)
             raise
         self.computed.append(run_id)
         progress(1.0, "done")

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from backend.params import check_ref
 from backend.probes.registry import PROBES
+from backend.store import canonical_json
 from models.ablation import Ablation, AblationError
-
-_REF = re.compile(r"^[A-Za-z0-9_.:/@+=,~-]{1,512}$")
 
 
 class SpecError(ValueError):
@@ -36,9 +35,7 @@ class RunSpec(BaseModel):
     @field_validator("model", "data")
     @classmethod
     def _ref(cls, v: str | None, info: Any) -> str | None:
-        if v is not None and not _REF.match(v):
-            raise ValueError(f"{info.field_name}: {v!r} is not a valid ref (letters, digits and ._:/@+=,~- only)")
-        return v
+        return check_ref(v, info.field_name)
 
     @field_validator("probe")
     @classmethod
@@ -100,7 +97,8 @@ class RunSpec(BaseModel):
         return out
 
     def canonical_json(self) -> str:
-        return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        """The canonical JSON text (the same function that writes specs into manifests and ``runs.spec``)."""
+        return canonical_json(self.canonical())
 
     def run_id(self, model_fingerprint: str, data_fingerprint: str = "") -> str:
         h = hashlib.sha256()

@@ -202,6 +202,25 @@ def run_specs(variants: list[str], cfg: PrecomputeConfig) -> list[tuple[str, Any
     return out
 
 
+DASHBOARD_STEPS = ("token_loss", "longppl", "sweep", "retrieval_heads", "niah")  # steps the views default to
+DASHBOARD_ABOUT = (
+    "What the dashboard views ask for when the URL names no dataset or probe parameters: the specs the "
+    "bundled store (store/) was computed with (written by python -m zoo precompute). "
+    "tests/app/test_dashboard_defaults.py checks that every probe listed here has an ok run for every zoo model."
+)
+
+
+def dashboard_defaults(variants: list[str], cfg: PrecomputeConfig) -> dict:
+    """``dashboard.json`` for a store precomputed with ``cfg``: per probe the data and params of its run
+    (app/defaults.py reads it), so the embedded views find the bundled runs by their exact RunSpec."""
+    specs = dict(run_specs(variants[:1], cfg))
+    probes = {}
+    for step in DASHBOARD_STEPS:
+        spec = specs[f"{step}:{variants[0]}"]
+        probes[spec.probe] = {k: v for k, v in (("data", spec.data), ("params", spec.params)) if v}
+    return {"about": DASHBOARD_ABOUT, "probes": probes}
+
+
 def _use_backend(ref: str, attn_backend: str) -> None:
     """Load (and cache) ``ref`` as the runner will, and set its attention kernel backend."""
     from backend.loading import load
@@ -247,6 +266,9 @@ def precompute(
 
             runner = Runner(store_root=root / "store", read_only_roots=[])
             specs = run_specs(variants, cfg)
+            if variants:
+                defaults = json.dumps(dashboard_defaults(variants, cfg), indent=1)
+                (root / "dashboard.json").write_text(defaults + "\n", encoding="utf-8")
             for v in variants:
                 _use_backend(f"zoo/{v}", attn_backend)
         except Exception as e:  # noqa: BLE001 - record it; nothing else can run

@@ -61,3 +61,4 @@ def test_rekey_migrates_sweep_and_formation_runs(tmp_path):
     f = store.read_table(new_formation, "sweep").to_pydict()
     assert f["metric"] == ["retrieval_mass"] * 2 and f["y"] == [0.2, 0.5]
     assert rekey_store(store.root) == []  # already current
+

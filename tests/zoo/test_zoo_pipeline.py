@@ -10,6 +10,7 @@ import shutil
 import pytest
 import torch
 
+from backend.spec import RunSpec
 from tests.zoo.test_zoo_train import _args, _trainer
 from zoo.data import load_corpus
 
@@ -126,6 +127,10 @@ def test_precompute_and_report(zoo_root, data_dir):
     key_models = {sp["model"] for sp in specs if sp["probe"] == "key_tokens"}
     assert key_models == {"zoo/swa64"}  # one evaluator for all variants
     assert all(sp.get("data") in ("zoo:test", "formation:retrieval_heads_mass") for sp in specs)
+    defaults = json.loads((root / "dashboard.json").read_text())["probes"]  # the views find these runs
+    for probe, entry in defaults.items():
+        want = RunSpec.build(model="zoo/swa64", probe=probe, **entry).canonical()
+        assert want in specs, probe
     text = report(root)
     assert "swa64" in text and "mamba2" in text and "FAILED" not in text
     from backend.paths import precomputed_root
