@@ -23,11 +23,11 @@ def nll_from_hidden(
 
     The LM head runs on ``chunk`` positions at a time, so memory stays O(chunk x vocab).
     """
-    head = adapter_for(model).lm_head()
+    adapter = adapter_for(model)
     out = torch.empty(ids.shape[0], ids.shape[1] - 1, dtype=torch.float32, device=ids.device)
     for s in range(0, ids.shape[1] - 1, chunk):
         e = min(s + chunk, ids.shape[1] - 1)
-        logits = head(hidden[:, s:e]).float()  # [B, n, vocab]; flattened so the softmax runs on the last dim
+        logits = adapter.logits(hidden[:, s:e]).float()  # [B, n, vocab], flattened: softmax on the last dim
         nll = F.cross_entropy(logits.flatten(0, 1), ids[:, s + 1 : e + 1].flatten(), reduction="none")
         out[:, s:e] = nll.view(ids.shape[0], e - s)
     return out

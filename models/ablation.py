@@ -6,7 +6,7 @@ layer (:meth:`Ablation.resolve`), which checks everything that needs the model.
 
 Canonical form: selectors are normalised (``" ALL "`` -> ``"all"``, ``"8-11,0,4"`` ->
 ``"0,4,8-11"``), index selectors with equal values are merged (``{"0": 64, "1": 64}`` ->
-``{"0-1": 64}``), dict keys are ordered ``all, full, swa, linear`` then index selectors by first
+``{"0-1": 64}``), dict keys are ordered ``all, full, swa, chunked, linear`` then index selectors by first
 index, ``skip_layers``/``mask_heads`` are sorted and de-duplicated. So equal ablations compare,
 hash and serialise equal. Accepted inputs: keyword fields, a dict, JSON, or the text form
 (see :mod:`models.ablation_text`). Every error is an :class:`AblationError` (a ``ValueError``)
@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from models.ablation_text import (
+    ALLOWED_SELECTORS,
     MAX_VALUE,
     WORDS,
     AblationError,
@@ -72,7 +73,7 @@ def _selector_dict(field: str, raw: Any) -> dict[str, Any]:
     """Validate and canonicalise one selector -> value dict."""
     if not isinstance(raw, dict):
         raise AblationError(f"ablation.{field}: expected a mapping selector -> value; "
-                            f"allowed selectors: all, full, swa, linear, or indices/ranges like 0,4,8-11")
+                            f"allowed selectors: {ALLOWED_SELECTORS}")
     words: dict[str, Any] = {}
     indexed: list[tuple[Intervals, str, Any]] = []
     for key, v in raw.items():
@@ -272,8 +273,9 @@ class Ablation(BaseModel):
                 eff = r if w is None else (w if r is None else min(w, r))
                 sinks = self.sinks if eff is not None else 0
                 sinks_used |= sinks > 0
+                chunk = None if i in window else plan.chunk  # a window override replaces chunking
                 plan = replace(plan, window=eff, pe=pe[i][1] if i in pe else plan.pe, receptive_field=r,
-                               sinks=sinks)
+                               sinks=sinks, chunk=chunk)
             elif r is not None:
                 try:
                     recurrence_window(r, info.conv_kernel)

@@ -19,8 +19,8 @@ import re
 from typing import Any
 
 MAX_VALUE = 2**31  # largest accepted window / receptive field / sinks / index
-WORDS = ("all", "full", "swa", "linear")  # canonical order of word selectors
-ALLOWED_SELECTORS = "all, full, swa, linear, or indices/ranges like 0,4,8-11"
+WORDS = ("all", "full", "swa", "chunked", "linear")  # canonical order of word selectors
+ALLOWED_SELECTORS = "all, full, swa, chunked, linear, or indices/ranges like 0,4,8-11"
 TEXT_EXAMPLE = "window[swa]=64;pe[full]=nope;rf[full]=512;sinks=4;skip=3,5;heads=2.1,5.0"
 
 Intervals = tuple[tuple[int, int], ...]  # sorted, disjoint, non-adjacent inclusive (lo, hi)

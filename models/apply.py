@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from models.ablation import Ablation, AblationError
-from models.adapters import adapter_for
+from models.adapters import UnsupportedModel, adapter_for
 from models.plan import LayerPlan
 
 
@@ -41,10 +41,19 @@ def as_ablation(ablation: Ablation | str | None) -> Ablation:
 def apply_ablation(model: Any, ablation: Ablation | str | None) -> Iterator[list[LayerPlan]]:
     """Run the ``with`` block with ``ablation`` applied to ``model``; yields the resolved plans.
 
-    An empty ablation still installs the native plans, so the block sees the unmodified model.
+    An empty ablation still installs the native plans, so the block sees the unmodified model; on a model
+    the adapters do not support (:class:`~models.adapters.UnsupportedModel`) it yields no plans and
+    changes nothing, so plain probes run on any causal LM.
     """
     ablation = as_ablation(ablation)
     adapter = adapter_for(model)
-    plans = ablation.resolve(adapter.info())
+    try:
+        info = adapter.info()
+    except UnsupportedModel:
+        if not ablation.is_empty:
+            raise
+        yield []  # the empty ablation needs no adapter support: the model runs as it is
+        return
+    plans = ablation.resolve(info)
     with adapter.apply(plans):
         yield plans

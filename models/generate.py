@@ -23,10 +23,10 @@ def greedy_generate(
     if eos_id is not None and ids.shape[0] != 1:
         raise ValueError(f"eos_id: stopping at an end token needs one sequence, got a batch of {ids.shape[0]}")
     adapter = adapter_for(model)
-    decoder, head = adapter.decoder(), adapter.lm_head()
+    decoder = adapter.decoder()
     for _ in range(max_new_tokens):
         h = decoder(input_ids=ids).last_hidden_state[:, -1:]
-        nxt = head(h).float().argmax(-1).to(ids.dtype)  # [B, 1]
+        nxt = adapter.logits(h).float().argmax(-1).to(ids.dtype)  # [B, 1]
         if eos_id is not None and int(nxt[0, 0]) == eos_id:
             break
         ids = torch.cat([ids, nxt], dim=1)

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 FULL = "full_attention"
 SWA = "sliding_attention"
+CHUNKED = "chunked_attention"  # Llama 4: a query sees the keys of its own chunk of `chunk` tokens
 MAMBA2 = "mamba2"
 GDN = "gated_deltanet"
-ATTENTION_KINDS = (FULL, SWA)
+ATTENTION_KINDS = (FULL, SWA, CHUNKED)
 PE_VALUES = ("rope", "nope")
 LINEAR_KINDS = (MAMBA2, GDN, "linear_attention", "mamba")
 # one letter per native layer kind: tiny/<pattern> refs, HybridConfig.from_pattern, zoo variant names
@@ -28,6 +29,7 @@ SELECTOR_WORDS = {
     "all": lambda kind: True,
     "full": lambda kind: kind == FULL,
     "swa": lambda kind: kind == SWA,
+    "chunked": lambda kind: kind == CHUNKED,
     "linear": lambda kind: kind in LINEAR_KINDS,
 }
 
@@ -41,6 +43,10 @@ class ModelInfo:
     windows: tuple[int | None, ...]  # native window per layer (None = full causal / n.a.)
     pe: tuple[str | None, ...]  # native "rope"/"nope" per attention layer, None for recurrent
     conv_kernel: int = 4  # short-conv width of recurrent layers (receptive_field must be >= it)
+    chunks: tuple[int | None, ...] | None = None  # native chunk size per layer (chunked attention), else None
+
+    def chunk_of(self, i: int) -> int | None:
+        return self.chunks[i] if self.chunks is not None else None
 
     @property
     def num_layers(self) -> int:
@@ -57,6 +63,8 @@ class LayerPlan:
     ``receptive_field``: for recurrent layers, k such that nothing older than k tokens influences
     the output (None = unrestricted). For attention layers it is folded into ``window`` and kept
     here only for display.
+    ``chunk``: chunked attention (Llama 4): a query sees only keys of its own ``chunk``-token block
+    (intersected with ``window`` when both are set); None = not chunked.
     ``sinks``: the first n tokens stay visible to windowed attention (0 = none).
     ``skip``: the mixer output is zeroed (the residual stream passes through).
     ``masked_heads``: head indices whose output is zeroed before the output projection.
@@ -66,6 +74,7 @@ class LayerPlan:
     window: int | None = None
     pe: str | None = None
     receptive_field: int | None = None
+    chunk: int | None = None
     sinks: int = 0
     skip: bool = False
     masked_heads: tuple[int, ...] = field(default_factory=tuple)
@@ -118,8 +127,10 @@ def check_plans(info: ModelInfo, plans: list[LayerPlan] | tuple[LayerPlan, ...])
                 raise ValueError(f"plans[{i}].pe: expected one of {', '.join(PE_VALUES)}, got {p.pe!r}")
             if p.window is not None and (not isinstance(p.window, int) or p.window < 1):
                 raise ValueError(f"plans[{i}].window: expected an int >= 1 or None, got {p.window!r}")
+            if p.chunk is not None and (not isinstance(p.chunk, int) or p.chunk < 1):
+                raise ValueError(f"plans[{i}].chunk: expected an int >= 1 or None, got {p.chunk!r}")
         else:
-            if p.window is not None or p.pe is not None:
+            if p.window is not None or p.pe is not None or p.chunk is not None:
                 raise ValueError(f"plans[{i}].window/pe: recurrent layer {i} ({kind}) takes None for both")
             try:
                 recurrence_window(p.receptive_field, info.conv_kernel)
@@ -130,6 +141,7 @@ def check_plans(info: ModelInfo, plans: list[LayerPlan] | tuple[LayerPlan, ...])
 def native_plans(info: ModelInfo) -> list[LayerPlan]:
     """The plans that reproduce the unmodified model (what an empty ablation resolves to)."""
     return [
-        LayerPlan(kind=k, window=w if k in ATTENTION_KINDS else None, pe=p if k in ATTENTION_KINDS else None)
-        for k, w, p in zip(info.layer_types, info.windows, info.pe)
+        LayerPlan(kind=k, window=w if k in ATTENTION_KINDS else None, pe=p if k in ATTENTION_KINDS else None,
+                  chunk=info.chunk_of(i) if k in ATTENTION_KINDS else None)
+        for i, (k, w, p) in enumerate(zip(info.layer_types, info.windows, info.pe))
     ]

@@ -47,7 +47,7 @@ def short_logprobs_naive(model, ids: torch.Tensor, trunc_len: int, stride: int) 
 @torch.inference_mode()
 def short_logprobs(model, ids: torch.Tensor, trunc_len: int, stride: int, batch: int = 8) -> np.ndarray:
     """Fast path: full-length windows batched together; the LM head runs only on scored positions."""
-    head = adapter_for(model).lm_head()
+    adapter = adapter_for(model)
     n = ids.shape[1]
     out = np.full(n - 1, np.nan)
     wins = windows(n, trunc_len, stride)
@@ -58,7 +58,7 @@ def short_logprobs(model, ids: torch.Tensor, trunc_len: int, stride: int, batch:
         x = torch.stack([ids[0, s:e] for s, e, _, _ in group])
         h = hidden_states(model, x)
         for b, (s, _, t0, t1) in enumerate(group):
-            logits = head(h[b, t0 - s - 1 : t1 - s - 1]).float()
+            logits = adapter.logits(h[b, t0 - s - 1 : t1 - s - 1]).float()
             lp = F.log_softmax(logits, -1).gather(-1, ids[0, t0:t1, None])[:, 0]
             out[t0 - 1 : t1 - 1] = lp.cpu().numpy()
     return out

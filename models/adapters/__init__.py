@@ -1,33 +1,51 @@
 """Adapters: the one interface through which HybridScope reaches every model (native and HF).
 
-``adapter_for(model)`` picks the adapter of ``model.config.model_type``; one file per family
-registers itself in ``base.REGISTRY`` (``native`` for the native family, ``hf`` for the generic
-HF decoder of attention layers, plus a small file per HF family with real differences).
+``adapter_for(model)`` picks the adapter class registered for ``model.config.model_type`` (``native``
+for the native family, a small file per HF family with real differences) and falls back to the
+generic :class:`~models.adapters.hf.HFAdapter`, which any HF decoder of attention layers built the
+usual way satisfies. ``describe(config)`` says what an adapter supports from a config alone.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from models.adapters import gemma3, native, qwen3, smollm3  # noqa: F401  (register the families)
-from models.adapters.base import REGISTRY, ModelAdapter, model_state
+from models.adapters import cohere2, exaone4, gpt_oss, llama4, native  # noqa: F401  (register the families)
+from models.adapters.base import REGISTRY, ModelAdapter, UnsupportedModel, model_state
+from models.adapters.hf import HFAdapter
 from models.adapters.hf_attention import ATTN_NAME
 
-__all__ = ["ATTN_NAME", "ModelAdapter", "adapter_for", "model_state", "supported_model_types"]
+__all__ = [
+    "ATTN_NAME", "ModelAdapter", "UnsupportedModel", "adapter_class_for", "adapter_for", "describe", "model_state",
+    "supported_model_types",
+]
 
 
 def supported_model_types() -> list[str]:
-    """The ``config.model_type`` values that have an adapter."""
+    """The ``config.model_type`` values with an adapter of their own (others use the generic HF adapter)."""
     return sorted(REGISTRY)
+
+
+def adapter_class_for(config) -> type[ModelAdapter]:
+    """The adapter class for a config (its family's, else the generic HF adapter)."""
+    return REGISTRY.get(getattr(config, "model_type", None), HFAdapter)
 
 
 def adapter_for(model: nn.Module) -> ModelAdapter:
     """The adapter for ``model``, chosen by ``model.config.model_type``."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    cls = REGISTRY.get(model_type)
-    if cls is None:
-        raise ValueError(
-            f"model.config.model_type: no HybridScope adapter for {model_type!r}; "
-            f"supported: {', '.join(supported_model_types())}"
-        )
-    return cls(model)
+    config = getattr(model, "config", None)
+    if config is None:
+        raise ValueError(f"model: {type(model).__name__} has no config; HybridScope adapts transformers models")
+    return adapter_class_for(config)(model)
+
+
+def describe(config) -> dict:
+    """What HybridScope can do with a model of this config, without loading weights: its layer types,
+    the ablation fields that apply, and (``supported: False``) the one line naming what is missing."""
+    cls = adapter_class_for(config)
+    try:
+        info = cls.info_for(config)
+    except UnsupportedModel as e:
+        return {"adapter": cls.family, "supported": False, "reason": str(e), "toggles": []}
+    return {"adapter": cls.family, "supported": True, "layer_types": list(info.layer_types),
+            "toggles": cls.toggles_for(config, info), "reason": None}

@@ -32,12 +32,16 @@ from torch import nn
 
 from models.ablation_text import AblationError
 from models.capture import CAPTURE_NAMES, Capture
-from models.plan import LayerPlan, ModelInfo, check_plans, native_plans
+from models.plan import ATTENTION_KINDS, LayerPlan, ModelInfo, check_plans, native_plans
 
 NESTING = (
     "ablation: an ablation is already applied to this model; nesting is not supported; allowed: one "
     "apply_ablation(model, outer.merge(inner)) instead"
 )
+
+
+class UnsupportedModel(ValueError):
+    """The model (its config) has no adapter support for what was asked; the message names what is missing."""
 
 
 @dataclass
@@ -87,9 +91,33 @@ class ModelAdapter:
     def check_supported(self) -> None:
         """Raise ValueError for configurations this adapter cannot reproduce."""
 
-    def info(self) -> ModelInfo:
-        """Layer types, heads, native windows / PE and conv width, from the loaded config."""
+    @classmethod
+    def info_for(cls, config) -> ModelInfo:
+        """Layer types, heads, native windows / PE and conv width, from a config alone (so support is
+        known before weights load); raises :class:`UnsupportedModel` naming what is missing."""
         raise NotImplementedError
+
+    @classmethod
+    def kernel_gaps(cls, config) -> list[str]:
+        """What this family's attention does that HybridScope's attention kernel does not (window / sinks /
+        receptive-field changes on attention layers run through that kernel); empty = nothing."""
+        return []
+
+    @classmethod
+    def toggles_for(cls, config, info: ModelInfo) -> list[str]:
+        """The ablation fields that apply to this model."""
+        attention = any(k in ATTENTION_KINDS for k in info.layer_types)
+        recurrent = any(k not in ATTENTION_KINDS for k in info.layer_types)
+        kernel = attention and not cls.kernel_gaps(config)
+        out = ["window"] if kernel else []
+        out += ["pe"] if attention else []
+        out += ["receptive_field"] if kernel or recurrent else []
+        out += ["sinks"] if kernel else []
+        return out + ["skip_layers", "mask_heads"]
+
+    def info(self) -> ModelInfo:
+        """:meth:`info_for` of the loaded model's config."""
+        return self.info_for(self.config)
 
     def layers(self) -> nn.ModuleList:
         """The decoder layers, in order."""
@@ -104,8 +132,13 @@ class ModelAdapter:
         return self.model.get_decoder()
 
     def lm_head(self) -> nn.Module:
-        """The loss head: hidden states of the final norm -> logits."""
+        """The LM head module: hidden states of the final norm -> raw logits."""
         return self.model.get_output_embeddings()
+
+    def logits(self, hidden):
+        """The loss head: what the model's own forward turns final-norm hidden states into (the LM head
+        plus any scaling / softcapping the family applies)."""
+        return self.lm_head()(hidden)
 
     def _apply(self, plans: Sequence[LayerPlan], info: ModelInfo, stack: contextlib.ExitStack, **options) -> None:
         """Make the model follow ``plans`` (validated); register every undo step on ``stack``."""

@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 
-from models.adapters.base import ModelAdapter
+from models.adapters.base import ModelAdapter, UnsupportedModel
 from models.adapters.hf_attention import (
     ACTIVE_PLANS,
     ATTN_NAME,
@@ -27,59 +28,124 @@ from models.adapters.hf_attention import (
 )
 from models.adapters.hf_capture import start_capture
 from models.capture import Capture
-from models.plan import ATTENTION_KINDS, SWA, LayerPlan, ModelInfo
+from models.plan import ATTENTION_KINDS, CHUNKED, FULL, SWA, LayerPlan, ModelInfo
 
 
 class HFAdapter(ModelAdapter):
-    """Inference-time LayerPlans for one HF model family."""
+    """Inference-time LayerPlans for HF decoders of attention layers, driven by the loaded config's
+    ``layer_types`` vocabulary (``full_attention`` / ``sliding_attention`` / ``chunked_attention``), its
+    ``sliding_window`` / ``attention_chunk_size`` / ``no_rope_layers``, and transformers' attention
+    interface. Any family built that way works without a family file."""
 
-    mixer_name = "self_attn"  # attribute of a decoder layer holding its mixer
+    family = "HF"
+    mixer_name = "self_attn"  # attribute of a decoder layer holding its attention
     out_proj_name = "o_proj"  # attribute of the attention module: output projection
 
-    # ---- family hooks
-    def layer_pe(self, i: int) -> str:
-        """Native positional encoding of attention layer ``i`` ("rope" unless the family says so)."""
-        return "rope"
+    # ---- family hooks (config-only: support is known before any weight is loaded)
+    @classmethod
+    def layer_kinds(cls, cfg) -> list[str]:
+        """HF ``layer_types`` of the text config; without them, every layer is sliding when the config
+        sets an int ``sliding_window`` (Mistral, Phi-3: config-time window), else full."""
+        n = cfg.num_hidden_layers
+        kinds = getattr(cfg, "layer_types", None)
+        if kinds is not None:
+            return list(kinds)[:n]
+        sliding = isinstance(getattr(cfg, "sliding_window", None), int) and getattr(cfg, "use_sliding_window", True)
+        return [SWA if sliding else FULL] * n
+
+    @classmethod
+    def layer_pe(cls, cfg, i: int, kind: str) -> str:
+        """Native positional encoding of attention layer ``i``: ``no_rope_layers[i] == 0`` means NoPE
+        (SmolLM3, Llama 4), else RoPE."""
+        no_rope = getattr(cfg, "no_rope_layers", None)
+        return "nope" if no_rope is not None and not no_rope[i] else "rope"
 
     def enable_rope(self, i: int) -> Callable[[], None]:
-        """Turn RoPE on for natively NoPE layer ``i``; return a function that undoes it."""
+        """Turn RoPE on for natively NoPE layer ``i``; return a function that undoes it. Generic: flip
+        the attention module's ``use_rope`` flag where its forward reads one (SmolLM3)."""
+        attn = self.attention_module(i)
+        if self.flag_enables_rope and hasattr(attn, "use_rope"):
+            previous = attn.use_rope
+            attn.use_rope = 1
+            return lambda: setattr(attn, "use_rope", previous)
         raise ValueError(
             f"plans[{i}].pe: layer {i} of this {self.family} model is natively NoPE and {self.family} "
             "cannot re-enable RoPE on it without changing model code; allowed: 'nope'"
         )
 
+    flag_enables_rope = True  # False where ``use_rope`` also switches other behaviour (Llama 4)
+
+    def check_supported(self) -> None:
+        if getattr(self.text_config(self.config), "use_bidirectional_attention", False):
+            raise UnsupportedModel("config.use_bidirectional_attention: only causal (False) models are supported")
+
+    @classmethod
+    def kernel_gaps(cls, config) -> list[str]:
+        cfg = cls.text_config(config)
+        gaps = []
+        if getattr(cfg, "attn_logit_softcapping", None) is not None:
+            gaps.append("attention-logit softcapping (config.attn_logit_softcapping)")
+        return gaps
+
+    @classmethod
+    def text_config(cls, config):
+        return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+    @classmethod
+    def info_for(cls, config) -> ModelInfo:
+        cfg = cls.text_config(config)
+        kinds = cls.layer_kinds(cfg)
+        windows: list[int | None] = []
+        chunks: list[int | None] = []
+        for i, kind in enumerate(kinds):
+            if kind not in ATTENTION_KINDS:
+                raise UnsupportedModel(
+                    f"config.layer_types[{i}]: {kind!r} layers are not supported by the {cls.family} adapter "
+                    f"(model_type {getattr(config, 'model_type', '?')!r}); supported layer types: "
+                    f"{', '.join(ATTENTION_KINDS)}"
+                )
+            if kind == SWA and not isinstance(cfg.sliding_window, int):
+                raise UnsupportedModel(
+                    f"config.sliding_window: sliding layer {i} needs an int, got {cfg.sliding_window!r}"
+                )
+            if kind == CHUNKED and not isinstance(getattr(cfg, "attention_chunk_size", None), int):
+                raise UnsupportedModel(f"config.attention_chunk_size: chunked layer {i} needs an int")
+            windows.append(cfg.sliding_window if kind == SWA else None)
+            chunks.append(cfg.attention_chunk_size if kind == CHUNKED else None)
+        return ModelInfo(
+            layer_types=tuple(kinds),
+            num_heads=(cfg.num_attention_heads,) * len(kinds),
+            windows=tuple(windows),
+            pe=tuple(cls.layer_pe(cfg, i, k) for i, k in enumerate(kinds)),
+            conv_kernel=1,  # no short convolutions in attention-only families
+            chunks=tuple(chunks) if any(c is not None for c in chunks) else None,
+        )
+
     # ---- structure
+    def decoder(self) -> nn.Module:
+        return self.model.get_decoder()
+
     def layers(self) -> nn.ModuleList:
-        return self.model.base_model.layers
+        return self.decoder().layers
 
     def attention_module(self, i: int) -> nn.Module:
         return getattr(self.layers()[i], self.mixer_name)
 
-    def decoder(self) -> nn.Module:
-        return self.model.base_model
-
-    def info(self) -> ModelInfo:
-        cfg = self.config
-        layer_types = tuple(cfg.layer_types)[: cfg.num_hidden_layers]
-        windows: list[int | None] = []
-        for i, kind in enumerate(layer_types):
-            if kind not in ATTENTION_KINDS:
-                raise ValueError(
-                    f"config.layer_types[{i}]: {kind!r} is not supported by the {self.family} adapter; "
-                    f"allowed: {', '.join(ATTENTION_KINDS)}"
-                )
-            if kind == SWA and not isinstance(cfg.sliding_window, int):
-                raise ValueError(
-                    f"config.sliding_window: sliding layer {i} needs an int, got {cfg.sliding_window!r}"
-                )
-            windows.append(cfg.sliding_window if kind == SWA else None)
-        return ModelInfo(
-            layer_types=layer_types,
-            num_heads=(cfg.num_attention_heads,) * len(layer_types),
-            windows=tuple(windows),
-            pe=tuple(self.layer_pe(i) for i in range(len(layer_types))),
-            conv_kernel=1,  # no short convolutions in attention-only families
-        )
+    def logits(self, hidden):
+        """The model's own head: the LM head, then the config's logit scale (Cohere), logits scaling
+        (Granite) or final-logit softcapping (Gemma 2/3/3n), as the HF forward applies them."""
+        out = self.lm_head()(hidden)
+        cfg = self.text_config(self.config)
+        scale = getattr(cfg, "logit_scale", None)
+        if scale is not None:
+            out = out * scale
+        divisor = getattr(cfg, "logits_scaling", None)
+        if divisor is not None:
+            out = out / divisor
+        cap = getattr(cfg, "final_logit_softcapping", None)
+        if cap is not None:
+            out = torch.tanh(out / cap) * cap
+        return out
 
     def configs(self) -> list:
         """Every config object whose ``_attn_implementation`` the model may read."""
@@ -111,6 +177,14 @@ class HFAdapter(ModelAdapter):
         self._install_hooks(plans, info, stack)
 
     def _switch_attention(self, plans: Sequence[LayerPlan], stack: contextlib.ExitStack) -> None:
+        gaps = self.kernel_gaps(self.config)
+        if gaps or any(p.chunk is not None for p in plans):
+            missing = ", ".join(gaps or ["chunked attention with a window or receptive field"])
+            raise UnsupportedModel(
+                f"ablation: window / sinks / receptive-field changes on the attention layers of this "
+                f"{self.family} model need {missing}, which HybridScope's attention kernel does not have yet; "
+                "allowed here: pe, skip_layers, mask_heads"
+            )
         register_attention()
         saved = [
             (c, c._attn_implementation_internal, hasattr(c, "_attn_was_changed")) for c in self.configs()

@@ -130,14 +130,22 @@ def register_attention() -> None:
 # --------------------------------------------------------------------------- hooks
 
 
+def _identity_rotation(pe, module: nn.Module):
+    """The rotation by angle 0 in the form ``pe`` has: (cos, sin) -> (1, 0); complex freqs (Llama 4) -> 1."""
+    if isinstance(pe, tuple | list) and len(pe) == 2:
+        cos, sin = pe
+        return torch.ones_like(cos), torch.zeros_like(sin)
+    if isinstance(pe, torch.Tensor) and pe.is_complex():
+        return torch.ones_like(pe)
+    raise RuntimeError(f"{type(module).__name__}: NoPE hook does not know position_embeddings of type {type(pe)}")
+
+
 def nope_pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """Replace ``position_embeddings`` (cos, sin) by (1, 0): RoPE becomes the identity."""
     if "position_embeddings" in kwargs:
-        cos, sin = kwargs["position_embeddings"]
-        return args, {**kwargs, "position_embeddings": (torch.ones_like(cos), torch.zeros_like(sin))}
+        return args, {**kwargs, "position_embeddings": _identity_rotation(kwargs["position_embeddings"], module)}
     if len(args) >= 2:
-        cos, sin = args[1]
-        return (args[0], (torch.ones_like(cos), torch.zeros_like(sin)), *args[2:]), kwargs
+        return (args[0], _identity_rotation(args[1], module), *args[2:]), kwargs
     raise RuntimeError(f"{type(module).__name__}: NoPE hook found no position_embeddings argument")
 
 

@@ -36,8 +36,9 @@ class NativeAdapter(ModelAdapter):
     def decoder(self) -> nn.Module:
         return self.model.model
 
-    def info(self) -> ModelInfo:
-        c = self.config
+    @classmethod
+    def info_for(cls, config) -> ModelInfo:
+        c = config
         n = c.num_hidden_layers
         return ModelInfo(
             layer_types=tuple(c.layer_types),

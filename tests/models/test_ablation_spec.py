@@ -108,7 +108,7 @@ def test_known_text_output():
     assert a.to_text() == "rf[0,2]=9;skip=0-2,5;heads=1.0,3.2"
 
 
-SEL = "allowed: all, full, swa, linear, or indices/ranges like 0,4,8-11"
+SEL = "allowed: all, full, swa, chunked, linear, or indices/ranges like 0,4,8-11"
 BAD = [  # (input: text or dict, message prefix, required substring)
     ("window[swaa]=64", "ablation.window[swaa]: unknown selector 'swaa'", SEL),
     ({"window": {"swaa": 64}}, "ablation.window[swaa]: unknown selector", SEL),
