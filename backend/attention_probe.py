@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 from kernels.attention_rows import attention_probs_rows
-from models.adapters import adapter_for
+from models.adapters import UnsupportedModel, adapter_for
 
 
 @torch.inference_mode()
@@ -30,6 +30,10 @@ def row_probs(
     Non-attention layers are absent from the result.
     """
     adapter = adapter_for(model)
+    gaps = adapter.kernel_gaps(model.config)
+    if gaps:
+        raise UnsupportedModel(f"attention rows: this {adapter.family} model's attention uses {', '.join(gaps)}, "
+                               "which HybridScope's row kernel does not have yet")
     plans = adapter.current_plans()
     attn_layers = [i for i, p in enumerate(plans) if p.is_attention]
     layers = attn_layers if layers is None else [i for i in layers if i in attn_layers]

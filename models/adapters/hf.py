@@ -85,6 +85,8 @@ class HFAdapter(ModelAdapter):
         gaps = []
         if getattr(cfg, "attn_logit_softcapping", None) is not None:
             gaps.append("attention-logit softcapping (config.attn_logit_softcapping)")
+        if CHUNKED in cls.layer_kinds(cfg):
+            gaps.append("chunked attention (config.attention_chunk_size)")
         return gaps
 
     @classmethod
@@ -123,13 +125,27 @@ class HFAdapter(ModelAdapter):
 
     # ---- structure
     def decoder(self) -> nn.Module:
-        return self.model.get_decoder()
+        """The text decoder (the language model of a multimodal checkpoint); ``get_decoder()``, or the base
+        model where a family's ``get_decoder()`` returns the whole LM (Llama 4)."""
+        dec = self.model.get_decoder()
+        if dec is not self.model and hasattr(dec, "layers"):
+            return dec
+        return getattr(self.model, "model", None) or self.model.base_model
 
     def layers(self) -> nn.ModuleList:
         return self.decoder().layers
 
     def attention_module(self, i: int) -> nn.Module:
         return getattr(self.layers()[i], self.mixer_name)
+
+    def rope_scale(self) -> float:
+        """The magnitude the model's rotary embedding gives (cos, sin): its ``attention_scaling`` (YaRN's
+        mscale, e.g. gpt-oss), 1.0 for plain RoPE. NoPE keeps it, removing only the rotation."""
+        scales = {float(m.attention_scaling) for m in self.decoder().modules()
+                  if hasattr(m, "inv_freq") and hasattr(m, "attention_scaling")}
+        if len(scales) > 1:
+            raise UnsupportedModel(f"pe: this {self.family} model's rotary embeddings scale differently ({scales})")
+        return scales.pop() if scales else 1.0
 
     def logits(self, hidden):
         """The model's own head: the LM head, then the config's logit scale (Cohere), logits scaling
@@ -178,8 +194,8 @@ class HFAdapter(ModelAdapter):
 
     def _switch_attention(self, plans: Sequence[LayerPlan], stack: contextlib.ExitStack) -> None:
         gaps = self.kernel_gaps(self.config)
-        if gaps or any(p.chunk is not None for p in plans):
-            missing = ", ".join(gaps or ["chunked attention with a window or receptive field"])
+        if gaps:
+            missing = ", ".join(gaps)
             raise UnsupportedModel(
                 f"ablation: window / sinks / receptive-field changes on the attention layers of this "
                 f"{self.family} model need {missing}, which HybridScope's attention kernel does not have yet; "
@@ -218,7 +234,7 @@ class HFAdapter(ModelAdapter):
             attn = self.attention_module(i)
             if plan.pe != info.pe[i]:
                 if plan.pe == "nope":
-                    handle = attn.register_forward_pre_hook(nope_pre_hook, with_kwargs=True)
+                    handle = attn.register_forward_pre_hook(nope_pre_hook(self.rope_scale()), with_kwargs=True)
                     stack.callback(handle.remove)
                 else:
                     stack.callback(self.enable_rope(i))

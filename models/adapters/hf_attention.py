@@ -130,23 +130,30 @@ def register_attention() -> None:
 # --------------------------------------------------------------------------- hooks
 
 
-def _identity_rotation(pe, module: nn.Module):
-    """The rotation by angle 0 in the form ``pe`` has: (cos, sin) -> (1, 0); complex freqs (Llama 4) -> 1."""
+def _identity_rotation(pe, module: nn.Module, scale: float):
+    """The rotation by angle 0 in the form ``pe`` has, keeping the RoPE scheme's magnitude ``scale`` (YaRN's
+    attention scaling; 1 for plain RoPE): (cos, sin) -> (scale, 0); complex freqs (Llama 4) -> scale."""
     if isinstance(pe, tuple | list) and len(pe) == 2:
         cos, sin = pe
-        return torch.ones_like(cos), torch.zeros_like(sin)
+        return torch.full_like(cos, scale), torch.zeros_like(sin)
     if isinstance(pe, torch.Tensor) and pe.is_complex():
-        return torch.ones_like(pe)
+        return torch.full_like(pe, scale)
     raise RuntimeError(f"{type(module).__name__}: NoPE hook does not know position_embeddings of type {type(pe)}")
 
 
-def nope_pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """Replace ``position_embeddings`` (cos, sin) by (1, 0): RoPE becomes the identity."""
-    if "position_embeddings" in kwargs:
-        return args, {**kwargs, "position_embeddings": _identity_rotation(kwargs["position_embeddings"], module)}
-    if len(args) >= 2:
-        return (args[0], _identity_rotation(args[1], module), *args[2:]), kwargs
-    raise RuntimeError(f"{type(module).__name__}: NoPE hook found no position_embeddings argument")
+def nope_pre_hook(scale: float = 1.0) -> Callable:
+    """Forward pre-hook (with kwargs) replacing ``position_embeddings`` by the rotation by angle 0: RoPE
+    carries no position any more (its magnitude ``scale`` stays, see :func:`_identity_rotation`)."""
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if "position_embeddings" in kwargs:
+            pe = _identity_rotation(kwargs["position_embeddings"], module, scale)
+            return args, {**kwargs, "position_embeddings": pe}
+        if len(args) >= 2:
+            return (args[0], _identity_rotation(args[1], module, scale), *args[2:]), kwargs
+        raise RuntimeError(f"{type(module).__name__}: NoPE hook found no position_embeddings argument")
+
+    return hook
 
 
 def skip_hook(module: nn.Module, args: tuple, output):
