@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from backend.params import parse_scalar
 from backend.probes.registry import PROBES
 
 _PARAM_KEY = re.compile(r"^[a-z_]{1,32}$")
@@ -49,11 +50,11 @@ def _explicit(text: str, probe: str) -> dict[str, Any]:
             )
         ann = model.model_fields[key].annotation
         if _is_tuple(ann):
-            raw[key] = [v for v in value.split(",") if v]
+            raw[key] = [parse_scalar(v) for v in value.split(",") if v]
         elif value.lower() in ("none", "null") and not model.model_fields[key].is_required():
             raw[key] = None
         else:
-            raw[key] = value
+            raw[key] = parse_scalar(value)  # numbers as numbers: the params are strict
     return raw
 
 

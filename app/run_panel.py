@@ -19,6 +19,7 @@ import streamlit as st
 from app import data, defaults, probe_params, state
 from app.state import BUILTIN_DATA, RUN_PROBES, VIEW_PROBE, ViewState
 from backend.client import Client, RunFailed, default_client
+from backend.limits import over_limits  # the one definition of what fits a backend
 from backend.probes.registry import PROBES
 from backend.spec import RunSpec, SpecError
 from models.ablation import Ablation, AblationError
@@ -56,23 +57,15 @@ def limits() -> dict:
     return _limits("|".join([os.environ.get(k, "") for k in keys] + [repr(CLIENT_FACTORY)]))
 
 
+SHOWN_LIMITS = ("max_tokens", "max_docs", "max_run_seconds")  # what a user can act on
+
+
 def limits_text(lim: dict) -> str:
     if "error" in lim:
         return str(lim["error"])
-    parts = [f"{k.replace('_', ' ')} {v}" for k, v in lim.items() if k != "device"]
-    return f"{lim.get('device', 'backend')}: " + (", ".join(parts) or "no limits")
-
-
-def over_limits(spec: RunSpec, lim: dict) -> str | None:
-    """Why ``spec`` is too large for this backend, or None when it fits."""
-    p = spec.typed_params
-    tokens = max([getattr(p, "max_tokens", 0), *getattr(p, "lengths", ())])
-    docs = getattr(p, "n_docs", 0)
-    if "max_tokens" in lim and tokens > int(lim["max_tokens"]):
-        return f"{tokens} tokens asked, at most {lim['max_tokens']} allowed"
-    if "max_docs" in lim and docs > int(lim["max_docs"]):
-        return f"{docs} documents asked, at most {lim['max_docs']} allowed"
-    return None
+    parts = [f"{k.replace('_', ' ')} {v}" for k, v in lim.items() if k in SHOWN_LIMITS]
+    where = "hosted" if lim.get("hosted") else lim.get("device", "backend")
+    return f"{where}: " + (", ".join(parts) or "no limits")
 
 
 def model_options(vs: ViewState) -> list[str]:

@@ -16,6 +16,10 @@ EXIT_BAD_INPUT, EXIT_FAILED = 2, 1
 
 
 def parse_param(item: str) -> tuple[str, Any]:
+    """``key=value`` (``key=a,b`` for a list): numbers become numbers (the params are strict, so
+    ``true`` or ``1e3`` for an integer is refused), ``none``/``null`` is None, anything else text."""
+    from backend.params import parse_scalar
+
     if "=" not in item:
         raise ValueError(f"--param: expected key=value, got {item!r}")
     key, raw = item.split("=", 1)
@@ -23,10 +27,7 @@ def parse_param(item: str) -> tuple[str, Any]:
         raise ValueError(f"--param: expected key=value, got {item!r}")
 
     def one(v: str) -> Any:
-        try:
-            return json.loads(v)
-        except json.JSONDecodeError:
-            return v
+        return None if v.lower() in ("none", "null") else parse_scalar(v)
 
     return key.strip(), [one(v) for v in raw.split(",")] if "," in raw else one(raw)
 
@@ -57,19 +58,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["show"].add_argument("run_id")
     sub.choices["sql"].add_argument("query")
     s = sub.add_parser("serve", help="HTTP backend (FastAPI) on 127.0.0.1")
-    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--port", type=_port, default=8765)
+    s.add_argument("--host", help="address to listen on (default: $HYBRIDSCOPE_LISTEN_HOST or 127.0.0.1)")
     s.add_argument("--store")
     return ap
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}; allowed: an integer 1-65535")
+    return int(text)
 
 
 def _spec(args):
     from backend.spec import RunSpec, SpecError
 
     if args.spec_json:
+        from backend.jsonin import loads
+        from backend.limits import cpu_limits
+
         try:
-            body = json.loads(args.spec_json)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"--spec-json: not valid JSON ({e.msg})") from None
+            body = loads(args.spec_json, "--spec-json", max_bytes=int(cpu_limits()["max_body_bytes"]))
+        except ValueError as e:
+            raise SpecError(str(e)) from None
         if not isinstance(body, dict):
             raise SpecError(f"--spec-json: expected a JSON object (a RunSpec), got {type(body).__name__}")
         return RunSpec.build(**body)
@@ -79,15 +90,31 @@ def _spec(args):
     return RunSpec.build(model=args.model, probe=args.probe, data=args.data, ablation=args.ablation, params=params)
 
 
+def _hosted_checks(spec):
+    """A hosted backend's command line (the dashboard's child process) keeps the HTTP limits: size
+    (exit 2) and wall-clock (a CancelToken); elsewhere the command line is the operator's own."""
+    from backend.limits import cpu_limits, hosted, limit_message
+    from backend.runner import CancelToken
+
+    if not hosted():
+        return None
+    lim = cpu_limits()
+    why = limit_message(spec, lim)
+    if why:
+        raise ValueError(why)
+    return CancelToken(float(lim["max_run_seconds"]))
+
+
 def cmd_run(args) -> int:
     from backend.runner import Runner
 
     spec = _spec(args)
+    cancel = _hosted_checks(spec)
     runner = Runner(args.store)
     if args.progress:
         def progress(f: float, msg: str) -> None:
             print(json.dumps({"progress": round(f, 4), "message": msg}), file=sys.stderr, flush=True)
-        res = runner.run(spec, progress)
+        res = runner.run(spec, progress, cancel=cancel)
     else:
         from tqdm import tqdm
 
@@ -96,7 +123,7 @@ def cmd_run(args) -> int:
             def progress(f: float, msg: str) -> None:
                 bar.set_postfix_str(msg[:40])
                 bar.update(max(0, int(f * 100) - bar.n))
-            res = runner.run(spec, progress)
+            res = runner.run(spec, progress, cancel=cancel)
     out = {"run_id": res.run_id, "cached": res.cached, "store": str(res.store.root), "spec": spec.canonical(),
            "rows": res.manifest.get("rows", {}), "meta": res.manifest.get("meta", {})}
     print(json.dumps(out) if args.json else _human(out))
@@ -133,7 +160,9 @@ def cmd_show(args) -> int:
 
 
 def cmd_sql(args) -> int:
-    table = _reader(args.store).sql(args.query)
+    from backend.limits import sql_limits
+
+    table = _reader(args.store).sql(args.query, max_rows=int(sql_limits()["sql_max_rows"]))
     if args.json:
         print(json.dumps(table.to_pylist(), default=str))
     else:
@@ -153,11 +182,22 @@ def cmd_models(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    import socket
+
     import uvicorn
 
+    from backend.limits import listen_host
     from backend.server import make_app
 
-    uvicorn.run(make_app(args.store), host="127.0.0.1", port=args.port)
+    host = args.host or listen_host()
+    try:  # a port in use or an address not on this machine: one line, not uvicorn's log and exit
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, args.port))
+    except (OSError, OverflowError) as e:
+        raise ValueError(f"serve: cannot listen on {host}:{args.port} ({getattr(e, 'strerror', None) or e})") from None
+    uvicorn.run(make_app(args.store, host=host), host=host, port=args.port, log_level="warning")
     return 0
 
 

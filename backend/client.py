@@ -78,7 +78,7 @@ class HttpClient:
         with httpx.stream("POST", f"{self.url}/runs", json=spec.canonical(), timeout=self.timeout) as r:
             if r.status_code != 200:
                 r.read()
-                raise RunFailed(r.json().get("detail", r.text) if r.content else f"HTTP {r.status_code}")
+                raise RunFailed(_detail(r))
             for line in r.iter_lines():
                 msg = json.loads(line)
                 if "progress" in msg and on_progress:
@@ -88,6 +88,16 @@ class HttpClient:
                 if "run_id" in msg:
                     return msg["run_id"]
         raise RunFailed("backend closed the stream without a run_id")
+
+
+def _detail(r) -> str:
+    """The one-line refusal of an HTTP backend: ``{"detail": ...}``, or a plain-text body (host check,
+    body limit)."""
+    try:
+        detail = r.json().get("detail")
+    except ValueError:
+        detail = None
+    return str(detail or r.text.strip() or f"HTTP {r.status_code}").splitlines()[0]
 
 
 def default_client(store: str | None = None) -> Client:

@@ -3,7 +3,10 @@
 Refs:
 - ``zoo:val`` / ``zoo:test``: held-out long documents bundled in ``precomputed/data/<split>.jsonl``.
 - ``stdlib``: modules of this Python's standard library (PSF licence; always on disk), 8-200 KB each.
-- ``file:PATH`` or a plain path: a .txt/.jsonl file or a folder of them.
+- ``file:PATH`` or a plain path: a .txt/.jsonl file or a folder of them. ``roots`` (from
+  :func:`backend.paths.file_data_roots`) confines them: None = any path (a local command line), else
+  only inside one of the directories, symlinks resolved (an empty list turns file data off). A path
+  outside gets the same refusal whether or not it exists.
 ``None`` means ``zoo:test`` when bundled, else ``stdlib``.
 """
 
@@ -13,7 +16,10 @@ import sysconfig
 from pathlib import Path
 
 from backend.data.text import Doc, fingerprint, load_text_dataset
-from backend.paths import bundled_data_root
+from backend.params import check_ref
+from backend.paths import bundled_data_root, inside
+
+BUILTIN = ("zoo:val", "zoo:test", "stdlib")
 
 
 class DataRefError(ValueError):
@@ -31,9 +37,10 @@ def stdlib_docs(n_docs: int | None, seed: int = 0, min_chars: int = 8_000) -> li
     return docs[:n_docs] if n_docs else docs
 
 
-def resolve(ref: str | None, n_docs: int | None = None, seed: int = 0) -> tuple[str, list[Doc], str]:
+def resolve(ref: str | None, n_docs: int | None = None, seed: int = 0,
+            roots: list[Path] | None = None) -> tuple[str, list[Doc], str]:
     """(ref actually used, documents, fingerprint)."""
-    ref = ref or default_ref()
+    ref = check_ref(ref, "data") or default_ref()
     if ref == "stdlib":
         docs = stdlib_docs(n_docs, seed)
     elif ref.startswith("zoo:"):
@@ -43,12 +50,31 @@ def resolve(ref: str | None, n_docs: int | None = None, seed: int = 0) -> tuple[
             raise DataRefError(f"data: unknown bundled dataset {ref!r}; allowed: zoo:val, zoo:test, stdlib, file:PATH")
         docs = load_text_dataset(path, n_docs=n_docs, seed=seed)
     else:
-        path = Path(ref.removeprefix("file:")).expanduser()
-        if not path.exists():
+        path, root = _file_path(ref, roots)
+        try:
+            exists = path.exists()
+        except OSError:
+            exists = False
+        if not exists:
             raise DataRefError(
                 f"data: {ref!r} not found; allowed: zoo:val, zoo:test, stdlib, file:PATH (a .txt/.jsonl file or folder)"
             )
-        docs = load_text_dataset(path, n_docs=n_docs, seed=seed)
+        docs = load_text_dataset(path, n_docs=n_docs, seed=seed, root=root)
     if not docs:
         raise DataRefError(f"data: {ref!r} holds no documents")
     return ref, docs, fingerprint(docs, {"ref": ref, "n_docs": n_docs, "seed": seed})
+
+
+def _file_path(ref: str, roots: list[Path] | None) -> tuple[Path, Path | None]:
+    """(path, the allowed directory it lies in) of a file ref; refused when ``roots`` confines it."""
+    path = Path(ref.removeprefix("file:")).expanduser()
+    if roots is None:
+        return path, None
+    if not roots:
+        raise DataRefError(f"data: file datasets are off on this backend (the operator may allow directories "
+                           f"with HYBRIDSCOPE_DATA_ROOTS); allowed: {', '.join(BUILTIN)}")
+    for root in roots:
+        if inside(path, root) is not None:
+            return path, root
+    raise DataRefError(f"data: {ref!r} is not inside an allowed data directory (HYBRIDSCOPE_DATA_ROOTS); "
+                       f"allowed: {', '.join(BUILTIN)}, or file:PATH under those directories")

@@ -1,4 +1,5 @@
-"""Load models (once per process) from local refs. Never downloads: local_files_only always."""
+"""Load models (once per process) from local refs. Never downloads: local_files_only always; weights
+from safetensors only unless the operator sets ``HYBRIDSCOPE_ALLOW_PICKLE=1`` (``model_refs.check_weights``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from backend.codec import CharCodec, HFCodec
-from backend.model_refs import ModelRef, fingerprint, resolve
+from backend.model_refs import ModelRef, fingerprint, pickle_allowed, resolve
 
 _LOCK = threading.Lock()
 _CACHE: dict[tuple[str, str, str], LoadedModel] = {}
@@ -63,7 +64,8 @@ def _load(ref: ModelRef, fp: str, device: torch.device) -> LoadedModel:
 
         trust = os.environ.get("HYBRIDSCOPE_TRUST_REMOTE_CODE") == "1"
         model = AutoModelForCausalLM.from_pretrained(
-            ref.path, local_files_only=True, trust_remote_code=trust, dtype=_dtype(device)
+            ref.path, local_files_only=True, trust_remote_code=trust, dtype=_dtype(device),
+            use_safetensors=None if pickle_allowed() else True,
         )
         codec = HFCodec(AutoTokenizer.from_pretrained(ref.path, local_files_only=True, trust_remote_code=trust))
     model = model.to(device).eval()

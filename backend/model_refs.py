@@ -3,23 +3,28 @@
 Refs: ``zoo/<name>`` is a bundled checkpoint under ``precomputed/zoo/<name>``; ``tiny/<pattern>``
 is a randomly initialised native model built on the fly from a layer pattern (letters F/S/M/G;
 seed 0; for tests and the demo before the zoo exists); anything else must be a directory under
-one of the model roots (``HYBRIDSCOPE_MODEL_ROOTS``, ``os.pathsep``-separated). Nothing is ever
-downloaded: a ref that is not on disk is an error.
+one of the model roots (``HYBRIDSCOPE_MODEL_ROOTS``, ``os.pathsep``-separated), inside it once
+symlinks are resolved. Nothing is ever downloaded: a ref that is not on disk is an error. Weights are
+safetensors; pickle checkpoints (``.bin``/``.pt``...) only with ``HYBRIDSCOPE_ALLOW_PICKLE=1``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from backend.paths import model_roots, zoo_root
+from backend.params import check_ref
+from backend.paths import inside, model_roots, zoo_root
 from models.plan import LAYER_LETTERS
 
-TINY = re.compile(rf"^tiny/([{''.join(LAYER_LETTERS)}]{{1,32}})$")
+TINY = re.compile(rf"tiny/([{''.join(LAYER_LETTERS)}]{{1,32}})")
+SAFETENSORS = ".safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 class ModelRefError(ValueError):
@@ -34,22 +39,60 @@ class ModelRef:
 
 
 def resolve(ref: str) -> ModelRef:
-    m = TINY.match(ref)
+    """The local checkpoint of ``ref``; ModelRefError (one line) for anything else.
+
+    A ref resolves to a real directory inside its root (the zoo for ``zoo/``, else one of the model
+    roots), symlinks resolved: ``..``/``.``/empty path components, absolute paths and links out of the
+    root are refused, whatever the prefix. Pickle-only checkpoints are refused (:func:`check_weights`).
+    """
+    check_ref(ref, "model")
+    m = TINY.fullmatch(ref)
     if m:
         return ModelRef(ref, None, m.group(1))
+    parts = ref.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise ModelRefError(f"model: {ref!r} is not allowed; a ref is a relative path inside its root "
+                            "(no empty, '.' or '..' components)")
     if ref.startswith("zoo/"):
-        path = zoo_root() / ref[4:]
-        if (path / "config.json").is_file():
-            return ModelRef(ref, path)
-        raise ModelRefError(f"model: unknown zoo model {ref!r}; known: {', '.join(list_models()) or 'none'}")
+        path = _checkpoint(zoo_root(), ref[4:])
+        if path is None:
+            raise ModelRefError(f"model: unknown zoo model {ref!r}; known: {', '.join(list_models()) or 'none'}")
+        return ModelRef(ref, check_weights(ref, path))
     for root in model_roots():
-        path = (root / ref).resolve()
-        if root.resolve() in path.parents and (path / "config.json").is_file():
-            return ModelRef(ref, path)
+        path = _checkpoint(root, ref)
+        if path is not None:
+            return ModelRef(ref, check_weights(ref, path))
     raise ModelRefError(
         f"model: unknown model {ref!r}; use zoo/<name>, tiny/<FSMG pattern>, or a directory with config.json "
         f"under HYBRIDSCOPE_MODEL_ROOTS (known: {', '.join(list_models()) or 'none'})"
     )
+
+
+def _checkpoint(root: Path, rel: str) -> Path | None:
+    """The real directory ``root/rel`` when it lies inside ``root`` and holds a config.json."""
+    path = inside(root / rel, root)
+    try:
+        return path if path is not None and path != root.resolve() and (path / "config.json").is_file() else None
+    except OSError:  # a name too long for the file system, a permission error...
+        return None
+
+
+def pickle_allowed() -> bool:
+    """Whether the operator allows pickle checkpoints (``HYBRIDSCOPE_ALLOW_PICKLE=1``)."""
+    return os.environ.get("HYBRIDSCOPE_ALLOW_PICKLE") == "1"
+
+
+def check_weights(ref: str, path: Path) -> Path:
+    """``path`` unless its weights are pickle files only (loading a pickle runs code) and the operator
+    did not allow them."""
+    names = [p.name for p in path.iterdir() if p.is_file()]
+    if any(n.endswith(SAFETENSORS) for n in names) or pickle_allowed():
+        return path
+    pickles = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
+    if pickles:
+        raise ModelRefError(f"model: {ref!r} has only pickle weights ({pickles[0]}); HybridScope loads "
+                            "safetensors only unless the operator sets HYBRIDSCOPE_ALLOW_PICKLE=1")
+    return path
 
 
 def list_models() -> list[str]:
@@ -82,8 +125,11 @@ def fingerprint(ref: ModelRef) -> str:
     if ref.path is None:
         h.update(f"tiny:{ref.pattern}:seed0".encode())
         return h.hexdigest()[:20]
+    suffixes = {".json", ".safetensors", ".model", ".txt"}
+    if not any(p.suffix == SAFETENSORS for p in ref.path.iterdir()):
+        suffixes |= set(PICKLE_SUFFIXES)  # pickle weights (allowed by the operator) are what gets loaded
     for p in sorted(ref.path.iterdir()):
-        if p.is_file() and (p.suffix in {".json", ".safetensors", ".model", ".txt"}):
+        if p.is_file() and p.suffix in suffixes:
             if p.name == "README.md":
                 continue
             h.update(p.name.encode())

@@ -2,17 +2,36 @@
 
 Each probe's name, version, params class, run function, dependencies and tables are declared once, in
 :mod:`backend.probes.registry`.
+
+Numbers are strict: an integer field takes an integer only (not ``true``, ``1e3``, ``2.0`` or ``"5"``), a
+float field a finite int or float (not a bool or a string). Text forms (the CLI's ``--param``, the
+dashboard's URL) turn their values into numbers first with :func:`parse_scalar`.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, get_origin
+from typing import Annotated, Any, Literal, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 MAX_LEN = 1 << 20  # 1M tokens: a hard ceiling on any length parameter
-_REF = re.compile(r"[A-Za-z0-9_.:/@+=,~-]{1,512}")
+REF_PATTERN = r"[A-Za-z0-9_.:/@+=,~-]{1,512}"  # a model or dataset ref (check_ref; the HTTP schema)
+_REF = re.compile(REF_PATTERN)
+Int = Annotated[int, Strict()]  # no bool, float or string coercion
+Float = Annotated[float, Strict(), AllowInfNan(False)]  # an int or a finite float
+_INT_TEXT = re.compile(r"[+-]?\d{1,19}")
+_FLOAT_TEXT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d{1,3})")
+
+
+def parse_scalar(text: str) -> Any:
+    """A value typed as text (CLI ``--param``, URL): an int for digits, a float for decimal/exponent
+    notation, else the text itself (``true``, ``abc``...; a strict field then refuses it)."""
+    if _INT_TEXT.fullmatch(text):
+        return int(text)
+    if _FLOAT_TEXT.fullmatch(text):
+        return float(text)
+    return text
 
 
 def check_ref(value: str | None, field: str | None = None) -> str | None:
@@ -40,19 +59,19 @@ class _Params(BaseModel):
 
 
 class TokenLossParams(_Params):
-    n_docs: int = Field(4, ge=1, le=10_000)
-    max_tokens: int = Field(4096, ge=16, le=MAX_LEN)
-    bucket: int = Field(256, ge=1, le=MAX_LEN)
-    batch_tokens: int = Field(0, ge=0, le=MAX_LEN)  # 0 = the whole document in one forward
+    n_docs: Int = Field(4, ge=1, le=10_000)
+    max_tokens: Int = Field(4096, ge=16, le=MAX_LEN)
+    bucket: Int = Field(256, ge=1, le=MAX_LEN)
+    batch_tokens: Int = Field(0, ge=0, le=MAX_LEN)  # 0 = the whole document in one forward
 
 
 class LongPPLParams(_Params):
-    n_docs: int = Field(4, ge=1, le=10_000)
-    max_tokens: int = Field(4096, ge=16, le=MAX_LEN)
-    trunc_len: int = Field(4096, ge=8, le=MAX_LEN)
-    stride: int = Field(1024, ge=1, le=MAX_LEN)
-    alpha: float = 2.0  # key token: log p_long - log p_short > alpha
-    beta: float = -2.0  # ... and log p_long > beta
+    n_docs: Int = Field(4, ge=1, le=10_000)
+    max_tokens: Int = Field(4096, ge=16, le=MAX_LEN)
+    trunc_len: Int = Field(4096, ge=8, le=MAX_LEN)
+    stride: Int = Field(1024, ge=1, le=MAX_LEN)
+    alpha: Float = 2.0  # key token: log p_long - log p_short > alpha
+    beta: Float = -2.0  # ... and log p_long > beta
     evaluator: str | None = None  # model ref that picks key tokens; None = the evaluated model
 
     @field_validator("evaluator")
@@ -72,13 +91,13 @@ class KeyTokenParams(LongPPLParams):
 
 
 class NIAHParams(_Params):
-    lengths: tuple[int, ...] = (256, 512, 1024)
-    depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    samples: int = Field(2, ge=1, le=1000)
+    lengths: tuple[Int, ...] = (256, 512, 1024)
+    depths: tuple[Float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    samples: Int = Field(2, ge=1, le=1000)
     haystack: Literal["repeat", "text"] = "repeat"
     task: Literal["niah", "passkey"] = "niah"
-    max_new_tokens: int = Field(12, ge=1, le=256)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    max_new_tokens: Int = Field(12, ge=1, le=256)
+    seed: Int = Field(0, ge=0, le=2**31 - 1)
 
     @field_validator("lengths")
     @classmethod
@@ -96,25 +115,25 @@ class NIAHParams(_Params):
 
 
 class RetrievalHeadParams(NIAHParams):
-    lengths: tuple[int, ...] = (512,)
-    depths: tuple[float, ...] = (0.1, 0.5, 0.9)
+    lengths: tuple[Int, ...] = (512,)
+    depths: tuple[Float, ...] = (0.1, 0.5, 0.9)
     metric: Literal["mass", "copy"] = "mass"
 
 
 class AttentionRowParams(_Params):
-    n_docs: int = Field(1, ge=1, le=100)
-    max_tokens: int = Field(1024, ge=16, le=MAX_LEN)
-    layers: tuple[int, ...] = ()  # empty = every attention layer
-    heads: tuple[int, ...] = ()  # empty = every head
-    queries: tuple[int, ...] = (-1,)  # positions; negative counts from the end
-    top_k: int = Field(16, ge=1, le=1024)
+    n_docs: Int = Field(1, ge=1, le=100)
+    max_tokens: Int = Field(1024, ge=16, le=MAX_LEN)
+    layers: tuple[Int, ...] = ()  # empty = every attention layer
+    heads: tuple[Int, ...] = ()  # empty = every head
+    queries: tuple[Int, ...] = (-1,)  # positions; negative counts from the end
+    top_k: Int = Field(16, ge=1, le=1024)
 
 
 class SweepParams(LongPPLParams):
     """Receptive-field sweep: LongPPL when the full layers, or the efficient (SWA + recurrent) layers,
     may only use the last k tokens (each point is a cached longppl run)."""
 
-    ks: tuple[int, ...] = (64, 256, 1024)
+    ks: tuple[Int, ...] = (64, 256, 1024)
     restrict: tuple[Literal["full", "efficient"], ...] = ("full", "efficient")
 
     @field_validator("ks")

@@ -8,6 +8,10 @@ process) and nothing caches a stale copy:
   ``store/`` read-only traces); default ``<repo>/precomputed``.
 * ``HYBRIDSCOPE_STORE``: the user's trace store (new runs); default a user cache directory.
 * ``HYBRIDSCOPE_MODEL_ROOTS``: ``os.pathsep``-separated directories holding user checkpoints.
+* ``HYBRIDSCOPE_DATA_ROOTS``: ``os.pathsep``-separated directories that ``file:`` datasets may be read
+  from (see :func:`file_data_roots`).
+
+Every ref resolves to a real path inside its root, symlinks resolved (:func:`inside`).
 """
 
 from __future__ import annotations
@@ -55,7 +59,40 @@ def model_roots() -> list[Path]:
     return [Path(p).expanduser() for p in env.split(os.pathsep) if p]
 
 
+def data_roots() -> list[Path]:
+    """Directories ``file:`` datasets may be read from (``HYBRIDSCOPE_DATA_ROOTS``)."""
+    env = os.environ.get("HYBRIDSCOPE_DATA_ROOTS", "")
+    return [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+
+
+def file_data_roots(remote: bool) -> list[Path] | None:
+    """Where ``file:`` data may come from: None = anywhere (a local command line), a list = only inside
+    those directories (empty: file data is off).
+
+    ``HYBRIDSCOPE_DATA_ROOTS`` confines every run; without it, a request from the network (``remote``:
+    the HTTP server) or a hosted backend (``HYBRIDSCOPE_HOSTED=1``) may read no files at all.
+    """
+    from backend.limits import hosted
+
+    roots = data_roots()
+    if roots:
+        return roots
+    return [] if remote or hosted() else None
+
+
+def inside(path: Path, root: Path) -> Path | None:
+    """``path`` with symlinks resolved when it lies inside ``root`` (also resolved), else None.
+
+    Never raises for odd input (a name too long, a loop of symlinks): such a path is not inside.
+    """
+    try:
+        real, base = path.resolve(), root.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return real if real == base or base in real.parents else None
+
+
 __all__ = [
-    "REPO_ROOT", "bundled_data_root", "model_roots", "precomputed_root", "precomputed_store", "store_root",
-    "zoo_root",
+    "REPO_ROOT", "bundled_data_root", "data_roots", "file_data_roots", "inside", "model_roots",
+    "precomputed_root", "precomputed_store", "store_root", "zoo_root",
 ]

@@ -9,6 +9,14 @@ applies the ablation, runs the probe (``backend.probes.registry``) with progress
 that it returned the tables it declares, and writes the traces atomically.
 Probes on one loaded (cached, shared) model run one at a time: an ablation changes that object.
 A failing probe stores its error message and no tables, then re-raises.
+
+Cancellation: ``run(spec, progress, cancel=CancelToken(...))``. Any thread may call
+``token.cancel(reason)``; a token made with ``limit_s`` also cancels itself that many seconds after
+the run starts computing (the wall-clock limit). The runner checks the token at every progress report
+(probes report between documents, samples and steps, so that is where a run stops), while it waits
+for another writer of the same run, and once more right before writing; then it raises
+:class:`RunCancelled`. A cancelled run stores nothing: no tables, no manifest, no error run, so asking
+for it again computes it afresh. The HTTP server cancels a run when its last client disconnects.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from backend import datasets, model_refs, paths
 from backend.probes.registry import PROBES, USER_PROBES
@@ -51,9 +59,52 @@ class RunError(RuntimeError):
     """A probe failed; its message was stored with the run."""
 
 
+class RunCancelled(RuntimeError):
+    """The run was cancelled (:class:`CancelToken`); nothing of it was stored."""
+
+
+class CancelToken:
+    """A request to stop a run, settable from any thread; see the module docstring.
+
+    ``limit_s``: the wall-clock limit, counted from :meth:`start` (the runner calls it when the run
+    starts; the first call wins, so a run's dependencies share their parent's clock).
+    """
+
+    def __init__(self, limit_s: float | None = None) -> None:
+        self.limit_s = limit_s
+        self.reason = ""
+        self._event = threading.Event()
+        self._deadline: float | None = None
+
+    def start(self) -> None:
+        if self.limit_s and self._deadline is None:
+            self._deadline = time.monotonic() + self.limit_s
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        if not self._event.is_set() and self._deadline is not None and time.monotonic() > self._deadline:
+            self.cancel(f"run: stopped at the wall-clock limit of {self.limit_s:g} s (max_run_seconds); "
+                        "nothing was stored")
+        return self._event.is_set()
+
+    def check(self) -> None:
+        """Raise RunCancelled when the run should stop."""
+        if self.cancelled:
+            raise RunCancelled(self.reason)
+
+
 class Runner:
-    def __init__(self, store_root: str | os.PathLike | None = None, read_only_roots: list | None = None) -> None:
+    def __init__(self, store_root: str | os.PathLike | None = None, read_only_roots: list | None = None,
+                 remote: bool = False) -> None:
+        """``remote``: requests come from the network (the HTTP server): ``file:`` data is confined to
+        ``HYBRIDSCOPE_DATA_ROOTS`` and off without it (``backend.paths.file_data_roots``)."""
         self.store = TraceStore(store_root or paths.store_root())
+        self.remote = remote
         if read_only_roots is None:
             pre = paths.precomputed_store()
             read_only_roots = [pre] if pre.is_dir() else []
@@ -67,7 +118,9 @@ class Runner:
         ref = model_refs.resolve(spec.model)
         fps, docs = {"model": model_refs.fingerprint(ref), "data": ""}, None
         if needs_docs(spec):
-            _, docs, fps["data"] = datasets.resolve(spec.data, getattr(spec.typed_params, "n_docs", None))
+            n_docs = getattr(spec.typed_params, "n_docs", None)
+            roots = paths.file_data_roots(self.remote)
+            _, docs, fps["data"] = datasets.resolve(spec.data, n_docs, roots=roots)
         return fps, docs
 
     def fingerprints(self, spec: RunSpec) -> dict:
@@ -84,36 +137,64 @@ class Runner:
         return None
 
     # -- execution ----------------------------------------------------------------------------
-    def run(self, spec: RunSpec, progress: Progress | None = None) -> RunResult:
-        progress = progress or (lambda f, m: None)
+    def run(self, spec: RunSpec, progress: Progress | None = None, cancel: CancelToken | None = None) -> RunResult:
+        """Compute ``spec`` (or return the stored run); ``cancel`` stops it (RunCancelled, nothing stored)."""
+        cancel = cancel or CancelToken()
+        report = progress or (lambda f, m: None)
+
+        def progress(f: float, m: str) -> None:  # every progress report is a cancellation point
+            cancel.check()
+            report(f, m)
+
         fps, docs = self.resolve(spec)
         run_id = spec.run_id(fps["model"], fps["data"])
         hit = self.lookup(run_id)
         if hit:
             return hit
-        with _thread_lock(run_id), FileLock(str(self._lock_path(run_id))):
-            hit = self.lookup(run_id)
-            if hit:
-                return hit
-            return self._compute(spec, run_id, fps, docs, progress)
+        cancel.start()
+        thread_lock, file_lock = _thread_lock(run_id), FileLock(str(self._lock_path(run_id)))
+        while not thread_lock.acquire(timeout=0.25):
+            cancel.check()
+        try:
+            while True:
+                try:
+                    file_lock.acquire(timeout=0.25)
+                    break
+                except Timeout:
+                    cancel.check()
+            try:
+                hit = self.lookup(run_id)
+                if hit:
+                    return hit
+                return self._compute(spec, run_id, fps, docs, progress, cancel)
+            finally:
+                file_lock.release()
+        finally:
+            thread_lock.release()
 
     def _lock_path(self, run_id: str) -> Path:
         d = self.store.root / "locks"
         d.mkdir(parents=True, exist_ok=True)
         return d / f"{run_id}.lock"
 
-    def _compute(self, spec: RunSpec, run_id: str, fps: dict, docs: list | None, progress: Progress) -> RunResult:
+    def _compute(self, spec: RunSpec, run_id: str, fps: dict, docs: list | None, progress: Progress,
+                 cancel: CancelToken) -> RunResult:
         from backend.loading import load
+        from backend.model_support import check_spec
 
         probe = PROBES[spec.probe]
+        check_spec(spec)  # bad input the config already rules out: refused before loading, nothing stored
         t0 = time.perf_counter()
         try:
             progress(0.0, f"loading {spec.model}")
             lm = load(spec.model)
             t_load = time.perf_counter() - t0
             info = adapter_info(lm.model)
-            deps = [self.run(d, progress=lambda f, m: progress(0.0, m)) for d in probe.dependency_specs(spec, info)]
-            manifest = self._execute(spec, run_id, fps, lm, docs, deps, progress, t_load)
+            deps = [self.run(d, progress=lambda f, m: progress(0.0, m), cancel=cancel)
+                    for d in probe.dependency_specs(spec, info)]
+            manifest = self._execute(spec, run_id, fps, lm, docs, deps, progress, t_load, cancel)
+        except RunCancelled:
+            raise  # nothing stored: asking again computes afresh
         except Exception as e:
             self.store.write_error(run_id, spec.canonical(), f"{type(e).__name__}: {e}",
                                    meta={"fingerprints": fps, "ablation_text": spec.ablation.to_text()},
@@ -123,7 +204,7 @@ class Runner:
         progress(1.0, "done")
         return RunResult(run_id, manifest, self.store, cached=False)
 
-    def _execute(self, spec, run_id, fps, lm, docs, deps, progress, t_load) -> dict:
+    def _execute(self, spec, run_id, fps, lm, docs, deps, progress, t_load, cancel) -> dict:
         from backend.probes.context import ProbeContext
         from models.apply import apply_ablation
 
@@ -142,6 +223,7 @@ class Runner:
             "device": str(lm.device),
             **ctx.meta,
         }
+        cancel.check()  # the last point a cancelled run stops: after this its traces are written whole
         return self.store.write_run(run_id, spec.canonical(), tables, meta=meta, overwrite=True)
 
 

@@ -8,8 +8,14 @@ Layout::
 A writer writes every table to ``<table>.parquet.tmp-<uuid>`` and renames it into place, then writes the
 manifest the same way. A run exists for readers exactly when its manifest exists, and a manifest only
 appears after all its tables are in place, so a writer killed at any point leaves nothing visible; its
-leftovers are ignored by readers and removed by :meth:`TraceStore.gc`. There is no writer lock: the
-runner makes sure one run_id is computed once. Reading (DuckDB views, read-only SQL) lives in
+leftovers are ignored by readers and removed by :meth:`TraceStore.gc`, which every writable store runs
+when it is opened (for leftovers older than ``GC_ON_OPEN_S``). Every file is fsynced before its rename
+and the directory after it, so a completed run also survives a power loss. There is no writer lock: the
+runner makes sure one run_id is computed once.
+
+A bundled store (``precomputed/store``, marked by a ``READ_ONLY`` file, which any copy keeps) is
+read-only whatever path names it: opening it for writing is a StoreError. Only a tool that maintains
+the bundle (``python -m zoo rekey``) passes ``allow_bundled=True``. Reading (DuckDB views, read-only SQL) lives in
 ``backend.store_reader``; both modules need only pyarrow/duckdb, never torch.
 """
 
@@ -34,6 +40,9 @@ from backend.schema import SCHEMAS, schema_id, validate_table
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TMP_MARK = ".tmp-"
+READ_ONLY_MARK = "READ_ONLY"  # a file in a bundled store's root: never written by a runner
+GC_ON_OPEN_S = 600.0  # leftovers of killed writers older than this are removed when a store is opened
+_BUNDLED = Path(__file__).resolve().parents[1] / "precomputed" / "store"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # keys of ``meta`` that become top-level manifest fields; everything else is kept under "meta"
 _TOP_META = ("code_version", "fingerprints", "durations")
@@ -77,15 +86,33 @@ def _spec_dict(spec: Any) -> dict:
         raise StoreError(f"spec: not JSON-serialisable: {e}") from None
 
 
+def _fsync(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename tmp over ``path``; the tmp file is removed on failure."""
+    """Call ``write(tmp_path)``, fsync it, rename tmp over ``path`` and fsync the directory; the tmp
+    file is removed on failure."""
     tmp = path.with_name(f"{path.name}{TMP_MARK}{uuid.uuid4().hex}")
     try:
         write(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _fsync(path.parent, directory=True)
+
+
+def is_bundled(root: str | os.PathLike) -> bool:
+    """Whether ``root`` is a bundled, read-only store (its ``READ_ONLY`` mark, or this checkout's
+    ``precomputed/store`` by any name)."""
+    root = Path(root).expanduser().resolve()
+    return (root / READ_ONLY_MARK).is_file() or root == _BUNDLED.resolve()
 
 
 def _age(path: Path, now: float) -> float:
@@ -110,10 +137,13 @@ def read_manifest(path: Path) -> dict:
 class TraceStore:
     """A directory of runs. ``read_only=True`` stores (e.g. precomputed/) refuse every write."""
 
-    def __init__(self, root: str | os.PathLike, read_only: bool = False):
+    def __init__(self, root: str | os.PathLike, read_only: bool = False, allow_bundled: bool = False):
         self.root = Path(root).expanduser().resolve()
         self.read_only = read_only
         self.runs_dir = self.root / "runs"
+        if not read_only and not allow_bundled and is_bundled(self.root):
+            raise StoreError(f"store: {self.root} is a bundled read-only store; new runs need another "
+                             "store (--store DIR or HYBRIDSCOPE_STORE)")
         if not read_only:
             try:
                 self.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -121,6 +151,7 @@ class TraceStore:
                 raise StoreError(f"store: cannot create {self.runs_dir}: {e.strerror}") from None
             if not os.access(self.runs_dir, os.W_OK | os.X_OK):
                 raise StoreError(f"store: {self.runs_dir} is not writable")
+            self.gc(GC_ON_OPEN_S)
 
     def __repr__(self) -> str:
         return f"TraceStore({str(self.root)!r}, read_only={self.read_only})"
@@ -278,5 +309,5 @@ class TraceStore:
         return removed
 
 
-__all__ = ["SCHEMAS", "StoreError", "TraceStore", "canonical_json", "check_run_id",
+__all__ = ["SCHEMAS", "StoreError", "TraceStore", "canonical_json", "check_run_id", "is_bundled",
            "read_manifest"]

@@ -14,6 +14,11 @@ for a view's file list, plus the data read). After the views exist, the
 connection may read only those exact files (``allowed_paths``), external access is disabled and the
 configuration is locked; ``sql()`` also accepts only one SELECT/WITH/DESCRIBE/SHOW/SUMMARIZE/EXPLAIN
 statement. The catalog holds no base tables, so even a data-modifying CTE has nothing to modify.
+
+Queries do not wait for each other: each runs on its own cursor of the shared database (a refresh
+swaps in a new database; queries already running finish on the old one). Each has a time limit
+(``sql_timeout_s`` of ``backend.limits``; past it the query is interrupted and a one-line SqlError
+says so), and ``max_rows`` caps a result while it streams (user SQL: ``sql_max_rows``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from backend.limits import sql_limits
 from backend.schema import SCHEMAS, schema_id
 from backend.store import MANIFEST, StoreError, TraceStore, canonical_json, read_manifest
 
@@ -127,12 +133,13 @@ def _sql_str(s: str) -> str:
 
 
 class StoreReader:
-    """Merged, read-only SQL view of several trace stores. Thread-safe (queries are serialised)."""
+    """Merged, read-only SQL view of several trace stores. Thread-safe; queries run concurrently."""
 
     def __init__(self, roots: Sequence[str | os.PathLike | TraceStore]):
         self.roots = [Path(r.root if isinstance(r, TraceStore) else r).expanduser().resolve() for r in roots]
         self._lock = threading.RLock()
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._arrow: dict[str, pa.Table] = {}  # Arrow tables registered on every cursor (runs, empty views)
         self._key: tuple | None = None
         self._cache: dict[Path, tuple[tuple, dict]] = {}
         self.manifests: dict[str, dict] = {}
@@ -183,19 +190,18 @@ class StoreReader:
                         skipped.append(f"run {rid} in {root}: missing table file(s) {lost}")
                         continue
                 manifests[rid], roots_of[rid] = m, root
-            con = self._build(manifests, roots_of)
-            old, self._con = self._con, con
+            con, arrow = self._build(manifests, roots_of)
+            # the old connection is dropped, not closed: queries running on its cursors finish on it
+            self._con, self._arrow = con, arrow
             self.manifests, self.roots_of, self.skipped, self._cache, self._key = (
                 manifests, roots_of, skipped, cache, key)
-            if old is not None:
-                old.close()
             return True
 
-    def _build(self, manifests: dict[str, dict], roots_of: dict[str, Path]) -> duckdb.DuckDBPyConnection:
+    def _build(self, manifests: dict[str, dict], roots_of: dict[str, Path]) -> tuple[duckdb.DuckDBPyConnection, dict]:
         con = duckdb.connect(":memory:")
         con.execute("SET parquet_metadata_cache=true")  # footers are read once, not on every query
         rows = [_runs_row(m, roots_of[rid]) for rid, m in sorted(manifests.items())]
-        con.register("runs", pa.Table.from_pylist(rows, schema=RUNS_SCHEMA))
+        arrow = {"runs": pa.Table.from_pylist(rows, schema=RUNS_SCHEMA)}
         allowed: list[str] = []
         ok = [rid for rid, m in sorted(manifests.items()) if m["status"] == "ok"]
         for table, schema in SCHEMAS.items():
@@ -211,37 +217,59 @@ class StoreReader:
                             f"read_parquet([{listing}], union_by_name={'false' if same else 'true'})")
                 allowed += files
             else:
-                con.register(table, schema.empty_table())
+                arrow[table] = schema.empty_table()
         con.execute(f"SET allowed_paths=[{', '.join(_sql_str(f) for f in allowed)}]")
         con.execute("SET enable_external_access=false")
         con.execute("SET lock_configuration=true")
-        return con
+        return con, arrow
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection of its own to the current database, with the Arrow tables registered."""
+        with self._lock:
+            if self._con is None:
+                raise SqlError("sql: the reader is closed")
+            cur, arrow = self._con.cursor(), self._arrow
+        for name, table in arrow.items():
+            cur.register(name, table)
+        return cur
 
     # ---- querying ----------------------------------------------------------------------------
     def sql(self, query: str, params: Sequence[Any] | dict | None = None,
-            max_rows: int | None = None) -> pa.Table:
+            max_rows: int | None = None, timeout_s: float | None = None) -> pa.Table:
         """Run one read-only statement; returns a pyarrow Table (at most ``max_rows`` rows if given).
 
-        Raises SqlError for rejected statements and for query errors (one-line message).
+        ``timeout_s`` (default: ``sql_timeout_s`` of ``backend.limits``) interrupts a longer query.
+        Raises SqlError for rejected statements, query errors and timeouts (one-line message).
         """
-        with self._lock:
-            check_sql(query, self._con)
-            for attempt in (0, 1):
-                try:
-                    res = self._con.sql(query, params=params)
-                    if max_rows is None:
-                        return res.to_arrow_table()
-                    return _head(res.to_arrow_reader(min(max(max_rows, 1), 1 << 16)), max_rows)
-                except (duckdb.IOException, duckdb.PermissionException) as e:
-                    # a run deleted or replaced since the last refresh: rebuild the views and retry once
-                    if attempt == 0 and self.refresh():
-                        continue
-                    if isinstance(e, duckdb.PermissionException):
-                        raise SqlError("sql: file access is disabled; query the views "
-                                       f"(runs, {', '.join(SCHEMAS)})") from None
-                    raise SqlError(f"sql: {_one_line(e)}") from None
-                except duckdb.Error as e:
-                    raise SqlError(f"sql: {_one_line(e)}") from None
+        timeout_s = sql_limits()["sql_timeout_s"] if timeout_s is None else timeout_s
+        for attempt in (0, 1):
+            cur = self._cursor()
+            timer = threading.Timer(timeout_s, cur.interrupt)
+            timer.daemon = True
+            try:
+                check_sql(query, cur)
+                timer.start()
+                res = cur.sql(query, params=params)
+                if res is None:
+                    raise SqlError("sql: the statement returned no result")
+                if max_rows is None:
+                    return res.to_arrow_table()
+                return _head(res.to_arrow_reader(min(max(max_rows, 1), 1 << 16)), max_rows)
+            except duckdb.InterruptException:
+                raise SqlError(f"sql: stopped at the time limit of {timeout_s:g} s (sql_timeout_s)") from None
+            except (duckdb.IOException, duckdb.PermissionException) as e:
+                # a run deleted or replaced since the last refresh: rebuild the views and retry once
+                if attempt == 0 and self.refresh():
+                    continue
+                if isinstance(e, duckdb.PermissionException):
+                    raise SqlError("sql: file access is disabled; query the views "
+                                   f"(runs, {', '.join(SCHEMAS)})") from None
+                raise SqlError(f"sql: {_one_line(e)}") from None
+            except duckdb.Error as e:
+                raise SqlError(f"sql: {_one_line(e)}") from None
+            finally:
+                timer.cancel()
+                cur.close()
         raise AssertionError("unreachable")
 
     def manifest(self, run_id: str) -> dict | None:

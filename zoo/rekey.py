@@ -39,7 +39,7 @@ def sweep_rows_with_metric(rows: dict) -> dict:
 
 def rekey_store(root: str | Path) -> list[tuple[str, str]]:
     """Migrate the store at ``root``; returns ``(old run_id, new run_id)`` for every run rewritten."""
-    store = TraceStore(root)
+    store = TraceStore(root, allow_bundled=True)  # the tool that maintains the bundle
     changed: list[tuple[str, str]] = []
     for run_id in store.runs():
         m = store.manifest(run_id)

@@ -41,8 +41,8 @@ class ProbeContext:
 
 
 def encode_doc(lm: LoadedModel, text: str, max_tokens: int, what: str = "document"):
-    """Tokenise and truncate to ``max_tokens``; returns (ids, offsets, text actually used)."""
-    enc = lm.codec.encode(text)
+    """Tokenise only the first ``max_tokens`` tokens; returns (ids, offsets, text actually used)."""
+    enc = lm.codec.encode(text, max_tokens=max_tokens)
     ids, offsets = enc.ids[:max_tokens], enc.offsets[:max_tokens]
     if len(ids) < 2:
         raise ProbeInputError(f"data: {what} has {len(ids)} token(s); at least 2 are needed")

@@ -92,7 +92,8 @@ BAD = [  # (command line, text the one-line message must contain)
     # argparse
     (RUN + " --bogus", "unrecognized arguments: --bogus"),
     ("frobnicate", "invalid choice: 'frobnicate'"),
-    ("serve --port abc", "invalid int value: 'abc'"),
+    ("serve --port abc", "invalid port 'abc'; allowed: an integer 1-65535"),
+    ("serve --port 99999", "invalid port '99999'; allowed: an integer 1-65535"),
 ]
 
 

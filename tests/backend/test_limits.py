@@ -16,8 +16,9 @@ with warnings.catch_warnings():
 def test_server_and_local_client_report_the_same_cpu_limits(tmp_path, monkeypatch):
     monkeypatch.setenv("HYBRIDSCOPE_MAX_TOKENS", "4096")
     monkeypatch.setenv("HYBRIDSCOPE_MAX_DOCS", "3")
-    served = TestClient(make_app(str(tmp_path / "store"))).get("/limits").json()
-    assert served == LocalClient().limits() == {"device": "cpu", "max_tokens": 4096, "max_docs": 3}
+    served = TestClient(make_app(str(tmp_path / "store")), base_url="http://127.0.0.1").get("/limits").json()
+    assert served == LocalClient().limits()
+    assert (served["device"], served["max_tokens"], served["max_docs"]) == ("cpu", 4096, 3)
 
 
 def test_gpu_limits_are_larger_and_ignore_the_cpu_settings(monkeypatch):

@@ -30,6 +30,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("HYBRIDSCOPE_PRECOMPUTED", str(tmp_path / "precomputed"))  # this process and children
     monkeypatch.delenv("HYBRIDSCOPE_MAX_TOKENS", raising=False)
     monkeypatch.delenv("HYBRIDSCOPE_MAX_DOCS", raising=False)
+    monkeypatch.setenv("HYBRIDSCOPE_DATA_ROOTS", str(tmp_path))  # file data over HTTP only from here
     return {"doc": f"file:{tmp_path / 'doc.txt'}", "short": f"file:{tmp_path / 'short.txt'}",
             "store": str(tmp_path / "store")}
 
@@ -48,7 +49,7 @@ def post(client: TestClient, payload) -> tuple[int, list]:
 
 
 def test_post_streams_progress_then_run_id(env):
-    client = TestClient(make_app(env["store"]))
+    client = TestClient(make_app(env["store"]), base_url="http://127.0.0.1")
     status, lines = post(client, body(env["doc"], ablation="skip=0"))
     assert status == 200 and len(lines) >= 3
     *progress, last = lines
@@ -76,11 +77,12 @@ def test_post_streams_progress_then_run_id(env):
     ({"model": "tiny/SF", "probe": "longppl", "params": {"trunc_len": 32, "stride": 40}}, "stride must be <"),
     ({"model": "tiny/SF", "probe": "token_loss", "colour": "red"}, "colour: Extra inputs are not permitted"),
     ({"model": "tiny/SF"}, "probe: Field required"),
-    ({"model": "tiny/SF", "probe": "token_loss", "data": "file:/nonexistent.txt"}, "not found"),
+    ({"model": "tiny/SF", "probe": "token_loss", "data": "file:/nonexistent.txt"},
+     "data: 'file:/nonexistent.txt' is not inside an allowed data directory"),
     ([1, 2], "spec: Input should be a valid dictionary"),
 ])
 def test_bad_spec_is_422_with_one_line(env, payload, expected):
-    client = TestClient(make_app(env["store"]))
+    client = TestClient(make_app(env["store"]), base_url="http://127.0.0.1")
     status, (detail,) = post(client, payload)
     assert status == 422 and isinstance(detail["detail"], str), detail
     assert "\n" not in detail["detail"] and expected in detail["detail"], detail
@@ -88,7 +90,7 @@ def test_bad_spec_is_422_with_one_line(env, payload, expected):
 
 
 def test_failed_run_streams_its_error(env):
-    client = TestClient(make_app(env["store"]))
+    client = TestClient(make_app(env["store"]), base_url="http://127.0.0.1")
     status, lines = post(client, body(env["short"]))
     assert status == 200 and lines[-1] == {"error": "data: document has 1 token(s); at least 2 are needed"}
     (run_id,) = TraceStore(env["store"]).runs()
@@ -96,13 +98,14 @@ def test_failed_run_streams_its_error(env):
 
 
 def test_get_unknown_and_invalid_run_ids_and_limits(env):
-    client = TestClient(make_app(env["store"]))
+    client = TestClient(make_app(env["store"]), base_url="http://127.0.0.1")
     r = client.get("/runs/abc123")
     assert r.status_code == 404 and r.json() == {"detail": "run_id: no run 'abc123'"}
     r = client.get("/runs/.hidden")
     assert r.status_code == 422 and r.json()["detail"].startswith("run_id: '.hidden' is not allowed")
-    want = {"device": "cpu", "max_tokens": 8192, "max_docs": 8}
-    assert client.get("/limits").json() == want == LocalClient().limits()
+    served = client.get("/limits").json()
+    assert served == LocalClient().limits() and served["device"] == "cpu" and served["hosted"] is False
+    assert (served["max_tokens"], served["max_docs"]) == (8192, 8)
 
 
 def test_local_client_submit(env):
