@@ -116,6 +116,9 @@ class Runner:
         """(fingerprints, documents): the model and data refs resolved once per run (documents are
         None for a probe that makes its own inputs without a text haystack)."""
         ref = model_refs.resolve(spec.model)
+        evaluator = getattr(spec.typed_params, "evaluator", None)
+        if evaluator:  # a model ref among the params is bad input like the model itself, before any run
+            model_refs.resolve(evaluator)
         fps, docs = {"model": model_refs.fingerprint(ref), "data": ""}, None
         if needs_docs(spec):
             n_docs = getattr(spec.typed_params, "n_docs", None)
