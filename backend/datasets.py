@@ -33,8 +33,8 @@ def default_ref() -> str:
 def stdlib_docs(n_docs: int | None, seed: int = 0, min_chars: int = 8_000) -> list[Doc]:
     root = Path(sysconfig.get_paths()["stdlib"])
     files = sorted(p for p in root.glob("*.py") if min_chars <= p.stat().st_size <= 200_000)
-    docs = [Doc(id=f"stdlib/{p.name}", text=p.read_text(encoding="utf-8", errors="replace")) for p in files]
-    return docs[:n_docs] if n_docs else docs
+    files = files[:n_docs] if n_docs else files  # read only the documents the run uses
+    return [Doc(id=f"stdlib/{p.name}", text=p.read_text(encoding="utf-8", errors="replace")) for p in files]
 
 
 def resolve(ref: str | None, n_docs: int | None = None, seed: int = 0,

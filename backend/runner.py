@@ -119,6 +119,9 @@ class Runner:
         evaluator = getattr(spec.typed_params, "evaluator", None)
         if evaluator:  # a model ref among the params is bad input like the model itself, before any run
             model_refs.resolve(evaluator)
+        from backend.model_support import check_spec
+
+        check_spec(spec)  # an ablation the model's config rules out: bad input too, before any weight loads
         fps, docs = {"model": model_refs.fingerprint(ref), "data": ""}, None
         if needs_docs(spec):
             n_docs = getattr(spec.typed_params, "n_docs", None)
