@@ -48,6 +48,7 @@ class HFCodec:
         self.tok = tokenizer
         self.vocab_size = len(tokenizer)
         self.eos_id = tokenizer.eos_token_id
+        self._token_text: dict[int, str] = {}  # id -> decode([id]), filled by tokens()
 
     def encode(self, text: str, max_tokens: int | None = None) -> Encoded:
         if max_tokens is None:
@@ -72,4 +73,9 @@ class HFCodec:
         return self.tok.decode(ids, skip_special_tokens=True)
 
     def tokens(self, ids: list[int]) -> list[str]:
-        return [self.tok.decode([i]) for i in ids]
+        """``decode([i])`` for each id; every distinct id is decoded once per codec (not once per token)."""
+        known = self._token_text
+        for i in dict.fromkeys(ids):
+            if i not in known:
+                known[i] = self.tok.decode([i])
+        return [known[i] for i in ids]
