@@ -59,7 +59,7 @@ BUILTIN_DATA = ("zoo:test", "zoo:val", "stdlib")
 MAX_VALUE_LEN = 512
 MAX_INT = {"doc": 1_000_000, "start": 1 << 20, "layer": 4095, "head": 4095}
 MAX_MODELS = 16
-_UINT = re.compile(r"^\d{1,9}$")
+_UINT = re.compile(r"[0-9]{1,9}")  # ASCII digits only (\d also takes "１２")
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,8 @@ def _ref(raw: str) -> str:
         check_ref(raw)
     except ValueError:
         raise ValueError("not a model/dataset ref (letters, digits and ._:/@+=,~- only)") from None
-    if ".." in raw:
-        raise ValueError("not a model/dataset ref (no '..')")
+    if any(part in ("", ".", "..") for part in raw.split("/")) or ".." in raw:
+        raise ValueError("not a model/dataset ref (no '..', '.' or empty path parts)")
     return raw
 
 

@@ -20,8 +20,8 @@ REF_PATTERN = r"[A-Za-z0-9_.:/@+=,~-]{1,512}"  # a model or dataset ref (check_r
 _REF = re.compile(REF_PATTERN)
 Int = Annotated[int, Strict()]  # no bool, float or string coercion
 Float = Annotated[float, Strict(), AllowInfNan(False)]  # an int or a finite float
-_INT_TEXT = re.compile(r"[+-]?\d{1,19}")
-_FLOAT_TEXT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d{1,3})")
+_INT_TEXT = re.compile(r"[+-]?[0-9]{1,19}")  # ASCII digits: \d would also take "１２"
+_FLOAT_TEXT = re.compile(r"[+-]?([0-9]+\.[0-9]*|\.[0-9]+|[0-9]+(\.[0-9]*)?[eE][+-]?[0-9]{1,3})")
 
 
 def parse_scalar(text: str) -> Any:
@@ -68,8 +68,10 @@ class TokenLossParams(_Params):
 class LongPPLParams(_Params):
     n_docs: Int = Field(4, ge=1, le=10_000)
     max_tokens: Int = Field(4096, ge=16, le=MAX_LEN)
-    trunc_len: Int = Field(4096, ge=8, le=MAX_LEN)
-    stride: Int = Field(1024, ge=1, le=MAX_LEN)
+    # short context 1024 slid by 256 (the reference's 4096/1024 ratio): with the default 4096 tokens,
+    # targets 1024..4095 can be key tokens (trunc_len >= max_tokens would leave none)
+    trunc_len: Int = Field(1024, ge=8, le=MAX_LEN)
+    stride: Int = Field(256, ge=1, le=MAX_LEN)
     alpha: Float = 2.0  # key token: log p_long - log p_short > alpha
     beta: Float = -2.0  # ... and log p_long > beta
     evaluator: str | None = None  # model ref that picks key tokens; None = the evaluated model
@@ -83,6 +85,11 @@ class LongPPLParams(_Params):
     def _stride(self) -> LongPPLParams:
         if self.stride >= self.trunc_len:
             raise ValueError(f"stride must be < trunc_len ({self.trunc_len}), got {self.stride}")
+        if self.trunc_len >= self.max_tokens:
+            raise ValueError(
+                f"trunc_len must be < max_tokens ({self.max_tokens}), got {self.trunc_len}: only targets beyond "
+                "the short context (trunc_len tokens) can be key tokens, so none would exist"
+            )
         return self
 
 
@@ -117,7 +124,10 @@ class NIAHParams(_Params):
 class RetrievalHeadParams(NIAHParams):
     lengths: tuple[Int, ...] = (512,)
     depths: tuple[Float, ...] = (0.1, 0.5, 0.9)
-    metric: Literal["mass", "copy"] = "mass"
+    # mass: answer-row attention mass on the needle's character span (default); copy: Wu et al.'s copy
+    # score; authors: the paper's script (one query row before the answer, prefill only, needle tokens
+    # found by matching the answer's token ids: may also match equal tokens in the haystack)
+    metric: Literal["mass", "copy", "authors"] = "mass"
 
 
 class AttentionRowParams(_Params):
@@ -142,3 +152,61 @@ class SweepParams(LongPPLParams):
         if not v or len(v) > 32 or any(not (1 <= x <= MAX_LEN) for x in v):
             raise ValueError(f"give 1-32 values, each in [1, {MAX_LEN}]")
         return tuple(sorted(set(v)))
+
+
+class GradientInfluenceParams(_Params):
+    """Gradient influence vs distance: target = sum over the vocabulary of the logits, averaged over the
+    last ``last`` positions; score of input position i = ||d target / d embedding_i||_2, binned by
+    distance from the end (``bins_per_octave`` log-spaced bins)."""
+
+    n_docs: Int = Field(1, ge=1, le=1000)
+    max_tokens: Int = Field(4096, ge=32, le=MAX_LEN)
+    last: Int = Field(20, ge=1, le=4096)
+    bins_per_octave: Int = Field(2, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _last(self) -> GradientInfluenceParams:
+        if self.last >= self.max_tokens:
+            raise ValueError(f"last must be < max_tokens ({self.max_tokens}), got {self.last}")
+        return self
+
+
+class RetrievalProbeParams(_Params):
+    """Layer-wise retrieval probing: single-needle NIAH prompts whose value is one of 8 magic numbers
+    (``easy``: 8 far-apart numbers; ``hard``: 8 near-duplicates differing in one digit); a standardised
+    logistic regression on the last token's hidden state after each layer (and on the layer's own delta)
+    predicts the class; 80/20 stratified split with ``seed``."""
+
+    length: Int = Field(1024, ge=64, le=MAX_LEN)
+    per_class: Int = Field(10, ge=5, le=1000)  # prompts per class and set
+    sets: tuple[Literal["easy", "hard"], ...] = ("easy", "hard")
+    haystack: Literal["repeat", "text"] = "repeat"
+    c: Float = Field(1.0, gt=0, le=1e6)  # inverse L2 regularisation of the logistic regression
+    seed: Int = Field(0, ge=0, le=2**31 - 1)
+
+    @field_validator("sets")
+    @classmethod
+    def _sets(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("give at least one of easy, hard")
+        return tuple(sorted(set(v)))
+
+
+class QKDistanceParams(_Params):
+    """Q/K weight distance over training: per full-attention head, ||W_t - W_final||_F / ||W_final||_F of
+    its Q slice and of its (GQA-shared) K slice, over the model directory's checkpoint series."""
+
+    layers: tuple[Int, ...] = ()  # empty = every full-attention layer in the series
+
+
+class AttributionParams(_Params):
+    """Integrated Gradients (captum) over the input embeddings of one synthetic prompt, for the log-prob
+    of the answer's first token; baseline: zero embeddings; ``n_steps`` Gauss-Legendre steps."""
+
+    task: Literal["passkey", "niah"] = "passkey"
+    length: Int = Field(1024, ge=32, le=MAX_LEN)
+    depth: Float = Field(0.5, ge=0.0, le=1.0)
+    sample: Int = Field(0, ge=0, le=1000)
+    haystack: Literal["repeat", "text"] = "repeat"
+    n_steps: Int = Field(16, ge=2, le=512)
+    seed: Int = Field(0, ge=0, le=2**31 - 1)
