@@ -33,7 +33,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -268,7 +268,8 @@ def make_app(store: str | None = None, host: str | None = None, extra_hosts: tup
         return limits_for(device)
 
     @app.get("/runs/{run_id}", responses=_errors(400, 404, 422), response_model=dict[str, Any])
-    def show(run_id: str) -> dict:
+    def show(run_id: str = Path(description="a run_id: 1-128 of [A-Za-z0-9._-], starting with a letter or "
+                                            "digit", json_schema_extra={"pattern": RUN_ID_PATTERN})) -> dict:
         try:
             hit = runner.lookup(run_id)
         except StoreError as e:  # not a valid run_id at all
