@@ -9,6 +9,7 @@ model on disk, a selector the model has, or a run within this backend's limits; 
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -18,7 +19,7 @@ from backend.server import make_app
 
 def _app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("contract")
-    mp = __import__("pytest").MonkeyPatch()
+    mp = pytest.MonkeyPatch()
     mp.setenv("HYBRIDSCOPE_PRECOMPUTED", str(tmp / "precomputed"))
     mp.setenv("HYBRIDSCOPE_MAX_TOKENS", "16")  # anything that runs at all is tiny
     mp.setenv("HYBRIDSCOPE_MAX_DOCS", "1")
@@ -28,7 +29,7 @@ def _app(tmp_path_factory):
     return make_app(str(tmp / "store"), extra_hosts=("testserver",)), mp
 
 
-@__import__("pytest").fixture(scope="module")
+@pytest.fixture(scope="module")
 def api_schema(tmp_path_factory):
     app, mp = _app(tmp_path_factory)
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
