@@ -102,10 +102,25 @@ class _Stream:
         if not units or not "".join(units).strip():
             raise ValueError("docs: the text haystack needs at least one non-empty document")
         self.units, self.start = list(units), start
+        m = len(self.units)
+        # characters of the first i units taken, for i <= one cycle
+        self._chars = list(itertools.accumulate((len(self.units[(start + i) % m]) for i in range(m)), initial=0))
 
     def take(self, n: int) -> list[str]:
         m = len(self.units)
         return [self.units[(self.start + i) % m] for i in range(n)]
+
+    def chars(self, n: int) -> int:
+        """Characters of ``take(n)``, without building it."""
+        cycles, rest = divmod(n, len(self.units))
+        return cycles * self._chars[-1] + self._chars[rest]
+
+    def units_within(self, chars: float) -> int:
+        """The largest n with ``chars(n) <= chars`` (0 if none)."""
+        if chars <= 0:
+            return 0
+        cycles, rest = divmod(chars, self._chars[-1])
+        return int(cycles) * len(self.units) + bisect.bisect_right(self._chars, rest) - 1
 
 
 def _assemble(task: str, units: list[str], depth: float, key: str, value: str) -> dict:
@@ -138,10 +153,13 @@ def _assemble(task: str, units: list[str], depth: float, key: str, value: str) -
     }
 
 
-def _fit(count: Callable[[str], int], build: Callable[[int], dict], length: int, hint: int | None) -> int:
+def _fit(count: Callable[[str], int], build: Callable[[int], dict], length: int, hint: int | None,
+         stream: _Stream | None = None) -> int:
     """Largest n (number of haystack units) with count(build(n)["prompt"]) <= length.
 
     ``hint`` (the answer for a neighbouring depth) is checked first: usually one or two counts suffice.
+    Without one, ``stream`` gives a hint from characters (:func:`_guess`). Prompt tokens grow with n,
+    so every start point finds the same n; the hint only saves tokenisations of the whole prompt.
     """
     def fits(n: int) -> bool:
         return count(build(n)["prompt"]) <= length
@@ -149,6 +167,8 @@ def _fit(count: Callable[[str], int], build: Callable[[int], dict], length: int,
     if not fits(0):
         raise ValueError(f"length: {length} tokens is too short for the needle and query alone "
                          f"({count(build(0)['prompt'])} tokens)")
+    if hint is None and stream is not None:
+        hint = _guess(count, build, length, stream)
     lo, hi = 0, None  # invariant: fits(lo); hi is None or not fits(hi)
     if hint is not None and hint > 0:
         if fits(hint):
@@ -169,6 +189,52 @@ def _fit(count: Callable[[str], int], build: Callable[[int], dict], length: int,
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     return lo
+
+
+def _guess(count: Callable[[str], int], build: Callable[[int], dict], length: int, stream: _Stream) -> int:
+    """A fitting n at (or near) the largest, from a few tokenisations: prompt tokens grow about linearly
+    with the haystack's characters, so each trial aims at the unit count whose characters give
+    ``length`` tokens, interpolating between the largest fitting and the smallest overflowing trial
+    (extrapolating at the last trial's characters per token, a little past ``length``, while no trial
+    overflows). Returns the
+    largest fitting trial (0 if none); ``_fit`` checks it, and the next n, exactly."""
+    def point(n: int) -> tuple[int, int]:
+        return stream.chars(n), count(build(n)["prompt"])
+
+    c0 = count(build(0)["prompt"])
+    lo, (x_lo, y_lo) = 0, (0, c0)
+    hi = x_hi = y_hi = None
+    per_token = len(build(0)["prompt"]) / max(c0, 1)
+    for _ in range(6):
+        if hi is None:  # aim a little past the budget, so that an overflowing trial comes early
+            n = stream.units_within(x_lo + (length + 4 + length // 256 - y_lo) * per_token)
+        else:
+            if hi - lo <= 1:
+                break
+            n = stream.units_within(x_lo + (length - y_lo) * (x_hi - x_lo) / max(y_hi - y_lo, 1))
+            n = min(max(n, lo + 1), hi - 1)
+        if n <= lo or (hi is not None and n >= hi):
+            break
+        x, y = point(n)
+        if y <= length:
+            lo, x_lo, y_lo = n, x, y
+        else:
+            hi, x_hi, y_hi = n, x, y
+        if y > c0:
+            per_token = x / (y - c0)
+    return lo
+
+
+def _counted(count: Callable[[str], int]) -> Callable[[str], int]:
+    """``count`` remembering its answers (one sample's fit counts some prompts twice)."""
+    seen: dict[str, int] = {}
+
+    def memo(text: str) -> int:
+        if text not in seen:
+            seen[text] = count(text)
+        return seen[text]
+
+    return memo
 
 
 def _units_for(haystack: str, docs: Sequence[Any] | None) -> list[str]:
@@ -192,7 +258,7 @@ def make_sample(task: str, count_tokens: Any, length: int, depth: float, sample:
         raise ValueError(f"length: must be a positive integer, got {length!r}")
     if not 0.0 <= float(depth) <= 1.0:
         raise ValueError(f"depth: must be in [0, 1], got {depth!r}")
-    count = token_counter(count_tokens)
+    count = _counted(token_counter(count_tokens))
     units = _units if _units is not None else _units_for(haystack, docs)
     h_rng = random.Random(f"haystack:{seed}:{task}:{haystack}:{length}:{sample}")
     stream = _Stream(units, h_rng.randrange(len(units)) if haystack == "text" else 0)
@@ -207,7 +273,7 @@ def make_sample(task: str, count_tokens: Any, length: int, depth: float, sample:
             return _assemble(task, stream.take(n), float(depth), key, value)
 
         hint = _hint.get((length, sample)) if _hint is not None else None
-        n = _fit(count, build, length, hint)
+        n = _fit(count, build, length, hint, stream)
         if _hint is not None:
             _hint[(length, sample)] = n
         out = build(n)
