@@ -31,11 +31,11 @@ GPU_MAX_TOKENS, GPU_MAX_DOCS = 1 << 20, 1000
 MAX_JSON_DEPTH = 32  # nesting of any JSON input; a RunSpec needs 4
 _PROFILES: dict[str, dict[str, int | float]] = {
     "cpu": {"max_tokens": CPU_MAX_TOKENS, "max_docs": CPU_MAX_DOCS, "workers": 1, "max_queue": 4,
-            "max_run_seconds": 900, "max_body_bytes": 64 << 10, "sql_timeout_s": 30, "sql_max_rows": 100_000},
+            "max_run_seconds": 900.0, "max_body_bytes": 64 << 10, "sql_timeout_s": 30.0, "sql_max_rows": 100_000},
     "cuda": {"max_tokens": GPU_MAX_TOKENS, "max_docs": GPU_MAX_DOCS, "workers": 1, "max_queue": 16,
-             "max_run_seconds": 3600, "max_body_bytes": 64 << 10, "sql_timeout_s": 30, "sql_max_rows": 100_000},
+             "max_run_seconds": 3600.0, "max_body_bytes": 64 << 10, "sql_timeout_s": 30.0, "sql_max_rows": 100_000},
     "hosted": {"max_tokens": CPU_MAX_TOKENS // 2, "max_docs": CPU_MAX_DOCS // 2, "workers": 1, "max_queue": 2,
-               "max_run_seconds": 300, "max_body_bytes": 16 << 10, "sql_timeout_s": 10, "sql_max_rows": 10_000},
+               "max_run_seconds": 300.0, "max_body_bytes": 16 << 10, "sql_timeout_s": 10.0, "sql_max_rows": 10_000},
 }
 _SIZE_ENV = {"max_tokens": "HYBRIDSCOPE_MAX_TOKENS", "max_docs": "HYBRIDSCOPE_MAX_DOCS"}
 _SERVING_ENV = {
