@@ -20,6 +20,7 @@ ENV HOME=/home/user \
     PATH=/home/user/.local/bin:$PATH \
     HYBRIDSCOPE_STORE=/home/user/.cache/hybridscope/store \
     HYBRIDSCOPE_PRECOMPUTED=/home/user/app/precomputed \
+    HYBRIDSCOPE_HOSTED=1 \
     OMP_NUM_THREADS=2 \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1

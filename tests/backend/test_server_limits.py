@@ -21,6 +21,7 @@ import pytest
 
 from backend.server import make_app
 from backend.store import TraceStore
+from tests.netcheck import LOOPBACK_V4, listening
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -163,14 +164,7 @@ def wait_idle(base: str, timeout: float = 20.0) -> dict:
 
 
 def test_serve_listens_on_loopback_only(server):
-    listening = []
-    for name in ("tcp", "tcp6"):
-        path = Path(f"/proc/net/{name}")
-        for row in path.read_text().splitlines()[1:] if path.exists() else []:
-            local, state = row.split()[1], row.split()[3]
-            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == server["port"]:
-                listening.append((name, local.rsplit(":", 1)[0]))
-    assert listening == [("tcp", "0100007F")], listening  # 127.0.0.1, nothing else
+    assert listening(server["port"]) == [("tcp", LOOPBACK_V4)]  # 127.0.0.1, nothing else
 
 
 def test_disconnected_client_cancels_its_run_and_nothing_is_stored(server):
