@@ -181,7 +181,8 @@ def attention_banded(
     pad = n_blocks * block - lq
     qb = (F.pad(q, (0, 0, 0, pad)) if pad else q).reshape(b, hkv, group, n_blocks, block, d)
     qb = qb.transpose(2, 3).reshape(b * hkv, n_blocks, group * block, d)
-    mask = _band_bias(lq, lk, window, sinks, block, group, str(q.device), q.dtype)
+    bias = _band_bias.__wrapped__ if torch.compiler.is_compiling() else _band_bias  # traced: no cache
+    mask = bias(lq, lk, window, sinks, block, group, str(q.device), q.dtype)
     out = F.scaled_dot_product_attention(
         qb, kb.reshape(b * hkv, n_blocks, n_keys, d), vb.reshape(b * hkv, n_blocks, n_keys, d),
         attn_mask=mask, scale=scale,
@@ -223,10 +224,12 @@ def _cached_block_mask(q_len: int, kv_len: int, window: int | None, sinks: int, 
 def _compiled_flex() -> Any:
     """torch.compile(flex_attention), built on first CUDA use.
 
-    dynamic=False specialises on shapes/dtypes, one compile per (shapes, dtype); masks do not
-    trigger recompiles (their parameters are captured tensors, see flex_mask_mod). The dynamo
-    recompile limit (default 8) is raised to 64 so that a long-lived process sweeping lengths
-    does not silently fall back to eager flex, which materialises the full score matrix.
+    dynamic=False specialises on shapes/dtypes: one compile per (padded length, heads, dim, dtype).
+    Lengths are padded to buckets (:func:`flex_length_bucket`), so a new document or needle position
+    of about the same length reuses the compiled kernel; masks do not trigger recompiles (their
+    parameters are captured tensors, see flex_mask_mod). The dynamo recompile limit (default 8) is
+    raised to 64 so that a long-lived process sweeping lengths does not silently fall back to eager
+    flex, which materialises the full score matrix.
     """
     from torch.nn.attention.flex_attention import flex_attention
 
@@ -238,29 +241,57 @@ def _compiled_flex() -> Any:
     return torch.compile(flex_attention, dynamic=False)
 
 
+def flex_length_bucket(length: int) -> int:
+    """The key length a compiled flex call runs at: ``length`` rounded up to a multiple of
+    max(128, 2**(bit_length - 4)), i.e. at most 8 buckets per doubling of the length and at most
+    1/8 padding (4096 and 32768 are their own buckets)."""
+    step = max(128, 1 << max(0, length.bit_length() - 4))
+    return -(-length // step) * step
+
+
+def flex_bucketed(
+    flex: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None, sinks: int,
+    scale: float | None,
+) -> torch.Tensor:
+    """``flex`` (a compiled flex_attention) on q/k/v padded at the end to the length bucket.
+
+    q and k/v get the same number of zero rows, so queries keep their absolute positions (the last
+    Lq of Lk). Real queries never see the padded keys (they lie after every real query: causal);
+    padded queries see real and padded keys (finite scores) and their rows are dropped. Exact.
+    """
+    hq, hkv, lq, lk = q.shape[1], k.shape[1], q.shape[2], k.shape[2]
+    pad = flex_length_bucket(lk) - lk
+    if pad:
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+    block_mask = _cached_block_mask(lq + pad, lk + pad, window, sinks, str(q.device))
+    out = flex(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=hq != hkv)
+    return out[:, :, :lq] if pad else out
+
+
 def attention_flex(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None = None, sinks: int = 0,
     scale: float | None = None,
 ) -> torch.Tensor:
-    """FlexAttention with cached block masks (compiled on CUDA; eager elsewhere, for testing only)."""
+    """FlexAttention with cached block masks (compiled on CUDA, lengths padded to buckets; eager and
+    unpadded elsewhere, for testing only)."""
     hq, hkv, lq, lk = _check_qkv(q, k, v)
     window, sinks = effective_window(window, sinks, lq, lk)
-    block_mask = _cached_block_mask(lq, lk, window, sinks, str(q.device))
-    kwargs = dict(block_mask=block_mask, scale=scale, enable_gqa=hq != hkv)
     if q.is_cuda:
-        return _compiled_flex()(q, k, v, **kwargs)
+        return flex_bucketed(_compiled_flex(), q, k, v, window, sinks, scale)
     from torch.nn.attention.flex_attention import flex_attention
 
+    block_mask = _cached_block_mask(lq, lk, window, sinks, str(q.device))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
-        return flex_attention(q, k, v, **kwargs)
+        return flex_attention(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=hq != hkv)
 
 
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None = None, sinks: int = 0,
     scale: float | None = None, backend: str = "auto",
 ) -> torch.Tensor:
-    """Dispatch. "auto": on CUDA flex when a window is in effect, sdpa for plain causal; sdpa on CPU.
+    """Dispatch. "auto": on CUDA flex when a window is in effect, sdpa for plain causal; sdpa on CPU
+    (the banded path for windows, is_causal without).
 
     "reference" / "sdpa" / "flex" force a backend. Returns [B, Hq, Lq, D] in q's dtype.
     """
