@@ -217,19 +217,27 @@ def most_complete(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def longppl_summary() -> pd.DataFrame:
-    """Corpus PPL and LongPPL per (model, ablation), from the run over the most documents (newest first)."""
+    """Corpus PPL and LongPPL per (model, ablation), from the run over the most documents (newest first).
+
+    ``ppl``/``longppl``: the reference's definition (Fang et al.'s script; the values compared with the
+    literature): token- / key-token-weighted arithmetic means of the per-document values.
+    ``ppl_pooled``/``longppl_pooled``: exp of the mean NLL over all tokens / all key tokens."""
     df = query("""
         SELECT r.run_id, r.model, r.ablation, r.created_at,
-               exp(sum(l.n_tokens * ln(l.ppl)) / sum(l.n_tokens)) AS ppl,
+               sum(l.n_tokens * l.ppl) / sum(l.n_tokens) AS ppl,
+               sum(CASE WHEN l.n_key > 0 THEN l.n_key * l.longppl END)
+                   / nullif(sum(CASE WHEN l.n_key > 0 THEN l.n_key END), 0) AS longppl,
+               exp(sum(l.n_tokens * ln(l.ppl)) / sum(l.n_tokens)) AS ppl_pooled,
                exp(sum(CASE WHEN l.n_key > 0 THEN l.n_key * ln(l.longppl) END)
-                   / nullif(sum(CASE WHEN l.n_key > 0 THEN l.n_key END), 0)) AS longppl,
+                   / nullif(sum(CASE WHEN l.n_key > 0 THEN l.n_key END), 0)) AS longppl_pooled,
                sum(l.n_key) AS n_key, count(*) AS n_docs
         FROM longppl l JOIN runs r USING (run_id) WHERE r.status = 'ok' AND l.doc >= 0
-        GROUP BY r.run_id, r.model, r.ablation, r.created_at""")  # doc -1 is the corpus row: left out
+        GROUP BY r.run_id, r.model, r.ablation, r.created_at""")  # doc -1 (the corpus row of v2 runs): left out
     return most_complete(df, ["model", "ablation"])
 
 
 SWEEP_METRICS = {"LongPPL": "longppl", "PPL": "ppl"}  # chart title -> sweep.metric of the receptive-field sweep
+POOLED_SWEEP_METRICS = {"LongPPL (pooled)": "longppl_pooled", "PPL (pooled)": "ppl_pooled"}  # in the tables only
 FORMATION_METRIC = "retrieval_mass"  # sweep.metric of retrieval-head formation series ("formation:<variant>")
 
 

@@ -201,7 +201,9 @@ class QKDistanceParams(_Params):
 
 class AttributionParams(_Params):
     """Integrated Gradients (captum) over the input embeddings of one synthetic prompt, for the log-prob
-    of the answer's first token; baseline: zero embeddings; ``n_steps`` Gauss-Legendre steps."""
+    of the answer's first token; ``n_steps`` Gauss-Legendre steps. Baseline ``mean``: the mean embedding
+    row at every position (default); ``zero``: zero embeddings, whose path passes through the pre-norm's
+    singular point at 0, so the attributions stop summing to F(x) - F(baseline)."""
 
     task: Literal["passkey", "niah"] = "passkey"
     length: Int = Field(1024, ge=32, le=MAX_LEN)
@@ -209,4 +211,5 @@ class AttributionParams(_Params):
     sample: Int = Field(0, ge=0, le=1000)
     haystack: Literal["repeat", "text"] = "repeat"
     n_steps: Int = Field(16, ge=2, le=512)
+    baseline: Literal["mean", "zero"] = "mean"
     seed: Int = Field(0, ge=0, le=2**31 - 1)

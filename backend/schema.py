@@ -61,6 +61,28 @@ SCHEMAS: dict[str, pa.Schema] = {
     "head_entropy": pa.schema([
         _RUN, _LAYER, _HEAD, _f("query_pos", pa.int32()), _f("entropy", pa.float32()),
     ]),
+    "longppl_corpus": pa.schema([  # definition: "reference" (Fang et al.'s script) / "pooled"
+        _RUN, _f("definition", pa.string()), _f("n_docs", pa.int32()), _f("n_tokens", pa.int64()),
+        _f("n_key", pa.int64()), _f("ppl", pa.float64()), _f("longppl", pa.float64(), nullable=True),
+    ]),
+    "influence": pa.schema([  # gradient influence: distance bin [start, end) from the last position
+        _RUN, _f("doc", pa.int32()), _f("bin_start", pa.int32()), _f("bin_end", pa.int32()),
+        _f("mean", pa.float64()), _f("max", pa.float64()), _f("n", pa.int32()),
+    ]),
+    "layer_probe": pa.schema([  # layer -1: the embeddings; feature "hidden" (after the layer) / "delta"
+        _RUN, _f("set", pa.string()), _LAYER, _f("layer_type", pa.string()), _f("feature", pa.string()),
+        _f("accuracy", pa.float64()), _f("n_train", pa.int32()), _f("n_test", pa.int32()),
+        _f("chance", pa.float64()),
+    ]),
+    "qk_distance": pa.schema([
+        _RUN, _LAYER, _HEAD, _f("kv_head", pa.int16()), _f("step", pa.int64()),
+        _f("tokens", pa.int64(), nullable=True), _f("q_dist", pa.float64()), _f("k_dist", pa.float64()),
+    ]),
+    "attributions": pa.schema([
+        _RUN, _f("pos", pa.int32()), _f("token_id", pa.int32()), _f("token", pa.string()),
+        _f("char_start", pa.int32()), _f("char_end", pa.int32()), _f("attribution", pa.float32()),
+        _f("is_needle", pa.bool_()), _f("is_target", pa.bool_()),
+    ]),
     "sweep": pa.schema([  # name: the series; metric: "longppl" / "ppl" (sweep), "retrieval_mass" (formation)
         _RUN, _f("name", pa.string()), _f("metric", pa.string()), _f("x", pa.float64()), _f("y", pa.float64()),
         _f("label", pa.string(), nullable=True),

@@ -115,5 +115,7 @@ def test_dashboard_longppl_summary_is_the_bundled_full_run(monkeypatch, tmp_path
         assert row["run_id"] == best["run_id"] and row["n_docs"] == docs[best["run_id"]] and len(metas) >= 1
         assert row["ppl"] == pytest.approx(meta["ppl"], rel=1e-6)
         assert row["n_key"] == meta["n_key"]
-        if meta["longppl"] is not None:
+        assert row["ppl_pooled"] == pytest.approx(meta["ppl_pooled"], rel=1e-6)
+        if meta["longppl"] is not None:  # both corpus definitions, as the manifest names them
             assert row["longppl"] == pytest.approx(meta["longppl"], rel=1e-6)
+            assert row["longppl_pooled"] == pytest.approx(meta["longppl_pooled"], rel=1e-6)

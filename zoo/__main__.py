@@ -6,7 +6,8 @@ traces (``precompute``, ``rekey``). Each command prints a JSON summary on stdout
     python -m zoo train --variant swa64 --data .data/zoo --out out/zoo --steps 200 [--resume]
     python -m zoo train-all --data .data/zoo --out out/zoo --total-budget-s 400
     python -m zoo precompute --root out/zoo --data .data/zoo
-    python -m zoo rekey --store precomputed/store       # after a probe version / table schema change
+    python -m zoo rekey --store precomputed/store [--dashboard precomputed/dashboard.json]  # after a probe
+                                                    # version / params default / table schema change
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--out", required=True, type=Path, help="output .npy path")
     r = sub.add_parser("rekey", help="migrate a trace store after a probe version / table schema change")
     r.add_argument("--store", required=True, type=Path, help="trace store directory (e.g. precomputed/store)")
+    r.add_argument("--dashboard", type=Path, help="also rewrite this dashboard.json (e.g. precomputed/dashboard.json) "
+                   "with zoo.precompute.dashboard_defaults of the seven variants")
     from zoo.cli_train import add_commands
 
     add_commands(sub)
@@ -98,7 +101,16 @@ def _run(args: argparse.Namespace) -> dict:
     elif args.cmd == "rekey":
         from zoo.rekey import rekey_store
 
-        summary = {"rekeyed": [f"{old} -> {new}" for old, new in rekey_store(args.store)]}
+        left: list = []
+        summary = {"rekeyed": [f"{old} -> {new}" for old, new in rekey_store(args.store, left)],
+                   "left": [f"{run_id}: {why}" for run_id, why in left]}
+        if args.dashboard:
+            from zoo.precompute import PrecomputeConfig, dashboard_defaults
+            from zoo.variants import NAMES
+
+            text = json.dumps(dashboard_defaults(list(NAMES), PrecomputeConfig()), indent=1) + "\n"
+            args.dashboard.write_text(text, encoding="utf-8")
+            summary["dashboard"] = str(args.dashboard)
     elif args.cmd != "pack":
         from zoo.cli_train import run_command
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from backend.forward import token_nll
 from backend.probes.context import ProbeContext, concat, encode_doc, position_buckets, token_rows
-from backend.probes.longppl_math import corpus_longppl, key_mask, longppl_value, short_logprobs, spans_mask
+from backend.probes.longppl_math import corpus_rows, key_mask, longppl_value, short_logprobs, spans_mask
 from backend.spec import RunSpec
 from models.plan import ModelInfo
 
@@ -59,7 +59,7 @@ def run_longppl(ctx: ProbeContext) -> dict:
     for d, a, b in zip(keys["doc"], keys["char_start"], keys["char_end"]):
         spans_by_doc.setdefault(int(d), []).append((int(a), int(b)))
     out = {k: [] for k in ("doc", "n_tokens", "n_key", "ppl", "longppl")}
-    tok_rows, all_pos, all_nll, all_key = [], [], [], []
+    tok_rows, all_pos, all_nll = [], [], []
     for i, doc in enumerate(ctx.docs):
         ctx.progress(i / len(ctx.docs), f"LongPPL: document {i + 1}/{len(ctx.docs)}")
         text = doc.text[: doc_chars[i]]
@@ -72,12 +72,16 @@ def run_longppl(ctx: ProbeContext) -> dict:
         tok_rows.append(token_rows(ctx.lm, i, ids, offsets, nll, key))
         all_pos.append(np.arange(1, len(ids)))
         all_nll.append(nll)
-        all_key.append(key)
-    nll, key = np.concatenate(all_nll), np.concatenate(all_key)
-    corpus = corpus_longppl(out["n_key"], out["longppl"])
-    for k, v in (("doc", -1), ("n_tokens", len(nll)), ("n_key", int(key.sum())),
-                 ("ppl", float(np.exp(nll.mean()))), ("longppl", corpus)):
-        out[k].append(v)
-    ctx.meta.update(longppl=corpus, ppl=float(np.exp(nll.mean())), n_key=int(key.sum()), key_run=dep.run_id)
-    return {"longppl": out, "token_loss": concat(tok_rows),
-            "position_loss": position_buckets(np.concatenate(all_pos), nll, POSITION_BUCKET)}
+    corpus = corpus_rows(out["n_tokens"], out["n_key"], out["ppl"], out["longppl"])
+    ctx.meta.update(corpus_meta(corpus), key_run=dep.run_id)
+    return {"longppl": out, "longppl_corpus": corpus, "token_loss": concat(tok_rows),
+            "position_loss": position_buckets(np.concatenate(all_pos), np.concatenate(all_nll), POSITION_BUCKET)}
+
+
+def corpus_meta(corpus: dict) -> dict:
+    """Manifest numbers of a longppl run: ``longppl``/``ppl`` by the reference's definition (the values
+    compared with the literature), ``longppl_pooled``/``ppl_pooled`` pooled, and ``n_key``."""
+    by = {d: i for i, d in enumerate(corpus["definition"])}
+    r, p = by["reference"], by["pooled"]
+    return {"longppl": corpus["longppl"][r], "ppl": corpus["ppl"][r], "longppl_pooled": corpus["longppl"][p],
+            "ppl_pooled": corpus["ppl"][p], "n_key": corpus["n_key"][r]}

@@ -98,8 +98,41 @@ def longppl_value(nll: np.ndarray, key: np.ndarray) -> float | None:
 
 
 def corpus_longppl(n_key: list[int], values: list[float | None]) -> float | None:
-    """exp(sum n_key * ln LongPPL_doc / sum n_key) over documents with key tokens."""
+    """Pooled: exp(sum n_key * ln LongPPL_doc / sum n_key) over documents with key tokens, i.e. exp of
+    the mean NLL over all key tokens of all documents."""
     pairs = [(n, v) for n, v in zip(n_key, values) if n and v is not None]
     if not pairs:
         return None
     return float(np.exp(sum(n * np.log(v) for n, v in pairs) / sum(n for n, _ in pairs)))
+
+
+def corpus_longppl_reference(n_key: list[int], values: list[float | None]) -> float | None:
+    """The reference's corpus value (Fang et al.'s script): the key-token-weighted arithmetic mean of the
+    per-document LongPPL, sum n_key * LongPPL_doc / sum n_key, over documents with key tokens."""
+    pairs = [(n, v) for n, v in zip(n_key, values) if n and v is not None]
+    if not pairs:
+        return None
+    return float(sum(n * v for n, v in pairs) / sum(n for n, _ in pairs))
+
+
+def corpus_ppl(n_tokens: list[int], ppl: list[float], definition: str) -> float:
+    """Corpus PPL over documents: ``reference`` = token-weighted arithmetic mean of per-document PPL;
+    ``pooled`` = exp of the mean NLL over all tokens (token-weighted geometric mean)."""
+    n, v = np.asarray(n_tokens, dtype=np.float64), np.asarray(ppl, dtype=np.float64)
+    if definition == "reference":
+        return float((n * v).sum() / n.sum())
+    return float(np.exp((n * np.log(v)).sum() / n.sum()))
+
+
+CORPUS_DEFINITIONS = ("reference", "pooled")  # reference first: the value compared with the literature
+
+
+def corpus_rows(n_tokens: list[int], n_key: list[int], ppl: list[float], longppl: list[float | None]) -> dict:
+    """The ``longppl_corpus`` table from the per-document values: one row per definition."""
+    lp = {"reference": corpus_longppl_reference(n_key, longppl), "pooled": corpus_longppl(n_key, longppl)}
+    out: dict[str, list] = {k: [] for k in ("definition", "n_docs", "n_tokens", "n_key", "ppl", "longppl")}
+    for d in CORPUS_DEFINITIONS:
+        for k, v in (("definition", d), ("n_docs", len(n_tokens)), ("n_tokens", int(sum(n_tokens))),
+                     ("n_key", int(sum(n_key))), ("ppl", corpus_ppl(n_tokens, ppl, d)), ("longppl", lp[d])):
+            out[k].append(v)
+    return out

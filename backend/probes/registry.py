@@ -48,12 +48,13 @@ PROBES: dict[str, Probe] = {
         ("token_loss", "position_loss"), _P + "token_loss:run",
     ),
     "key_tokens": Probe(
-        P.KeyTokenParams, "2", "LongPPL key tokens (character spans) chosen by an evaluator",
+        P.KeyTokenParams, "3", "LongPPL key tokens (character spans) chosen by an evaluator",
         ("key_tokens",), _P + "longppl:run_key_tokens", internal=True,
     ),
     "longppl": Probe(
-        P.LongPPLParams, "2", "LongPPL (Fang et al. 2025) and PPL per document",
-        ("longppl", "token_loss", "position_loss"), _P + "longppl:run_longppl", _P + "longppl:dependencies",
+        P.LongPPLParams, "3",
+        "LongPPL (Fang et al. 2025) and PPL per document; corpus values by both definitions",
+        ("longppl", "longppl_corpus", "token_loss", "position_loss"), _P + "longppl:run_longppl", _P + "longppl:dependencies",
     ),
     "niah": Probe(
         P.NIAHParams, "1", "needle-in-a-haystack / passkey accuracy over length x depth",
@@ -68,8 +69,24 @@ PROBES: dict[str, Probe] = {
         ("attention_rows", "head_entropy"), _P + "attention_rows:run",
     ),
     "sweep": Probe(
-        P.SweepParams, "4", "LongPPL and PPL vs receptive field k of the full vs the efficient layers",
+        P.SweepParams, "5", "LongPPL and PPL vs receptive field k of the full vs the efficient layers",
         ("sweep",), _P + "sweep:run", _P + "sweep:dependencies",
+    ),
+    "gradient_influence": Probe(
+        P.GradientInfluenceParams, "1", "gradient norm of the last positions' logits w.r.t. each input embedding, "
+        "binned by distance", ("influence",), _P + "gradient_influence:run",
+    ),
+    "retrieval_probe": Probe(
+        P.RetrievalProbeParams, "1", "logistic-regression probe of the needle's class on each layer's last-token state",
+        ("layer_probe",), _P + "retrieval_probe:run", makes_inputs=True,
+    ),
+    "qk_distance": Probe(
+        P.QKDistanceParams, "1", "Q/K weight distance to the final checkpoint over training, per full-attention head",
+        ("qk_distance",), _P + "qk_distance:run", makes_inputs=True,
+    ),
+    "attributions": Probe(
+        P.AttributionParams, "1", "Integrated Gradients (captum) of the answer token over the input embeddings",
+        ("attributions",), _P + "attributions:run", makes_inputs=True,
     ),
 }
 

@@ -9,6 +9,11 @@ value's character span(s).
   probability on the needle tokens.
 - ``copy`` (Wu et al. 2024): fraction of answer rows whose top-1 key is a needle token carrying
   the very token being predicted, averaged over samples.
+- ``authors`` (the paper's released script): the prompt alone (prefill, no teacher forcing), one query
+  row (the token before the answer), attention mass on the prompt tokens whose ids match the answer's
+  token variants (with and without a leading space), averaged over samples. Token matching also counts
+  equal tokens outside the needle (a digit of the haystack), which is why ``mass`` (character spans)
+  is the default.
 
 Probabilities come from ``backend.attention_probe.row_probs`` (only the needed rows; never an
 L x L matrix). Non-attention layers are reported with a null score and their layer type.
@@ -29,8 +34,31 @@ def needle_positions(offsets: list[tuple[int, int]], spans) -> list[int]:
     return [i for i, (a, b) in enumerate(offsets) if b > a and any(a < e and b > s for s, e in spans)]
 
 
+def answer_token_positions(codec, prompt_ids: list[int], answer: str) -> list[int]:
+    """The authors' needle tokens: prompt positions whose token id is one of the answer's token ids, over
+    its tokenisations with and without a leading space (token matching: equal tokens elsewhere in the
+    prompt match too)."""
+    variants = {t for text in (answer, " " + answer) for t in codec.encode(text).ids}
+    return [i for i, t in enumerate(prompt_ids) if t in variants]
+
+
+def sample_scores_authors(model, codec, prompt: str, answer: str, device) -> dict[int, np.ndarray]:
+    """{layer: score per head}, the paper's script: prefill of the prompt alone, one query row (the last
+    prompt token, the one before the answer), attention mass on the matched answer tokens."""
+    ids = codec.encode(prompt).ids
+    needles = answer_token_positions(codec, ids, answer)
+    if not needles:
+        raise ValueError("data: no prompt token matches the answer's tokens")
+    x = torch.tensor([ids], device=device)
+    need = torch.tensor(needles, device=device)
+    out = row_probs(model, x, [len(ids) - 1], reduce=lambda layer, probs: probs[:, :, need].sum(-1).mean(-1))
+    return {layer: v.cpu().numpy() for layer, v in out.items()}
+
+
 def sample_scores(model, codec, prompt: str, answer: str, spans, metric: str, device) -> dict[int, np.ndarray]:
     """{layer: score per head} for one sample."""
+    if metric == "authors":
+        return sample_scores_authors(model, codec, prompt, answer, device)
     enc = codec.encode(prompt + " " + answer)
     ids, offsets = enc.ids, enc.offsets
     start = len(prompt) + 1  # the answer's first character (after the separating space)

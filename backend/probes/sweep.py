@@ -5,7 +5,9 @@ Each point is its own cached ``longppl`` run: the spec's ablation plus ``rf[<lay
 (``restrict_efficient``), plus one unrestricted baseline. The layer groups come from the loaded
 model's layer types (its adapter's ``info()``). This probe only collects the points: one row per
 point and metric, ``metric`` = ``longppl`` (undefined, so absent, when the evaluator finds no key
-tokens) or ``ppl`` (all tokens; always present).
+tokens) or ``ppl`` (all tokens; always present), by the reference's corpus definition (Fang et al.'s
+script: weighted arithmetic means of the per-document values), and ``longppl_pooled`` / ``ppl_pooled``
+(exp of the mean NLL over all key tokens / all tokens).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from models.ablation import Ablation
 from models.plan import FULL, ModelInfo
 
 _LONGPPL = ("n_docs", "max_tokens", "trunc_len", "stride", "alpha", "beta", "evaluator")
-METRICS = (("longppl", "longppl"), ("ppl", "ppl"))  # (metric, key of the longppl run's manifest meta)
+# (metric, key of the longppl run's manifest meta): the reference's corpus definition, then pooled
+METRICS = (("longppl", "longppl"), ("ppl", "ppl"), ("longppl_pooled", "longppl_pooled"), ("ppl_pooled", "ppl_pooled"))
 
 
 def _selector(idx: list[int]) -> str:

@@ -69,7 +69,8 @@ def test_sweep_rows_split_by_metric_and_the_metrics_match_the_probe():
     from app import data
     from backend.probes.sweep import METRICS
 
-    assert set(data.SWEEP_METRICS.values()) == {metric for metric, _ in METRICS}
+    known = {**data.SWEEP_METRICS, **data.POOLED_SWEEP_METRICS}
+    assert set(known.values()) == {metric for metric, _ in METRICS}
     df = pd.DataFrame(
         {
             "model": ["m"] * 5,

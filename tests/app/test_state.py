@@ -170,7 +170,7 @@ def test_a_broken_defaults_file_is_ignored_with_the_reason(tmp_path, text, needl
 def test_parse_params_values():
     assert parse_params("", "longppl") == {}
     assert parse_params("evaluator=zoo/big;alpha=1.5", "longppl") == {"alpha": 1.5, "evaluator": "zoo/big"}
-    assert parse_params("trunc_len=4096", "longppl") == {}  # defaults are dropped
+    assert parse_params("trunc_len=1024", "longppl") == {}  # defaults are dropped
     assert format_params({"lengths": [256, 512], "samples": 3}) == "lengths=256,512;samples=3"
     with pytest.raises(ValueError, match="params: malformed entry"):
         parse_params("max_tokens", "token_loss")

@@ -69,7 +69,7 @@ BAD = [  # (command line, text the one-line message must contain)
     (RH + " --param depths=1.5", "params.depths: each depth must be in [0, 1]"),
     (RH + " --param lengths=8", "params.lengths: each length must be in [16,"),
     (RH + " --param haystack=forest", "params.haystack: Input should be 'repeat' or 'text'"),
-    (RH + " --param metric=bogus", "params.metric: Input should be 'mass' or 'copy'"),
+    (RH + " --param metric=bogus", "params.metric: Input should be 'mass', 'copy' or 'authors'"),
     (RH + " --param samples=-1", "params.samples: Input should be greater than or equal to 1"),
     # attention_rows on a non-attention layer / heads out of range
     (AR + " --param layers=0", "params.layers: [0] are not attention layers; attention layers: [1]"),

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 
 from backend.probes.longppl_math import (
     corpus_longppl,
+    corpus_longppl_reference,
+    corpus_ppl,
     key_mask,
     longppl_value,
     short_logprobs,
@@ -104,6 +106,15 @@ def test_longppl_value_and_corpus_by_hand():
     expected = math.exp((2 * 1 + 3 * 2) / 5)
     assert corpus_longppl([2, 0, 3], [math.e, None, math.e**2]) == pytest.approx(expected)
     assert corpus_longppl([0, 0], [None, None]) is None
+    # the reference's corpus value: the key-token-weighted arithmetic mean of the per-document LongPPL
+    got = corpus_longppl_reference([2, 0, 3], [math.e, None, math.e**2])
+    assert got == pytest.approx((2 * math.e + 3 * math.e**2) / 5)
+    assert corpus_longppl_reference([0], [None]) is None
+    assert corpus_ppl([1, 3], [2.0, 4.0], "reference") == pytest.approx(3.5)
+    assert corpus_ppl([1, 3], [2.0, 4.0], "pooled") == pytest.approx(math.exp((math.log(2) + 3 * math.log(4)) / 4))
+    # the two definitions can reorder variants: A has the lower pooled value, B the lower reference value
+    a, b = ([10, 10], [2.0, 50.0]), ([10, 10], [12.0, 13.0])
+    assert corpus_longppl(*a) < corpus_longppl(*b) and corpus_longppl_reference(*a) > corpus_longppl_reference(*b)
 
 
 # ------------------------------------------------------------------- short context: fast vs naive
@@ -160,9 +171,16 @@ def test_longppl_run_matches_its_token_table_and_reuses_key_tokens(tmp_path):
             assert lp["n_key"][row] == int((sel & is_key).sum())
             assert lp["longppl"][row] == pytest.approx(math.exp(nll[sel & is_key].mean()), rel=1e-6)
             assert lp["ppl"][row] == pytest.approx(math.exp(nll[sel].mean()), rel=1e-6)
-        corpus = lp["longppl"][lp["doc"].index(-1)]
-        assert corpus == pytest.approx(math.exp(nll[is_key].mean()), rel=1e-6)
-        assert res.manifest["meta"]["longppl"] == pytest.approx(corpus, rel=1e-12)
+        assert -1 not in lp["doc"]  # the corpus values are their own table, named by definition
+        c = res.tables["longppl_corpus"]
+        assert c["definition"] == ["reference", "pooled"] and c["n_key"] == [int(is_key.sum())] * 2
+        pooled, ref = c["longppl"][1], c["longppl"][0]
+        assert pooled == pytest.approx(math.exp(nll[is_key].mean()), rel=1e-6)  # exp of the mean over all keys
+        assert ref == pytest.approx(np.dot(lp["n_key"], lp["longppl"]) / sum(lp["n_key"]), rel=1e-12)
+        assert c["ppl"][1] == pytest.approx(math.exp(nll.mean()), rel=1e-6)
+        assert c["ppl"][0] == pytest.approx(np.dot(lp["n_tokens"], lp["ppl"]) / sum(lp["n_tokens"]), rel=1e-12)
+        meta = res.manifest["meta"]
+        assert (meta["longppl"], meta["longppl_pooled"], meta["ppl"]) == (ref, pooled, c["ppl"][0])
     assert plain.tables["longppl"]["longppl"] != ablated.tables["longppl"]["longppl"]
 
 
@@ -200,4 +218,7 @@ def test_sweep_collects_longppl_and_ppl_of_its_cached_points(tmp_path):
         x = 300.0 if name == "baseline" else float(ablation.rsplit("=", 1)[1])
         assert got[(name, "longppl", x)] == point.manifest["meta"]["longppl"]
         assert got[(name, "ppl", x)] == point.manifest["meta"]["ppl"]
-    assert len(rows["name"]) == 2 * (1 + 2 * 2)  # (baseline + 2 groups x 2 ks) x (LongPPL, PPL)
+        assert got[(name, "longppl_pooled", x)] == point.manifest["meta"]["longppl_pooled"]
+        assert got[(name, "ppl_pooled", x)] == point.manifest["meta"]["ppl_pooled"]
+    # (baseline + 2 groups x 2 ks) x (LongPPL, PPL) x (reference, pooled)
+    assert len(rows["name"]) == 4 * (1 + 2 * 2)
