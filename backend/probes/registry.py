@@ -54,7 +54,8 @@ PROBES: dict[str, Probe] = {
     "longppl": Probe(
         P.LongPPLParams, "3",
         "LongPPL (Fang et al. 2025) and PPL per document; corpus values by both definitions",
-        ("longppl", "longppl_corpus", "token_loss", "position_loss"), _P + "longppl:run_longppl", _P + "longppl:dependencies",
+        ("longppl", "longppl_corpus", "token_loss", "position_loss"), _P + "longppl:run_longppl",
+        _P + "longppl:dependencies",
     ),
     "niah": Probe(
         P.NIAHParams, "1", "needle-in-a-haystack / passkey accuracy over length x depth",
