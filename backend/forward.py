@@ -1,12 +1,26 @@
 """Model forwards the probes share: hidden states and per-token NLL without full-vocab logits for all
-positions at once. Every model is reached through its adapter (decoder + loss head)."""
+positions at once. Every model is reached through its adapter (decoder + loss head).
+
+``token_nll`` remembers its last few results per model: the runs of one document (token_loss, the
+key_tokens long pass, the longppl pass of an unablated model) ask for the same NLL, and a repeat is
+answered without a forward, with the very tensor values a forward would give. A result is reused only
+for the same ids, the same plans in force (or none), the same attention implementation and the same
+weights (each parameter's storage and version counter, so an in-place update or a dtype cast is a new
+key), in eval mode, without autocast and with no capture active; anything else recomputes.
+"""
 
 from __future__ import annotations
+
+import weakref
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
 
-from models.adapters import adapter_for
+from models.adapters import adapter_for, model_state
+
+NLL_CACHE_SIZE = 4  # results kept per model
+_NLL_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> OrderedDict(key -> nll)
 
 
 @torch.inference_mode()
@@ -34,5 +48,26 @@ def nll_from_hidden(
 
 
 def token_nll(model: torch.nn.Module, ids: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    """Per-token NLL [B, L-1] of a batch of unpadded sequences."""
-    return nll_from_hidden(model, hidden_states(model, ids), ids, chunk)
+    """Per-token NLL [B, L-1] of a batch of unpadded sequences (a repeat comes from the cache, see above)."""
+    key = _nll_key(model, ids, chunk)
+    cache = _NLL_CACHE.setdefault(model, OrderedDict()) if key is not None else None
+    if cache is not None and key in cache:
+        cache.move_to_end(key)
+        return cache[key].clone()
+    out = nll_from_hidden(model, hidden_states(model, ids), ids, chunk)
+    if cache is not None:
+        cache[key] = out.clone()
+        while len(cache) > NLL_CACHE_SIZE:
+            cache.popitem(last=False)
+    return out
+
+
+def _nll_key(model: torch.nn.Module, ids: torch.Tensor, chunk: int) -> tuple | None:
+    """Everything token_nll's result depends on, or None when it must not be cached."""
+    state = model_state(model)
+    if model.training or state.captured or torch.is_autocast_enabled(ids.device.type):
+        return None
+    weights = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in model.parameters())
+    attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    return (state.plans, attn, weights, chunk, tuple(ids.shape), ids.dtype, str(ids.device),
+            ids.detach().cpu().numpy().tobytes())

@@ -92,3 +92,58 @@ def test_fit_needs_few_tokenisations_of_the_whole_prompt(zoo_tokenizer):
 
     with mock.patch.object(synthetic, "_fit", _fit_reference):
         assert got == _grid("niah", codec.count, [4096], "text", docs, seed=2)
+
+
+def _forwards(model):
+    """A list that gets one entry per decoder forward of ``model``."""
+    calls = []
+    model.model.register_forward_hook(lambda *a: calls.append(1))
+    return calls
+
+
+def test_token_nll_repeats_come_from_the_cache_with_identical_values():
+    import torch
+
+    from backend.forward import hidden_states, nll_from_hidden, token_nll
+    from models.adapters import adapter_for
+    from models.apply import apply_ablation
+    from models.tiny import tiny_model
+
+    model = tiny_model("SSFM", seed=0)
+    calls = _forwards(model)
+    ids = torch.randint(0, 256, (1, 120), generator=torch.Generator().manual_seed(0))
+    want = nll_from_hidden(model, hidden_states(model, ids), ids)
+    n = len(calls)
+    with apply_ablation(model, ""):
+        a = token_nll(model, ids)
+    with apply_ablation(model, ""):  # another run of the same document: no forward
+        b = token_nll(model, ids)
+    assert len(calls) == n + 1 and torch.equal(a, want) and torch.equal(b, want)
+    b += 1  # a caller's tensor is its own
+    with apply_ablation(model, ""):
+        assert torch.equal(token_nll(model, ids), want)
+    for change in ("ablation", "ids", "outside apply", "capture", "weights", "train"):
+        before = len(calls)
+        if change == "ablation":
+            with apply_ablation(model, "window[swa]=4"):
+                token_nll(model, ids)
+        elif change == "ids":
+            token_nll(model, ids.flip(-1))
+        elif change == "outside apply":
+            token_nll(model, ids)
+            token_nll(model, ids)  # (this one is cached)
+        elif change == "capture":
+            with adapter_for(model).capture(names=("q",), layers=[0]) as cap:
+                token_nll(model, ids)
+            assert cap[(0, "q")] is not None
+        elif change == "weights":
+            with torch.no_grad():
+                model.model.norm.weight.mul_(1.5)
+            with apply_ablation(model, ""):
+                assert not torch.equal(token_nll(model, ids), want)
+        else:
+            model.train()
+            token_nll(model, ids)
+            token_nll(model, ids)
+            model.eval()
+        assert len(calls) == before + (2 if change == "train" else 1), change
