@@ -1,4 +1,4 @@
-"""Command line: ``python -m backend models | run | show | sql | serve``.
+"""Command line: ``python -m backend models | run | show | sql | serve | sweep``.
 
 Bad input exits with code 2 and one line on stderr (``error: ...``); a failing probe exits 1.
 ``--json`` prints machine-readable output on stdout; ``--progress`` writes JSON progress lines on
@@ -61,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=_port, default=8765)
     s.add_argument("--host", help="address to listen on (default: $HYBRIDSCOPE_LISTEN_HOST or 127.0.0.1)")
     s.add_argument("--store")
+    w = sub.add_parser("sweep", help="a grid of cached runs on a Dask cluster (LocalCluster on 127.0.0.1 by default)")
+    w.add_argument("--model", action="append", default=[], help="repeat for several models")
+    w.add_argument("--probe", action="append", default=[], help="repeat for several probes")
+    w.add_argument("--ablation", action="append", default=[], help="repeat; '' = none (default: none)")
+    w.add_argument("--data", action="append", default=[], help="repeat; default: the probe's default")
+    w.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="for every point")
+    w.add_argument("--workers", type=_port, default=2, help="local workers (CPU; one per GPU where GPUs exist)")
+    w.add_argument("--scheduler", help="address of a running Dask scheduler (default: start a local cluster)")
+    w.add_argument("--store")
+    w.add_argument("--json", action="store_true")
     return ap
 
 
@@ -127,7 +137,39 @@ def cmd_run(args) -> int:
     out = {"run_id": res.run_id, "cached": res.cached, "store": str(res.store.root), "spec": spec.canonical(),
            "rows": res.manifest.get("rows", {}), "meta": res.manifest.get("meta", {})}
     print(json.dumps(out) if args.json else _human(out))
+    meta = out["meta"]
+    if spec.probe == "longppl" and meta.get("longppl") is None:
+        print(f"note: LongPPL is undefined: the evaluator found no key tokens (n_key {meta.get('n_key')}); "
+              "try a smaller trunc_len / stride, longer documents or another evaluator", file=sys.stderr)
     return 0
+
+
+def cmd_sweep(args) -> int:
+    from backend.dask_sweep import grid, sweep
+
+    params = dict(parse_param(p) for p in args.param)
+    specs = grid(args.model, args.probe, args.ablation or [""], args.data or [None], params)
+    from tqdm import tqdm
+
+    with tqdm(total=100, desc="sweep", unit="%", file=sys.stderr, disable=None) as bar:
+        def progress(f: float, msg: str) -> None:
+            bar.set_postfix_str(msg[:50])
+            bar.update(max(0, int(f * 100) - bar.n))
+
+        try:
+            points = sweep(specs, store=args.store, scheduler=args.scheduler, n_workers=args.workers,
+                           progress=progress)
+        except KeyboardInterrupt:
+            print("error: sweep cancelled", file=sys.stderr)
+            return EXIT_FAILED
+    rows = [p.to_dict() for p in points]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for r in rows:
+            err = f"  {r['error']}" if r["error"] else ""
+            print(f"{r['status']:9} {r['run_id'] or '-':20} {json.dumps(r['spec'])}{err}")
+    return EXIT_FAILED if any(r["status"] == "error" for r in rows) else 0
 
 
 def _human(d: dict) -> str:
@@ -203,7 +245,8 @@ def cmd_serve(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cmds = {"run": cmd_run, "show": cmd_show, "sql": cmd_sql, "models": cmd_models, "serve": cmd_serve}
+    cmds = {"run": cmd_run, "show": cmd_show, "sql": cmd_sql, "models": cmd_models, "serve": cmd_serve,
+            "sweep": cmd_sweep}
     try:
         return cmds[args.cmd](args)
     except (ValueError, LookupError, PermissionError) as e:
