@@ -5,6 +5,8 @@
 #   bash benchmarks/run_gpu.sh mixers probes    # only some steps: attention recurrent mixers probes train
 #   bash benchmarks/run_gpu.sh train            # issue 5: zoo variant vs HF Llama training tokens/s
 #                                               # (opt-in: not in the default list; about 1-2 min)
+#   bash benchmarks/run_gpu.sh runs             # issue 11: Runner.run (retrieval_heads 4K/32K/128K, LongPPL,
+#                                               # token_loss) vs forwards (opt-in; needs pydantic: .whl/zoo/)
 #   bash benchmarks/run_gpu.sh --smoke          # CPU dry run of the same plumbing (no pip, tiny sizes)
 #
 # Never stops early: every step runs under its own hard timeout (and the benches under a soft
@@ -21,8 +23,8 @@ STEPS=()
 for arg in "$@"; do
   case "$arg" in
     --smoke) SMOKE=1 ;;
-    attention|recurrent|mixers|probes|train) STEPS+=("$arg") ;;
-    *) echo "unknown argument: $arg (steps: attention recurrent mixers probes train; or --smoke)" >&2; exit 2 ;;
+    attention|recurrent|mixers|probes|train|runs) STEPS+=("$arg") ;;
+    *) echo "unknown argument: $arg (steps: attention recurrent mixers probes train runs; or --smoke)" >&2; exit 2 ;;
   esac
 done
 [ ${#STEPS[@]} -eq 0 ] && STEPS=(attention recurrent mixers probes)
@@ -68,7 +70,7 @@ else
   A=(); B=()
   if ls .whl/*.whl >/dev/null 2>&1; then
     if python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl \
-        > "$OUT/pip.log" 2>&1; then
+        $(ls .whl/zoo/*.whl 2>/dev/null) > "$OUT/pip.log" 2>&1; then
       export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
       SUMMARY+=("pip fla wheels: ok")
     else
@@ -92,6 +94,8 @@ for s in "${STEPS[@]}"; do
               --out "$OUT/bench_probes.json" ;;
     train) step bench_train 300 python3 benchmarks/bench_train.py "${B[@]}" --budget-s 240 \
               --out "$OUT/bench_train.json" ;;
+    runs) step bench_runs_gpu 540 python3 benchmarks/bench_runs_gpu.py "${B[@]}" --budget-s 480 \
+              --out "$OUT/bench_runs_gpu.json" ;;
   esac
 done
 
