@@ -4,13 +4,12 @@ with no address given on the command line. Started on a free port and stopped by
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 
-from app.serve import ROOT, free_port
+from app.serve import ROOT, free_port, stop
 from tests.netcheck import LOOPBACK_V4, listening
 
 
@@ -32,9 +31,4 @@ def test_dashboard_binds_loopback_by_default(tmp_path):
                 time.sleep(0.3)
         assert listening(port) == [("tcp", LOOPBACK_V4)]
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)

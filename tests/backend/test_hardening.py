@@ -14,25 +14,16 @@ from pathlib import Path
 import pytest
 
 from backend import store as store_mod
-from backend.cli import main
 from backend.codec import CharCodec, HFCodec
 from backend.data.text import load_text_dataset
 from backend.runner import CancelToken, RunCancelled, Runner
 from backend.spec import RunSpec, SpecError
 from backend.store import READ_ONLY_MARK, StoreError, TraceStore
 from backend.store_reader import SqlError, StoreReader
+from tests.backend.test_cli import cli
 
 REPO = Path(__file__).resolve().parents[2]
 TOKENIZER_DIR = REPO / "precomputed" / "zoo" / "full"
-
-
-def cli(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ---- store ----------------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ import warnings
 import pytest
 
 from backend import model_refs
-from backend.cli import main
 from backend.datasets import resolve as resolve_data
 from backend.server import make_app
+from tests.backend.test_cli import cli
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -123,15 +123,6 @@ def test_loading_asks_transformers_for_safetensors_only(tree, monkeypatch):
         loading._load(model_refs.resolve("ok"), "fp", loading.torch.device("cpu"))
     assert seen["use_safetensors"] is True and seen["local_files_only"] is True
     assert seen["trust_remote_code"] is False
-
-
-def cli(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def no_runs(tree) -> bool:
