@@ -64,6 +64,7 @@ BAD = [  # (command line, text the one-line message must contain)
     (RUN + " --param bucket=1.5", "params.bucket: Input should be a valid integer"),
     (LP + " --param alpha=abc", "params.alpha: Input should be a valid number"),
     (LP + " --param trunc_len=64 --param stride=64", "params: stride must be < trunc_len (64), got 64"),
+    (LP + " --param trunc_len=4096", "params: trunc_len must be < max_tokens (4096), got 4096"),
     (LP + " --param trunc_len=4", "params.trunc_len: Input should be greater than or equal to 8"),
     (LP + " --param evaluator=nope/x", "model: unknown model 'nope/x'"),
     (RH + " --param depths=1.5", "params.depths: each depth must be in [0, 1]"),
