@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -39,7 +38,16 @@ from models.ablation_text import (
     selector_key,
     selector_sort_key,
 )
-from models.plan import ATTENTION_KINDS, SELECTOR_WORDS, LayerPlan, ModelInfo, native_plans, recurrence_window
+from models.plan import (
+    ATTENTION,
+    HYBRID,
+    RECURRENT,
+    LayerPlan,
+    ModelInfo,
+    native_plans,
+    recurrence_window,
+    selected_branches,
+)
 
 __all__ = ["Ablation", "AblationError"]
 
@@ -131,10 +139,6 @@ def _mask_heads(raw: Any) -> list[tuple[int, int]]:
 
 def _kinds_summary(info: ModelInfo) -> str:
     return ", ".join(f"{k} x{n}" for k, n in Counter(info.layer_types).items())
-
-
-def _is_attention(kind: str) -> bool:
-    return kind in ATTENTION_KINDS
 
 
 class Ablation(BaseModel):
@@ -244,14 +248,15 @@ class Ablation(BaseModel):
 
         Attention layers get ``window = min(window, receptive_field)`` (None = infinity) and the
         ablation's sinks when that window is not None. Recurrent layers get ``receptive_field``
-        (which must be >= ``info.conv_kernel``). Raises :class:`AblationError` for selectors that
-        do not fit the model (see :meth:`_match`), out-of-range layers/heads, and sinks that no
-        layer can take.
+        (which must be >= ``info.conv_kernel``); hybrid layers get both, per branch
+        (:func:`models.plan.selected_branches`: ``rf[full]`` their attention, ``rf[linear]`` their
+        recurrence as ``recurrent_field``). Raises :class:`AblationError` for selectors that do not fit
+        the model (see :meth:`_match`), out-of-range layers/heads, and sinks that no layer can take.
         """
         n = info.num_layers
-        window = self._match("window", info, _is_attention)
-        pe = self._match("pe", info, _is_attention)
-        rf = self._match("receptive_field", info, lambda kind: True)
+        window = self._match("window", info, (ATTENTION,))[ATTENTION]
+        pe = self._match("pe", info, (ATTENTION,))[ATTENTION]
+        rf = self._match("receptive_field", info, (ATTENTION, RECURRENT))
         skips = set(self.skip_layers)
         for i in skips:
             if i >= n:
@@ -263,12 +268,12 @@ class Ablation(BaseModel):
             if head >= info.num_heads[layer]:
                 raise AblationError(f"ablation.mask_heads: head {head} of layer {layer} out of range; layer "
                                     f"{layer} ({info.layer_types[layer]}) allows heads "
-                                    f"{_range(info.num_heads[layer])}")
+                                    f"{_range(info.num_heads[layer], 'heads')}")
             heads.setdefault(layer, []).append(head)
         plans, sinks_used = [], False
         for i, plan in enumerate(native_plans(info)):
-            r_sel, r = rf.get(i, (None, None))
             if plan.is_attention:
+                r = rf[ATTENTION].get(i, (None, None))[1]
                 w = window[i][1] if i in window else plan.window
                 eff = r if w is None else (w if r is None else min(w, r))
                 sinks = self.sinks if eff is not None else 0
@@ -276,14 +281,16 @@ class Ablation(BaseModel):
                 chunk = None if i in window else plan.chunk  # a window override replaces chunking
                 plan = replace(plan, window=eff, pe=pe[i][1] if i in pe else plan.pe, receptive_field=r,
                                sinks=sinks, chunk=chunk)
-            elif r is not None:
+            if i in rf[RECURRENT]:
+                r_sel, r = rf[RECURRENT][i]
                 try:
                     recurrence_window(r, info.conv_kernel)
                 except ValueError:
                     raise AblationError(f"ablation.receptive_field[{r_sel}]: {r} is shorter than the "
                                         f"short-conv width of layer {i} ({plan.kind}); allowed: >= "
                                         f"{info.conv_kernel} on recurrent layers") from None
-                plan = replace(plan, receptive_field=r)
+                field = "recurrent_field" if plan.kind == HYBRID else "receptive_field"
+                plan = replace(plan, **{field: r})
             plans.append(replace(plan, skip=i in skips, masked_heads=tuple(heads.get(i, ()))))
         if self.sinks and not sinks_used:
             raise AblationError(f"ablation.sinks: no attention layer of this model is windowed after this "
@@ -292,48 +299,53 @@ class Ablation(BaseModel):
         return plans
 
     def _match(
-        self, field: str, info: ModelInfo, applies: Callable[[str], bool]
-    ) -> dict[int, tuple[str, Any]]:
-        """layer -> (selector, value) for one selector field.
+        self, field: str, info: ModelInfo, branches: tuple[str, ...]
+    ) -> dict[str, dict[int, tuple[str, Any]]]:
+        """branch -> {layer -> (selector, value)} for one selector field and the ``branches`` it sets.
 
-        Words select only the layers the field applies to (and must select at least one);
-        explicit indices must be in range and name layers the field applies to; no layer may be
-        selected twice.
+        Words select the layers (branches) they address (:func:`models.plan.selected_branches`) and
+        must select at least one; explicit indices must be in range and name layers with one of
+        ``branches``; no layer's branch may be selected twice.
         """
         n, types = info.num_layers, info.layer_types
-        out: dict[int, tuple[str, Any]] = {}
+        out: dict[str, dict[int, tuple[str, Any]]] = {b: {} for b in branches}
         for key, value in getattr(self, field).items():
             sel = parse_selector(key, field)
             path = f"ablation.{field}[{key}]"
-            if isinstance(sel, str):
-                layers = [i for i, k in enumerate(types) if SELECTOR_WORDS[sel](k) and applies(k)]
-                if not layers:
-                    raise AblationError(f"{path}: selects no layer of this model ({_kinds_summary(info)}); "
-                                        f"allowed: selectors matching {_applies_to(field)}")
-            else:
+            word = sel if isinstance(sel, str) else None
+            if word is None:
                 if sel[-1][1] >= n:
                     bad = max(sel[-1][0], n)
                     raise AblationError(f"{path}: layer {bad} out of range; allowed: {_range(n)}")
                 layers = [i for lo, hi in sel for i in range(lo, hi + 1)]
                 for i in layers:
-                    if not applies(types[i]):
-                        hint = " — use receptive_field" if field == "window" else ""
-                        raise AblationError(f"{path}: {field} applies to attention layers; layer {i} is "
-                                            f"{types[i]}{hint}")
-            for i in layers:
-                if i in out:
-                    raise AblationError(f"ablation.{field}: layer {i} is selected by both {out[i][0]!r} and "
+                    if not set(selected_branches(None, types[i])) & set(branches):
+                        if field != "receptive_field":
+                            hint = " — use receptive_field" if field == "window" else ""
+                            raise AblationError(f"{path}: {field} applies to attention layers; layer {i} is "
+                                                f"{types[i]}{hint}")
+                        raise AblationError(f"{path}: receptive_field applies to layers with a token mixer; "
+                                            f"layer {i} is {types[i]} (no token mixer); allowed: skip_layers")
+            else:
+                layers = range(n)
+            picked = [(i, b) for i in layers for b in selected_branches(word, types[i]) if b in branches]
+            if word is not None and not picked:
+                raise AblationError(f"{path}: selects no layer of this model ({_kinds_summary(info)}); "
+                                    f"allowed: selectors matching {_applies_to(field)}")
+            for i, b in picked:
+                if i in out[b]:
+                    raise AblationError(f"ablation.{field}: layer {i} is selected by both {out[b][i][0]!r} and "
                                         f"{key!r}; allowed: each layer selected at most once per field")
-                out[i] = (key, value)
+                out[b][i] = (key, value)
         return out
 
 
 def _applies_to(field: str) -> str:
-    return "attention layers" if field in ("window", "pe") else "any layer"
+    return "attention layers" if field in ("window", "pe") else "any layer with a token mixer"
 
 
-def _range(n: int) -> str:
-    return f"0-{n - 1}" if n > 0 else "none (no layers)"
+def _range(n: int, what: str = "layers") -> str:
+    return f"0-{n - 1}" if n > 0 else f"none (no {what})"
 
 
 def _merge_dict(field: str, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

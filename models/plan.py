@@ -4,9 +4,14 @@ An :class:`~models.ablation.Ablation` is resolved against a :class:`ModelInfo` i
 :class:`LayerPlan` per layer. Native models (``models/modeling.py``) and HF adapters
 (``models/adapters/``) only ever consume ``LayerPlan`` objects; they never parse ablations.
 
-Layer kinds use HF's ``layer_types`` names. ``ATTENTION_KINDS`` take windows, positional
-encodings and sinks; ``LINEAR_KINDS`` (recurrent mixers) take only receptive fields, skips and
-head masks.
+Layer kinds use HF's ``layer_types`` names, made specific for recurrent layers (``mamba2``,
+``gated_deltanet``, ``mamba`` = Mamba-1, ``short_conv``, ``lightning_attention``). ``ATTENTION_KINDS``
+take windows, positional encodings and sinks; ``LINEAR_KINDS`` (recurrent mixers) take only receptive
+fields, skips and head masks. A ``hybrid`` layer (Falcon-H1) runs an attention branch and a Mamba-2
+branch in parallel: the attention toggles and ``rf[full]`` address its attention branch, ``rf[linear]``
+its recurrent branch (``LayerPlan.recurrent_field``), ``rf[all]`` / explicit indices both
+(:func:`selected_branches`, the one place that says so). Layers without a token mixer (Nemotron-H's
+``mlp`` / ``moe`` blocks) keep HF's name; only skips apply to them.
 """
 
 from __future__ import annotations
@@ -16,22 +21,50 @@ from dataclasses import dataclass, field
 FULL = "full_attention"
 SWA = "sliding_attention"
 CHUNKED = "chunked_attention"  # Llama 4: a query sees the keys of its own chunk of `chunk` tokens
+HYBRID = "hybrid"  # Falcon-H1: attention and Mamba-2 in parallel in one layer (their outputs summed)
 MAMBA2 = "mamba2"
 GDN = "gated_deltanet"
-ATTENTION_KINDS = (FULL, SWA, CHUNKED)
+MAMBA = "mamba"  # Mamba-1 (selective scan, a diagonal state per channel; Jamba)
+SHORT_CONV = "short_conv"  # gated short convolution (LFM2): no state beyond the conv width
+LIGHTNING = "lightning_attention"  # linear attention with a per-head decay (MiniMax)
+ATTENTION_KINDS = (FULL, SWA, CHUNKED, HYBRID)
 PE_VALUES = ("rope", "nope")
-LINEAR_KINDS = (MAMBA2, GDN, "linear_attention", "mamba")
+LINEAR_KINDS = (MAMBA2, GDN, MAMBA, SHORT_CONV, LIGHTNING, "linear_attention")
+ATTENTION, RECURRENT = "attention", "recurrent"  # the branches (token mixers) a layer can have
 # one letter per native layer kind: tiny/<pattern> refs, HybridConfig.from_pattern, zoo variant names
 LAYER_LETTERS = {"F": FULL, "S": SWA, "M": MAMBA2, "G": GDN}
 
 # selector word -> predicate on a layer kind
 SELECTOR_WORDS = {
     "all": lambda kind: True,
-    "full": lambda kind: kind == FULL,
+    "full": lambda kind: kind in (FULL, HYBRID),
     "swa": lambda kind: kind == SWA,
     "chunked": lambda kind: kind == CHUNKED,
-    "linear": lambda kind: kind in LINEAR_KINDS,
+    "linear": lambda kind: kind in LINEAR_KINDS or kind == HYBRID,
 }
+
+
+def branches(kind: str) -> tuple[str, ...]:
+    """The token mixers of a ``kind`` layer: attention, recurrent, both (hybrid), or none (mlp / moe)."""
+    if kind == HYBRID:
+        return (ATTENTION, RECURRENT)
+    if kind in ATTENTION_KINDS:
+        return (ATTENTION,)
+    return (RECURRENT,) if kind in LINEAR_KINDS else ()
+
+
+def selected_branches(word: str | None, kind: str) -> tuple[str, ...]:
+    """The branches of a ``kind`` layer that selector ``word`` addresses (None: an explicit index).
+
+    ``all`` and indices address every branch; another word addresses the layer only if
+    :data:`SELECTOR_WORDS` says so, and of a hybrid layer only the branch it names (``full`` its
+    attention, ``linear`` its recurrence). A layer without a token mixer has no branch to address.
+    """
+    if word is not None and not SELECTOR_WORDS[word](kind):
+        return ()
+    if kind == HYBRID and word not in (None, "all"):
+        return (ATTENTION,) if word == "full" else (RECURRENT,)
+    return branches(kind)
 
 
 @dataclass(frozen=True)
@@ -65,6 +98,8 @@ class LayerPlan:
     here only for display.
     ``chunk``: chunked attention (Llama 4): a query sees only keys of its own ``chunk``-token block
     (intersected with ``window`` when both are set); None = not chunked.
+    ``recurrent_field``: hybrid layers only: the receptive field of the recurrent branch (as
+    ``receptive_field`` of a recurrent layer); None = unrestricted.
     ``sinks``: the first n tokens stay visible to windowed attention (0 = none).
     ``skip``: the mixer output is zeroed (the residual stream passes through).
     ``masked_heads``: head indices whose output is zeroed before the output projection.
@@ -75,6 +110,7 @@ class LayerPlan:
     pe: str | None = None
     receptive_field: int | None = None
     chunk: int | None = None
+    recurrent_field: int | None = None
     sinks: int = 0
     skip: bool = False
     masked_heads: tuple[int, ...] = field(default_factory=tuple)
@@ -129,11 +165,15 @@ def check_plans(info: ModelInfo, plans: list[LayerPlan] | tuple[LayerPlan, ...])
                 raise ValueError(f"plans[{i}].window: expected an int >= 1 or None, got {p.window!r}")
             if p.chunk is not None and (not isinstance(p.chunk, int) or p.chunk < 1):
                 raise ValueError(f"plans[{i}].chunk: expected an int >= 1 or None, got {p.chunk!r}")
-        else:
-            if p.window is not None or p.pe is not None or p.chunk is not None:
-                raise ValueError(f"plans[{i}].window/pe: recurrent layer {i} ({kind}) takes None for both")
+        elif p.window is not None or p.pe is not None or p.chunk is not None:
+            raise ValueError(f"plans[{i}].window/pe: recurrent layer {i} ({kind}) takes None for both")
+        if not branches(kind) and p.receptive_field is not None:
+            raise ValueError(f"plans[{i}].receptive_field: layer {i} ({kind}) has no token mixer to restrict")
+        if kind != HYBRID and p.recurrent_field is not None:
+            raise ValueError(f"plans[{i}].recurrent_field: only hybrid layers have one; layer {i} is {kind}")
+        if RECURRENT in branches(kind):
             try:
-                recurrence_window(p.receptive_field, info.conv_kernel)
+                recurrence_window(p.recurrent_field if kind == HYBRID else p.receptive_field, info.conv_kernel)
             except ValueError as e:
                 raise ValueError(f"plans[{i}].{e}") from None
 
