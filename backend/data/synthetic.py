@@ -15,6 +15,7 @@ import bisect
 import itertools
 import random
 import re
+import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -312,3 +313,10 @@ def passkey_grid(count_tokens: Any, lengths: Sequence[int], depths: Sequence[flo
                  seed: int = 0, haystack: str = "repeat", docs: Sequence[Any] | None = None) -> list[Sample]:
     """Passkey retrieval samples over lengths x depths x samples."""
     return make_grid("passkey", count_tokens, lengths, depths, samples, seed, haystack, docs)
+
+
+def first_word(text: str) -> str:
+    """The exact-match rule of the NIAH / passkey tasks: the first whitespace-separated word of a
+    continuation, surrounding punctuation stripped (compared with ``Sample.answer``)."""
+    m = re.match(r"\s*(\S+)", text)
+    return m.group(1).strip(string.punctuation) if m else ""

@@ -7,10 +7,7 @@ punctuation stripped, equals the needle value. Decoding recomputes the full sequ
 
 from __future__ import annotations
 
-import re
-import string
-
-from backend.data.synthetic import Sample, make_grid
+from backend.data.synthetic import Sample, first_word, make_grid
 from backend.probes.context import ProbeContext
 from models.generate import greedy_generate
 
@@ -19,11 +16,6 @@ def samples_for(ctx: ProbeContext) -> list[Sample]:
     p = ctx.params
     return make_grid(p.task, ctx.lm.codec.count, list(p.lengths), list(p.depths), p.samples, seed=p.seed,
                      haystack=p.haystack, docs=ctx.docs)
-
-
-def first_word(text: str) -> str:
-    m = re.match(r"\s*(\S+)", text)
-    return m.group(1).strip(string.punctuation) if m else ""
 
 
 def run(ctx: ProbeContext) -> dict:
