@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from models.adapters import cohere2, exaone4, gpt_oss, llama4, native  # noqa: F401  (register the families)
+from models.adapters import cohere2, exaone4, gpt_oss, hf_hybrid, llama4, native  # noqa: F401  (register the families)
 from models.adapters.base import REGISTRY, ModelAdapter, UnsupportedModel, model_state
 from models.adapters.hf import HFAdapter
 from models.adapters.hf_attention import ATTN_NAME

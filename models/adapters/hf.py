@@ -28,7 +28,7 @@ from models.adapters.hf_attention import (
 )
 from models.adapters.hf_capture import start_capture
 from models.capture import Capture
-from models.plan import ATTENTION_KINDS, CHUNKED, FULL, SWA, LayerPlan, ModelInfo
+from models.plan import ATTENTION_KINDS, CHUNKED, FULL, HYBRID, SWA, LayerPlan, ModelInfo
 
 
 class HFAdapter(ModelAdapter):
@@ -100,11 +100,11 @@ class HFAdapter(ModelAdapter):
         windows: list[int | None] = []
         chunks: list[int | None] = []
         for i, kind in enumerate(kinds):
-            if kind not in ATTENTION_KINDS:
+            if kind not in ATTENTION_KINDS or kind == HYBRID:  # hybrid layers: their family's adapter
                 raise UnsupportedModel(
                     f"config.layer_types[{i}]: {kind!r} layers are not supported by the {cls.family} adapter "
                     f"(model_type {getattr(config, 'model_type', '?')!r}); supported layer types: "
-                    f"{', '.join(ATTENTION_KINDS)}"
+                    f"{', '.join(k for k in ATTENTION_KINDS if k != HYBRID)}"
                 )
             if kind == SWA and not isinstance(cfg.sliding_window, int):
                 raise UnsupportedModel(
@@ -137,6 +137,11 @@ class HFAdapter(ModelAdapter):
 
     def attention_module(self, i: int) -> nn.Module:
         return getattr(self.layers()[i], self.mixer_name)
+
+    def mixer_outputs(self, i: int) -> list[tuple[nn.Module, float]]:
+        """The modules whose outputs, scaled and summed, are layer ``i``'s mixer output (the "mixer_out"
+        capture): the attention module here; recurrent / hybrid families say more."""
+        return [(self.attention_module(i), 1.0)]
 
     def rope_scale(self) -> float:
         """The magnitude the model's rotary embedding gives (cos, sin): its ``attention_scaling`` (YaRN's
@@ -213,16 +218,15 @@ class HFAdapter(ModelAdapter):
                     del cfg._attn_was_changed
 
         stack.callback(restore)
-        for i, plan in enumerate(plans):
-            module = self.attention_module(i)
+        attention = [i for i, plan in enumerate(plans) if plan.is_attention]
+        for i in attention:
+            plan, module = plans[i], self.attention_module(i)
             if getattr(module, "layer_idx", i) != i:
                 raise RuntimeError(f"{self.family}: layer {i}'s attention has layer_idx {module.layer_idx}")
             ACTIVE_PLANS[module] = plan
             stack.callback(ACTIVE_PLANS.pop, module, None)
         self.model.set_attn_implementation(ATTN_NAME)
-        stale = [
-            i for i in range(len(plans)) if self.attention_module(i).config._attn_implementation != ATTN_NAME
-        ]
+        stale = [i for i in attention if self.attention_module(i).config._attn_implementation != ATTN_NAME]
         if stale:
             raise RuntimeError(
                 f"{self.family}: could not switch layers {stale} to attn_implementation '{ATTN_NAME}' "
@@ -231,6 +235,8 @@ class HFAdapter(ModelAdapter):
 
     def _install_hooks(self, plans: Sequence[LayerPlan], info: ModelInfo, stack: contextlib.ExitStack) -> None:
         for i, plan in enumerate(plans):
+            if not plan.is_attention:  # recurrent layers: their family's adapter
+                continue
             attn = self.attention_module(i)
             if plan.pe != info.pe[i]:
                 if plan.pe == "nope":

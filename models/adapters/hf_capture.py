@@ -8,8 +8,10 @@
   arguments; its mask function is ``<inner>``'s mask function, so transformers builds the same mask
   as without the capture: logits are bit for bit unchanged. The inner name travels in the
   implementation name itself, so no table maps configs to implementations.
-* ``"mixer_out"``: a forward hook on each captured layer's attention module records its output
-  [B, L, hidden] (after head masks; after a skip when the ablation was entered first).
+* ``"mixer_out"``: forward hooks on each captured layer's mixer modules (``adapter.mixer_outputs(i)``:
+  its attention, its recurrent mixer, or both branches of a hybrid layer, scaled and summed as the
+  layer sums them) record its output [B, L, hidden] (after head masks; after a skip when the ablation
+  was entered first). q / k exist for attention layers only.
 
 Order: enter ``apply()`` / ``apply_ablation()`` first, then ``capture()``. An ablation entered *inside*
 a capture would replace the capture's implementation (or run its skip hook after the capture hook);
@@ -31,6 +33,7 @@ from torch import nn
 
 from models.adapters.base import ModelAdapter, model_state
 from models.capture import Capture
+from models.plan import ATTENTION_KINDS
 
 CAPTURE_ATTN_NAME = "hybridscope_capture"
 
@@ -150,28 +153,48 @@ def _guard(adapter: ModelAdapter, want_qk: bool) -> Callable:
     return hook
 
 
-def _mixer_out_hook(cap: Capture, layer: int) -> Callable:
-    def hook(module: nn.Module, args, output) -> None:
-        cap.record(layer, "mixer_out", output[0] if isinstance(output, tuple) else output)
+def _mixer_out_hooks(cap: Capture, layer: int, parts: list[tuple[nn.Module, float]]) -> list[Callable]:
+    """Forward hooks recording layer ``layer``'s mixer output: the scaled sum of ``parts``' outputs (one
+    part for most layers; a hybrid layer's branches are recorded once the last of them has run)."""
+    pending: list[torch.Tensor] = []
 
-    return hook
+    def make(scale: float) -> Callable:
+        def hook(module: nn.Module, args, output) -> None:
+            out = output[0] if isinstance(output, tuple) else output
+            pending.append(out if scale == 1.0 else out * scale)
+            if len(pending) == len(parts):
+                total = pending[0] if len(parts) == 1 else sum(pending[1:], pending[0])
+                pending.clear()
+                cap.record(layer, "mixer_out", total)
+
+        return hook
+
+    return [make(scale) for _, scale in parts]
 
 
 def start_capture(adapter: ModelAdapter, cap: Capture, stack: ExitStack) -> None:
-    """The HF half of :meth:`ModelAdapter.capture` (names, layers and the busy check already done)."""
-    modules = {i: adapter.attention_module(i) for i in cap.layers}
+    """The HF half of :meth:`ModelAdapter.capture` (names, layers and the busy check already done). q / k
+    come from the attention layers (a recurrent layer records none), mixer_out from every layer."""
+    kinds = adapter.info().layer_types
+    modules = {i: adapter.attention_module(i) for i in cap.layers if kinds[i] in ATTENTION_KINDS}
     want_qk = "q" in cap.names or "k" in cap.names
-    if want_qk:
+    if want_qk and modules:
         for m in modules.values():  # fail early (before switching) if an implementation is unknown
             _inner_attention(m, inner_of(m.config._attn_implementation))
         _switch_configs(adapter, stack)
         stale = [i for i, m in modules.items() if not is_capture(m.config._attn_implementation)]
         if stale:
             raise RuntimeError(f"capture: could not switch layers {stale} to '{CAPTURE_ATTN_NAME}'")
-    guard = _guard(adapter, want_qk)
-    for i, m in modules.items():
+    guard, plain = _guard(adapter, want_qk), _guard(adapter, False)
+    for m in modules.values():
         _CAPTURES[m] = cap  # record() keeps only the requested names
         stack.callback(_CAPTURES.pop, m, None)
         stack.callback(m.register_forward_pre_hook(guard).remove)
+    for i in cap.layers:
+        parts = adapter.mixer_outputs(i)
+        for m, _ in parts:
+            if m is not modules.get(i):
+                stack.callback(m.register_forward_pre_hook(plain).remove)
         if "mixer_out" in cap.names:
-            stack.callback(m.register_forward_hook(_mixer_out_hook(cap, i)).remove)
+            for (m, _), hook in zip(parts, _mixer_out_hooks(cap, i, parts), strict=True):
+                stack.callback(m.register_forward_hook(hook).remove)
