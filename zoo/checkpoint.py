@@ -1,6 +1,10 @@
 """Checkpoints of the zoo trainer: bf16 exports (HF ``save_pretrained`` + tokenizer + model card) and
 resumable trainer state.
 
+Exports larger than ``SHARD`` are written as safetensors shards (``model-0000k-of-0000n.safetensors`` +
+``model.safetensors.index.json``, loaded as usual by ``from_pretrained``), so every file of a v2
+``10m`` / ``15m`` model fits the device's 16 MiB per returned file (``zoo.package`` bins files).
+
 A training checkpoint is a directory ``<run>/checkpoints/step-000120/`` holding the bf16 export and
 ``trainer_state.pt`` (fp32 weights, optimizer, step, schedule, data position, RNG states, formation
 records). It is written under a temporary name and renamed, then ``<run>/checkpoints/LATEST`` is
@@ -23,6 +27,7 @@ import torch
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 STATE = "trainer_state.pt"
 LATEST = "LATEST"
+SHARD = "12MB"  # max safetensors shard of an export (5m: one file of 10.8 MB)
 
 
 def export_pretrained(
@@ -38,7 +43,7 @@ def export_pretrained(
 
     hf_logging.disable_progress_bar()
     export = copy.deepcopy(model).to(dtype=torch.bfloat16)
-    export.save_pretrained(str(tmp))
+    export.save_pretrained(str(tmp), max_shard_size=SHARD)
     del export
     for name in TOKENIZER_FILES:
         src = Path(tokenizer_dir) / name

@@ -2,8 +2,10 @@
 
 The earlier root is what ``train-all --out`` wrote: ``zoo/<variant>/`` (the export whose weights start
 the new run), ``train_summary.json`` (the steps and tokens already seen, counted on in records, logs and
-the model card) and, if present, ``formation.json`` (the earlier formation records, kept in front of the
-new ones). The optimizer and the LR schedule start fresh.
+the model card; its ``data`` entry, when recorded, the data-stream position the new run starts from)
+and, if present, ``formation.json`` (the earlier formation records, kept in front of the new ones) and
+``zoo/<variant>/qk/`` (the earlier Q/K series, see :mod:`zoo.qk`). The optimizer starts fresh, and so
+does the LR schedule unless ``TrainArgs.schedule_total`` spans the stages.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class Earlier:
     state_dict: dict[str, torch.Tensor]  # float32
     prior: dict[str, Any]  # steps, tokens, synthetic_frac, from
     formation: list[dict]
+    data: dict | None = None  # BatchStream position where the earlier run stopped (None: not recorded)
 
 
 def load_earlier(root: Path, variant: str, config) -> Earlier:
@@ -50,4 +53,4 @@ def load_earlier(root: Path, variant: str, config) -> Earlier:
     }
     f = root / "formation.json"
     formation = list(json.loads(f.read_text(encoding="utf-8")).get(variant, [])) if f.is_file() else []
-    return Earlier(loaded.state_dict(), prior, formation)
+    return Earlier(loaded.state_dict(), prior, formation, run.get("data"))

@@ -5,7 +5,9 @@ Every archive holds paths relative to the work dir, so all of them extract into 
 summaries, ``logs/``, ``runs/*/{train_log.jsonl,formation.json,summary.json}``). Traces go into
 ``zoo_traces.tar.gz`` (split into ``zoo_traces_2.tar.gz`` ... by whole run directories when they
 exceed the size limit); checkpoints into ``zoo_<variant>.tar.gz``, two per archive
-(``zoo_<a>--<b>.tar.gz``) when that is needed to stay within ``max_files``. Store lock files are
+(``zoo_<a>--<b>.tar.gz``) when that is needed to stay within ``max_files``; a checkpoint larger than
+the limit (a sharded v2 ``10m`` / ``15m`` export) is split by its files into ``zoo_<variant>.tar.gz``,
+``zoo_<variant>_2.tar.gz`` ... (its ``qk/`` series travels as one item). Store lock files are
 left out. Sizes are planned from uncompressed bytes (Parquet and bf16 weights barely compress).
 """
 
@@ -68,8 +70,9 @@ def package(
         trace_items += [(p, _size(p)) for p in sorted(runs_dir.iterdir()) if p.is_dir()]
     trace_bins = _bins(trace_items, limit)
     models = sorted((p, _size(p)) for p in (work / "zoo").glob("*") if (p / "config.json").is_file())
-    slots = max(1, max_files - len(trace_bins))
-    model_bins = [[p] for p, _ in models]
+    big = [(p, _bins([(f, _size(f)) for f in sorted(p.iterdir())], limit)) for p, s in models if s > limit]
+    slots = max(1, max_files - len(trace_bins) - sum(len(b) for _, b in big))
+    model_bins = [[p] for p, s in models if s <= limit]
     while len(model_bins) > slots:  # merge the two smallest bins
         model_bins.sort(key=lambda b: sum(_size(p) for p in b))
         a, b = model_bins.pop(0), model_bins.pop(0)
@@ -79,6 +82,10 @@ def package(
     for b in sorted(model_bins, key=lambda b: b[0].name):
         name = f"zoo_{'--'.join(p.name for p in b)}.tar.gz"
         sizes[name] = _tar(out / name, work, b)
+    for p, parts in big:
+        for i, files in enumerate(parts):
+            name = f"zoo_{p.name}.tar.gz" if i == 0 else f"zoo_{p.name}_{i + 1}.tar.gz"
+            sizes[name] = _tar(out / name, work, files)
     for i, b in enumerate(trace_bins):
         name = "zoo_traces.tar.gz" if i == 0 else f"zoo_traces_{i + 1}.tar.gz"
         sizes[name] = _tar(out / name, work, b)

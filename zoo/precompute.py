@@ -12,13 +12,20 @@ reads it whenever a path is resolved, so refs ``zoo/<name>`` and data ``zoo:test
    Spec: ``{"model": "zoo/<v>", "probe": "sweep", "data": "formation:retrieval_heads_mass",
    "params": {"ks": [steps]}}`` — a valid RunSpec that the runner never computes (written directly).
 2. token_loss and longppl on held-out long documents (``zoo:test``: documents of the corpus's val
-   and test splits with at least ``max_tokens`` tokens, written to ``root/data/test.jsonl``);
-   LongPPL key tokens come from one evaluator (default ``zoo/gdn``) so all variants are scored on
-   the same tokens. The defaults fit this zoo's scale: its models use little context beyond a few
+   and test splits with at least ``max_tokens`` tokens, written to ``root/data/test.jsonl``; with
+   ``chunk_docs`` every such document is cut into consecutive pieces of ``max_tokens`` tokens or a
+   little more, at line starts, so the long documents yield ~40 pieces instead of 13);
+   LongPPL key tokens come from one evaluator (default ``zoo/gdn``; any model directory under
+   ``root/zoo``, a variant or not, e.g. a larger ``zoo/evaluator`` trained for the purpose) so all
+   variants are scored on the same tokens. The defaults fit this zoo's scale: its models use little context beyond a few
    hundred tokens, so the short context is ``trunc_len=256`` (stride 128), not the paper's 4096 for
    32K-token models: with 1024, no evaluator found a single key token in the held-out documents. The
    evaluator is the variant that found the most key tokens (52 on the 13 long held-out documents;
    ``zoo/full`` found 1, ``zoo/swa64`` 21 on 4 documents) — a choice that favours it; see FINDINGS.md.
+   The v2 zoo (``PrecomputeConfig.v2()``, ``--generation v2``) uses the paper-like ``trunc_len=1024``
+   (stride 256) on the chunked documents, evaluator ``zoo/full`` unless told otherwise (issue 12
+   wants >= 1,000 key tokens: the trainer records each model's own count, ``n_key``, at every
+   evaluation point, so the evaluator is chosen from measurements).
 3. the receptive-field sweep (full vs efficient layers restricted to k tokens) on ``sweep_n_docs``
    documents (fewer than LongPPL's: each of its 1 + 2 * len(ks) LongPPL runs stores per-token tables,
    and the whole store must fit one 16 MiB archive).
@@ -34,6 +41,7 @@ step), and FlexAttention would recompile for every length.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import time
@@ -65,6 +73,13 @@ class PrecomputeConfig:
     rh_lengths: tuple[int, ...] = (1024, 2048)
     haystack: str = "text"
     data: str = "zoo:test"
+    chunk_docs: bool = False  # cut long held-out documents into max_tokens pieces (see the docstring)
+
+    @classmethod
+    def v2(cls) -> PrecomputeConfig:
+        """The v2 zoo's traces: paper-like LongPPL (trunc_len 1024) on chunked held-out documents."""
+        return cls(n_docs=64, trunc_len=1024, stride=256, evaluator="zoo/full", rh_lengths=(1024, 2048, 4096),
+                   chunk_docs=True)
 
     @classmethod
     def smoke(cls) -> PrecomputeConfig:
@@ -82,15 +97,41 @@ class PrecomputeConfig:
         )
 
 
-def prepare_data(root: Path, data_dir: Path, min_tokens: int) -> dict:
+def chunk_doc(doc, tok, n_tokens: int) -> list:
+    """Consecutive pieces of ``doc`` with at least ``n_tokens`` tokens each: a piece starts at a line
+    start and ends at the first line end after ``n_tokens + 16`` of the document's tokens (a margin, so
+    the piece re-tokenises to >= ``n_tokens``); ids ``<id>#<k>``; the short remainder is dropped."""
+    from dataclasses import replace
+
+    text = doc.text
+    offsets = tok.encode(text, add_special_tokens=False).offsets
+    starts = [a for a, _ in offsets]
+    out, c0 = [], 0
+    while True:
+        i = bisect.bisect_left(starts, c0)
+        if i + n_tokens + 16 >= len(offsets):
+            break
+        end = text.find("\n", offsets[i + n_tokens + 16][0])
+        end = len(text) if end < 0 else end + 1
+        piece = text[c0:end]
+        if len(tok.encode(piece, add_special_tokens=False).ids) >= n_tokens:
+            out.append(replace(doc, id=f"{doc.id}#{len(out)}", text=piece))
+        c0 = end
+    return out
+
+
+def prepare_data(root: Path, data_dir: Path, min_tokens: int, chunk: bool = False) -> dict:
     """Write ``root/data/test.jsonl`` (held-out val + test documents with >= ``min_tokens`` tokens,
-    sorted by id) and ``root/data/val.jsonl`` (the corpus's val split as is)."""
+    sorted by id; with ``chunk`` their pieces, :func:`chunk_doc`) and ``root/data/val.jsonl`` (the
+    corpus's val split as is)."""
     tok = backend_of(Path(data_dir) / "tokenizer")
     docs = [d for split in ("val", "test") for d in read_jsonl(Path(data_dir) / f"{split}.jsonl")]
     long_docs = sorted(
         (d for d in docs if len(tok.encode(d.text, add_special_tokens=False).ids) >= min_tokens),
         key=lambda d: d.id,
     )
+    if chunk:
+        long_docs = [p for d in long_docs for p in chunk_doc(d, tok, min_tokens)]
     if not long_docs:
         raise ValueError(f"data: no held-out document has >= {min_tokens} tokens in {data_dir}")
     out = Path(root) / "data"
@@ -250,9 +291,10 @@ def precompute(
         missing = [v for v in variants if not (root / "zoo" / v / "config.json").is_file()]
         variants = [v for v in variants if v not in missing]
         summary["missing_models"] = missing
-        if cfg.evaluator and cfg.evaluator.removeprefix("zoo/") not in variants:
+        if cfg.evaluator and not (root / "zoo" / cfg.evaluator.removeprefix("zoo/") / "config.json").is_file():
+            summary["evaluator_missing"] = cfg.evaluator  # each model then picks its own key tokens
             cfg.evaluator = None
-        summary["data"] = prepare_data(root, data_dir, cfg.max_tokens)
+        summary["data"] = prepare_data(root, data_dir, cfg.max_tokens, cfg.chunk_docs)
         store = TraceStore(root / "store")
         if formation_json is not None and Path(formation_json).is_file():
             try:

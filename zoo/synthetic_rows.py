@@ -17,7 +17,16 @@ Four document kinds, chosen uniformly per document:
 
 In every document each answer occurs exactly once before its query. Documents are fitted to a token
 budget with one or two tokenizer calls (not a binary search) and packed, whole, into rows of
-``seq_len`` tokens: each followed by <|endoftext|>, the row's tail padded with <|pad|>.
+``seq_len`` tokens: each followed by <|endoftext|>, the row's tail padded with <|pad|>. Document
+lengths are drawn uniformly between ``min_tokens`` and the room left in the row, so few documents are
+near ``seq_len`` long; ``long_frac`` > 0 makes that fraction of rows *long rows*, whose documents each
+take all the room left (one document of ~``seq_len`` tokens, the needle up to a whole context back:
+what passkey retrieval at 4K needs). ``long_frac = 0`` (the v1 zoo) draws exactly what it always drew.
+
+The ``passkey_text`` documents are the niah probe's passkey prompts followed by their answer: the
+probe's prompt is ``PASSKEY_PREAMBLE + haystack-with-needle + "\n" + PASSKEY_QUERY`` and it scores the
+first word of the greedy continuation, here `` <key>`` (tests/zoo check that the prompt tokens are a
+prefix of the training document's tokens).
 """
 
 from __future__ import annotations
@@ -63,6 +72,7 @@ class SyntheticMaker:
         pad_id: int,
         min_tokens: int = 256,
         kinds: Sequence[str] = KINDS,
+        long_frac: float = 0.0,
     ) -> None:
         bad = [k for k in kinds if k not in KINDS]
         if bad or not kinds:
@@ -71,6 +81,9 @@ class SyntheticMaker:
             raise ValueError("sources: need at least one natural training text")
         if not 16 <= min_tokens < seq_len:
             raise ValueError(f"min_tokens: must be in [16, seq_len={seq_len}), got {min_tokens}")
+        if not 0 <= long_frac <= 1:
+            raise ValueError(f"long_frac: must be in [0, 1], got {long_frac}")
+        self.long_frac = long_frac
         self.tok, self.seq_len, self.eos_id, self.pad_id = tokenizer, seq_len, eos_id, pad_id
         self.min_tokens, self.kinds = min_tokens, tuple(kinds)
         self.sources = [s for s in sources if s.strip()]
@@ -182,11 +195,12 @@ class SyntheticMaker:
     def row(self, rng: random.Random) -> np.ndarray:
         """One row of ``seq_len`` tokens: whole documents, each + EOS, then PAD up to ``seq_len``."""
         out: list[int] = []
+        long = self.long_frac > 0 and rng.random() < self.long_frac  # no draw at 0: v1 rows unchanged
         while True:
             room = self.seq_len - len(out) - 1  # minus the EOS
             if room < self.min_tokens:
                 break
-            target = rng.randint(self.min_tokens, room)
+            target = room if long else rng.randint(self.min_tokens, room)
             if room - target < self.min_tokens + 1:
                 target = room  # fill the rest rather than leave a gap too small for another document
             ids = self.doc(rng.choice(self.kinds), rng, target) or self.doc("kv", rng, target)
@@ -197,9 +211,10 @@ class SyntheticMaker:
         out.extend([self.pad_id] * (self.seq_len - len(out)))
         return np.asarray(out, dtype=np.uint16)
 
-    def rows(self, n_rows: int, seed: int) -> np.ndarray:
-        """``n_rows`` rows [n_rows, seq_len] uint16, a pure function of ``seed``."""
-        rng = random.Random(f"zoo-synthetic:{seed}")
+    def rows(self, n_rows: int, seed: int, part: int | None = None) -> np.ndarray:
+        """``n_rows`` rows [n_rows, seq_len] uint16, a pure function of ``seed`` (and ``part``: one of
+        several independently seeded parts of an epoch)."""
+        rng = random.Random(f"zoo-synthetic:{seed}" if part is None else f"zoo-synthetic:{seed}:{part}")
         if n_rows == 0:
             return np.zeros((0, self.seq_len), dtype=np.uint16)
         return np.stack([self.row(rng) for _ in range(n_rows)])
@@ -217,19 +232,20 @@ def init_worker(
     pad_id: int,
     min_tokens: int,
     max_sources: int | None,
+    long_frac: float = 0.0,
 ) -> None:
     """Process-pool initializer: build this process's SyntheticMaker once."""
     global _WORKER
     _WORKER = maker_from_files(
-        Path(tokenizer_json), Path(train_jsonl), seq_len, eos_id, pad_id, min_tokens, max_sources
+        Path(tokenizer_json), Path(train_jsonl), seq_len, eos_id, pad_id, min_tokens, max_sources, long_frac
     )
 
 
-def worker_rows(n_rows: int, seed: int) -> np.ndarray:
+def worker_rows(n_rows: int, seed: int, part: int | None = None) -> np.ndarray:
     """Rows from the process's maker (see :func:`init_worker`)."""
     if _WORKER is None:
         raise RuntimeError("worker_rows: init_worker was not run in this process")
-    return _WORKER.rows(n_rows, seed)
+    return _WORKER.rows(n_rows, seed, part)
 
 
 def natural_texts(train_jsonl: Path, max_docs: int | None = None) -> list[str]:
@@ -249,8 +265,10 @@ def maker_from_files(
     pad_id: int,
     min_tokens: int,
     max_sources: int | None = None,
+    long_frac: float = 0.0,
 ) -> SyntheticMaker:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_json))
-    return SyntheticMaker(tok, natural_texts(train_jsonl, max_sources), seq_len, eos_id, pad_id, min_tokens)
+    texts = natural_texts(train_jsonl, max_sources)
+    return SyntheticMaker(tok, texts, seq_len, eos_id, pad_id, min_tokens, long_frac=long_frac)

@@ -9,14 +9,23 @@ final export); a hard wall-clock stop at the budget is a backstop. Evaluation po
 fractions of the total (``EVAL_FRACTIONS``); each writes a checkpoint and a formation record
 (``save_every`` adds checkpoints every N steps; only the newest ``keep_checkpoints`` are kept).
 
-Files of a run (``run_dir``): ``train_log.jsonl``, ``formation.json``, ``checkpoints/``, ``summary.json``;
-the final bf16 export (with tokenizer and model card) goes to ``export_dir``.
+Files of a run (``run_dir``): ``train_log.jsonl``, ``formation.json``, ``checkpoints/``, ``summary.json``,
+``qk/`` (the full-attention layers' Q/K weights at step 0 of a fresh run and at every evaluation point,
+format in :mod:`zoo.qk`); the final bf16 export (with tokenizer, model card and a copy of ``qk/``) goes
+to ``export_dir``.
+
+Continued training (``init_from``): the earlier root's Q/K series and formation records come along, the
+data stream goes on from where the earlier run stopped (its ``summary.json`` records the position;
+same seed: the tokens an uninterrupted run would have seen next), and with ``schedule_total`` the LR
+follows one warmup + cosine schedule of that many steps over all stages (counted from the earlier
+steps; re-warmed over ``warmup_steps`` for the fresh optimizer).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -26,9 +35,10 @@ from typing import Any
 import torch
 
 from zoo import checkpoint as ck
+from zoo import qk
 from zoo.continued import load_earlier
 from zoo.data import BatchStream, Corpus, SyntheticSource, corpus_summary
-from zoo.formation import EvalSet, retrieval_scores, val_loss
+from zoo.formation import EvalSet, key_token_stats, passkey_accuracy, retrieval_scores, val_loss
 from zoo.variants import context_of, get_variant, param_count, variant_config
 
 EVAL_FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1.0)
@@ -57,8 +67,11 @@ class TrainArgs:
     eval_fractions: tuple[float, ...] = EVAL_FRACTIONS
     keep_checkpoints: int = 1
     save_every: int = 0  # extra checkpoints every N steps (0 = only at evaluation points)
+    checkpoints: bool = True  # False: none at evaluation points (a pilot: nothing to resume)
     seed: int = 0
     synthetic_frac: float = 0.08
+    synthetic_long_frac: float = 0.0  # rows whose documents fill the row (zoo.synthetic_rows; v1: 0)
+    synthetic_parts: int = 1  # independently seeded parts per epoch, built in parallel (zoo.data; v1: 1)
     compile: bool = False
     device: str = "auto"
     attn_backend: str = "auto"  # kernel paths used in training (the saved config keeps "auto")
@@ -68,10 +81,10 @@ class TrainArgs:
     # formation records. Fresh optimizer, warmup and cosine schedule; steps and tokens in records, logs
     # and the card count from the earlier run's totals.
     init_from: str | None = None
+    schedule_total: int | None = None  # one LR schedule over all stages (see the module docstring)
 
     def check(self) -> None:
-        get_variant(self.variant)
-        context_of(self.size)
+        get_variant(self.variant, self.size)
         if (self.steps is None) == (self.time_budget_s is None):
             raise ValueError("steps/time_budget_s: give exactly one of them")
         if self.steps is not None and self.steps < 1:
@@ -84,6 +97,8 @@ class TrainArgs:
             raise ValueError(f"micro_batch: must divide batch_size ({self.batch_size}), got {self.micro_batch}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
+        if self.schedule_total is not None and self.schedule_total <= self.warmup_steps:
+            raise ValueError(f"schedule_total: must be > warmup_steps ({self.warmup_steps}), got {self.schedule_total}")
 
 
 def lr_at(step: int, total: int | None, warmup: int, peak: float, min_ratio: float) -> float:
@@ -181,16 +196,25 @@ class Trainer:
         self.last_loss: float | None = None
         self.status = "running"
         self.prior: dict[str, Any] = {"steps": 0, "tokens": 0}
+        self.earlier_qk: Path | None = None
         if args.init_from:
             earlier = load_earlier(Path(args.init_from), args.variant, self.config)
             self.model.load_state_dict(earlier.state_dict)
             self.prior, self.formation = earlier.prior, earlier.formation
+            self.earlier_qk = Path(args.init_from) / "zoo" / args.variant / qk.DIR
+            if earlier.data is not None:  # the stream goes on where the earlier run stopped
+                self.batches.load_state_dict(earlier.data)
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step; returns (loss, grad norm) as device tensors (no host sync)."""
         a = self.args
-        lr = lr_at(self.step, self.total_steps, a.warmup_steps, a.lr, a.min_lr_ratio)
+        if a.schedule_total:  # one schedule over all stages, re-warmed after a stage boundary
+            lr = lr_at(self.prior["steps"] + self.step, a.schedule_total, a.warmup_steps, a.lr, a.min_lr_ratio)
+            if self.prior["steps"]:
+                lr *= min(1.0, (self.step + 1) / a.warmup_steps)
+        else:
+            lr = lr_at(self.step, self.total_steps, a.warmup_steps, a.lr, a.min_lr_ratio)
         for g in self.opt.param_groups:
             g["lr"] = lr
         x, y = self.batches.next()
@@ -222,7 +246,8 @@ class Trainer:
         with open(self.run_dir / "train_log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
         if not self.quiet:
-            keys = ("step", "loss", "lr", "grad_norm", "tok_per_s", "elapsed_s", "event", "max_full", "val_loss")
+            keys = ("step", "loss", "lr", "grad_norm", "tok_per_s", "elapsed_s", "event", "max_full", "val_loss",
+                    "passkey_acc", "n_key")
             print(f"[{self.args.variant}] " + " ".join(f"{k}={rec[k]}" for k in keys if k in rec), flush=True)
 
     def set_total(self, total: int) -> None:
@@ -239,7 +264,16 @@ class Trainer:
             t0 = time.perf_counter()
             rec.update(retrieval_scores(self.model, self.eval_set, self.device))
             rec["val_loss"] = val_loss(self.model, self.eval_set, self.device)
+            if rec["val_loss"] is not None:
+                rec["val_ppl"] = math.exp(rec["val_loss"])
+            if self.eval_set.passkey:
+                rec["passkey_acc"] = passkey_accuracy(self.model, self.eval_set, self.device)
+                rec["passkey_length"] = self.eval_set.passkey[0].length
+            if self.eval_set.key_chunks:
+                rec.update(key_token_stats(self.model, self.eval_set, self.device))
+                rec["trunc_len"] = self.eval_set.trunc_len
             rec["eval_seconds"] = round(time.perf_counter() - t0, 3)
+        qk.save_point(self.model, self.run_dir / qk.DIR, rec["step"], rec["tokens"])
         self.formation = [r for r in self.formation if r["step"] != rec["step"]] + [rec]
         (self.run_dir / "formation.json").write_text(
             json.dumps({"variant": self.args.variant, "records": self.formation}, indent=1), encoding="utf-8"
@@ -270,6 +304,7 @@ class Trainer:
         self.formation, self.train_seconds = list(st["formation"]), float(st["train_seconds"])
         self.last_loss = st.get("last_loss")
         ck.set_rng_state(st["rng"])
+        qk.drop_after(self.run_dir / qk.DIR, self.prior["steps"] + self.step)
         log = self.run_dir / "train_log.jsonl"
         if log.is_file():  # drop records past the checkpoint: the resumed run rewrites them
             lines = log.read_text(encoding="utf-8").splitlines()
@@ -279,7 +314,7 @@ class Trainer:
         return True
 
     def card(self) -> dict:
-        v, c = get_variant(self.args.variant), self.config
+        v, c = get_variant(self.args.variant, self.args.size), self.config
         last = self.formation[-1] if self.formation else {}
         return {
             "name": v.name,
@@ -289,6 +324,7 @@ class Trainer:
             "window": c.sliding_window if v.window else None,
             "full_pe": v.full_pe,
             "params": self.n_params,
+            "size": self.args.size,
             "context": self.corpus.seq_len,
             "steps": self.prior["steps"] + self.step,
             "tokens_seen": self.prior["tokens"] + self.tokens,
@@ -337,8 +373,14 @@ class Trainer:
         if resume and self.resume():
             return
         (self.run_dir / "train_log.jsonl").unlink(missing_ok=True)
+        shutil.rmtree(self.run_dir / qk.DIR, ignore_errors=True)
+        if self.earlier_qk is not None:  # the earlier stages' series, up to where they ended
+            qk.copy_series(self.earlier_qk, self.run_dir / qk.DIR, up_to=self.prior["steps"])
+        else:  # the initialisation: distance 0 -> final is the whole way
+            qk.save_point(self.model, self.run_dir / qk.DIR, 0, 0)
         summary = corpus_summary(self.corpus, self.batches.synthetic)
-        self._log({"event": "start", "step": 0, "params": self.n_params, "device": str(self.device), **summary})
+        self._log({"event": "start", "step": 0, "params": self.n_params, "device": str(self.device),
+                   "data_position": self.batches.state_dict(), **summary})
         if self.total_steps is not None:
             self.set_total(self.total_steps)
 
@@ -405,7 +447,8 @@ class Trainer:
             rec = self.evaluate()
             self._log({"event": "eval", **{k: v for k, v in rec.items() if k != "per_layer"}})
             self._bank_time(loop)
-            self.save()
+            if a.checkpoints:
+                self.save()
         elif a.save_every and self.step % a.save_every == 0 and not done:
             self.save()
 
@@ -437,7 +480,9 @@ class Trainer:
         card = self.card()
         if self.export_dir is not None:
             ck.export_pretrained(self.model, self.export_dir, self.corpus.tokenizer_dir, card)
-        text = json.dumps({**card, "formation": self.formation[-1] if self.formation else None}, default=str)
+            qk.copy_series(self.run_dir / qk.DIR, self.export_dir / qk.DIR)
+        last = self.formation[-1] if self.formation else None
+        text = json.dumps({**card, "formation": last, "data": self.batches.state_dict()}, default=str)
         (self.run_dir / "summary.json").write_text(text, encoding="utf-8")
         self._log({"event": "finished", "step": self.step, "status": self.status, "tokens": self.tokens})
         return json.loads(text)  # exactly what summary.json holds (JSON types)

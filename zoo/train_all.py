@@ -30,12 +30,15 @@ from pathlib import Path
 
 import torch
 
-from zoo.data import Corpus, SyntheticSource, load_corpus
+from zoo.data import Corpus, SyntheticSource, default_workers, load_corpus
 from zoo.formation import EvalSet, make_eval_set
 from zoo.train import TrainArgs, Trainer, pick_device
-from zoo.variants import NAMES, context_of, get_variant
+from zoo.variants import context_of, get_size, get_variant, variants_of
 
-EVAL_LENGTHS = {"zoo": (1024, 2048), "smoke": (128, 192)}
+# NIAH prompt lengths of the formation score: v1 as bundled; v2 adds the whole context (a needle up to
+# 4K tokens back: beyond every window of the v2 variants)
+EVAL_LENGTHS = {"v1": (1024, 2048), "v2": (1024, 2048, 4096), "smoke": (128, 192)}
+KEY_CHUNKS = 16  # held-out windows for the training-time key-token count (v2 sizes)
 # tried in order when a variant fails (compile / kernel / memory errors): SDPA with a dense mask instead
 # of FlexAttention, then torch chunked recurrences instead of fla, then 4-row micro-batches
 FALLBACKS: tuple[dict, ...] = (
@@ -60,18 +63,32 @@ def open_data(
     os.environ["TOKENIZERS_PARALLELISM"] = "true"  # encoding is deterministic either way; packing is faster
     corpus = load_corpus(data_dir, context_of(args.size), cache_dir, max_docs)
     if workers < 0:
-        workers = 3 if pick_device(args.device).type == "cuda" else 0
-    return corpus, SyntheticSource(corpus, args.synthetic_frac, args.seed, workers=workers)
+        workers = default_workers(pick_device(args.device).type)
+    synthetic = SyntheticSource(corpus, args.synthetic_frac, args.seed, workers=workers,
+                                long_frac=args.synthetic_long_frac, parts=args.synthetic_parts)
+    return corpus, synthetic
 
 
 def eval_set_for(corpus: Corpus, size: str, lengths: tuple[int, ...] | None = None) -> EvalSet:
-    """The formation samples (NIAH at ``lengths``, default by size) on held-out val text, + val rows."""
+    """The formation samples (NIAH at ``lengths``, default by size) on held-out val text, + val rows;
+    for v2 sizes also passkey at the training context and key-token counts at trunc_len = context / 4
+    (1024 at 4096; see zoo.formation)."""
+    s = get_size(size)
+    default = EVAL_LENGTHS["smoke" if s.smoke else s.generation]
+    v2 = s.generation == "v2"
     return make_eval_set(
         corpus.tokenizer_dir,
         corpus.val_texts,
         corpus.val_rows,
         corpus.pad_id,
-        lengths=lengths or EVAL_LENGTHS[size],
+        lengths=lengths or default,
+        passkey_length=s.context if v2 else None,
+        passkey_depths=(0.0, 1.0) if s.smoke else (0.0, 0.25, 0.5, 0.75, 1.0),
+        passkey_samples=1 if s.smoke else 2,
+        key_chunks=(2 if s.smoke else KEY_CHUNKS) if v2 else 0,
+        seq_len=s.context,
+        trunc_len=s.context // 4,
+        stride=s.context // 16,
     )
 
 
@@ -203,9 +220,9 @@ def train_all(
     With ``total_budget_s``, ``max_tokens`` caps the planned steps (the corpus is small: past ~12
     epochs more steps mostly memorise it), so the run may end before the budget."""
     t_start = time.perf_counter()
-    variants = list(variants or NAMES)
+    variants = list(variants or variants_of(base.size))
     for v in variants:
-        get_variant(v)
+        get_variant(v, base.size)
     if (base.steps is None) == (total_budget_s is None):
         raise ValueError("steps/total_budget_s: give exactly one of them for train-all")
     out = Path(out)
