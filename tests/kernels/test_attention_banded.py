@@ -10,7 +10,6 @@ import random
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from kernels.attention import (
     BAND_BLOCK,
@@ -21,6 +20,7 @@ from kernels.attention import (
     band_mask,
 )
 from kernels.masks import dense_mask, effective_window
+from tests.kernels.test_attention_rows import _LargestTensor
 
 HEADS = [(2, 2), (4, 2), (6, 1), (3, 3)]  # (Hq, Hkv)
 
@@ -130,29 +130,16 @@ def test_band_mask_is_the_dense_mask_rearranged(lq, lk, window, sinks, block):
     assert torch.equal(dense.bool(), dense_mask(lq, lk, window, sinks, q_offset=lk - lq))
 
 
-class _LargestOutput(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
-
-
 @pytest.mark.parametrize("window, sinks", [(16, 0), (64, 4)])
 def test_memory_is_linear_in_length(window, sinks):
     """No op of the banded path (forward and backward) outputs anything near L x L elements."""
     length, hq, hkv, d = 2048, 4, 2, 8
     q, k, v = (t.requires_grad_(True) for t in _qkv(hq, hkv, length, length, d=d, b=1))
-    with _LargestOutput() as mode:
+    with _LargestTensor() as mode:
         attention_banded(q, k, v, window, sinks).sum().backward()
     linear = hq * length * (BAND_BLOCK + window + sinks) * max(d, 1)
     assert mode.largest <= linear < length * length * hq
-    with _LargestOutput() as dense:
+    with _LargestTensor() as dense:
         attention_reference(q.detach(), k.detach(), v.detach(), window, sinks)
     assert dense.largest >= length * length  # the check would see an L x L tensor
 
