@@ -30,6 +30,7 @@ class Hybrid:
     mixer: str = "mamba"
     rope: bool = True
     heads: bool = True
+    serial: bool = False  # a hybrid layer runs its branches one after the other (Zamba2), not in parallel
 
 
 HYBRIDS: dict[str, Hybrid] = {
@@ -56,6 +57,10 @@ HYBRIDS: dict[str, Hybrid] = {
                    mixer="conv", heads=False),
     "minimax": Hybrid("minimax", (LIGHTNING, FULL, LIGHTNING, LIGHTNING), dict(
         layer_types=[LIN, FULL, LIN, LIN], block_size=8, num_local_experts=2), mixer="self_attn"),
+    "zamba2": Hybrid("zamba2", (MAMBA2, HYBRID, MAMBA2, HYBRID), dict(
+        head_dim=32, num_key_value_heads=4, layers_block_type=[LIN, "hybrid", LIN, "hybrid"], n_mamba_heads=4,
+        mamba_ngroups=2, mamba_d_state=16, chunk_size=8, use_shared_attention_adapter=True, adapter_rank=8,
+        use_mem_rope=True, initializer_range=0.15), serial=True),  # 0.3: chaotic enough to amplify rounding
 }
 
 

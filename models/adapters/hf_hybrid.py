@@ -294,3 +294,54 @@ class MiniMaxAdapter(HybridHFAdapter):
     @classmethod
     def recurrent_heads(cls, cfg) -> int:
         return cfg.num_attention_heads
+
+
+@register
+class Zamba2Adapter(HybridHFAdapter):
+    """Zamba2: Mamba-2 in every layer; a ``hybrid`` layer first runs a shared transformer block (attention
+    + MLP, weights tied across layers, per-layer LoRA adapters) whose output, through the layer's
+    ``linear``, is added to that layer's Mamba-2 input. Its attention branch is that block's attention
+    (window / pe / heads / ``rf[full]``), its recurrent branch the Mamba-2 (``rf[linear]``); what the layer
+    adds to the residual stream is the Mamba-2 output alone, so that is its mixer output (skip zeroes it,
+    and the block's attention too)."""
+
+    model_types = ("zamba2",)
+    family = "Zamba2"
+    kinds = {"linear_attention": MAMBA2, "mamba": MAMBA2, "hybrid": HYBRID}
+
+    @classmethod
+    def recurrent_heads(cls, cfg) -> int:
+        return cfg.n_mamba_heads
+
+    @classmethod
+    def layer_pe(cls, cfg, i: int, kind: str) -> str:
+        return "rope" if cfg.use_mem_rope else "nope"
+
+    def attention_module(self, i: int) -> nn.Module:
+        if self.kind(i) != HYBRID:
+            raise ValueError(f"layer: {i} is {self.kind(i)}, not an attention layer")
+        return self.layers()[i].shared_transformer.self_attn
+
+    def recurrent_module(self, i: int) -> nn.Module:
+        layer = self.layers()[i]
+        return (layer.mamba_decoder if self.kind(i) == HYBRID else layer).mamba
+
+    def mixer_outputs(self, i: int) -> list[tuple[nn.Module, float]]:
+        return [(self.recurrent_module(i), 1.0)]
+
+    def _indexed(self, stack: contextlib.ExitStack) -> None:
+        """HF leaves the shared blocks' attention at ``layer_idx`` -1 (the index travels as a call argument);
+        while HybridScope acts on the model each carries its layer's index (checks and captures key on it)."""
+        for i, kind in enumerate(self.info().layer_types):
+            if kind == HYBRID:
+                module = self.attention_module(i)
+                stack.callback(setattr, module, "layer_idx", module.layer_idx)
+                module.layer_idx = i
+
+    def _apply(self, plans, info, stack, force_kernel: bool = False) -> None:
+        self._indexed(stack)
+        super()._apply(plans, info, stack, force_kernel=force_kernel)
+
+    def _capture(self, cap, stack) -> None:
+        self._indexed(stack)
+        super()._capture(cap, stack)

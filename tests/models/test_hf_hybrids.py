@@ -17,6 +17,7 @@ import math
 import pytest
 import torch
 
+from backend.attention_probe import row_probs
 from backend.forward import token_nll
 from models.adapters import adapter_for, describe
 from models.adapters.recurrent import restrict
@@ -163,7 +164,8 @@ def test_receptive_field_end_to_end(name):
     restriction changes logits; rf[linear] leaves the attention layers' reach unrestricted."""
     model, k = _slow_decay(build(name)), 5
     kinds = adapter_for(model).info().layer_types
-    reach = sum(k - 1 for kind in kinds if kind not in ("mlp", "moe"))
+    serial = 2 if HYBRIDS[name].serial else 1  # Zamba2: attention, then Mamba-2, in one layer
+    reach = sum((k - 1) * (serial if kind == HYBRID else 1) for kind in kinds if kind not in ("mlp", "moe"))
     p = 2
     ids = tokens(batch=1, length=p + reach + 6)
     ids2 = ids.clone()
@@ -224,7 +226,7 @@ def test_skip_equals_zeroed_output_projections(name):
 @pytest.mark.parametrize("name", [n for n in NAMES if HYBRIDS[n].heads and HYBRIDS[n].kinds[0] != HYBRID])
 def test_recurrent_head_masks_equal_zeroed_projection_columns(name):
     model, ids = build(name), tokens()
-    layer = recurrent_layers(name)[-1]
+    layer = [i for i in recurrent_layers(name) if HYBRIDS[name].kinds[i] != HYBRID][-1]
     module = _mixer(model, layer)
     head_dim = getattr(module, "head_v_dim", None) or module.head_dim
     twin = build(name, source=model)
@@ -258,10 +260,26 @@ def test_nope_equals_zero_rotation_frequencies(name):
         assert_close(logits(model, ids), want)
 
 
-# ---------------------------------------------------------------- capture, refusals
+# ---------------------------------------------------------------- capture, rows, refusals
 
 
-@pytest.mark.parametrize("name", ["bamba", "falcon_h1", "nemotron_h", "minimax"])
+@pytest.mark.parametrize("name", NAMES)
+def test_retrieval_rows_equal_hf_eager_attention(name):
+    model, ids = build(name), tokens(batch=1, length=20)
+    model.set_attn_implementation("eager")
+    queries = [3, 11, 19]
+    with torch.no_grad():
+        eager = model(ids, output_attentions=True).attentions
+    rows = row_probs(model, ids, queries)
+    kinds = HYBRIDS[name].kinds
+    assert sorted(rows) == [i for i, k in enumerate(kinds) if k in (FULL, HYBRID)]
+    if len(eager) == len(kinds):  # one entry per layer (MiniMax's linear layers return their KV state there)
+        eager = [eager[i] for i in sorted(rows)]
+    for layer, att in zip(sorted(rows), eager, strict=True):
+        assert_close(rows[layer], att[0, :, queries].float(), 1e-5)
+
+
+@pytest.mark.parametrize("name", ["bamba", "falcon_h1", "nemotron_h", "minimax", "zamba2"])
 def test_mixer_out_capture_on_recurrent_and_hybrid_layers(name):
     model, ids = build(name), tokens()
     adapter = adapter_for(model)
@@ -283,6 +301,8 @@ def test_mixer_out_capture_on_recurrent_and_hybrid_layers(name):
     assert_close(cap[(layer, "mixer_out")], want, 1e-6)
     assert cap[(layer, "mixer_out")].shape == (2, ids.shape[1], 64)
     assert ((layer, "q") in cap) == (name == "falcon_h1")
+    assert ((1, "q") in cap) == (HYBRIDS[name].kinds[1] in (FULL, HYBRID))  # keyed by the layer (Zamba2's shared
+    # blocks have layer_idx -1 in HF)
     with apply_ablation(model, f"skip={layer}"), adapter.capture(names=("mixer_out",), layers=[layer]) as cap:
         model(ids)
     assert torch.all(cap[(layer, "mixer_out")] == 0)
