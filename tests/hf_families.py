@@ -43,6 +43,11 @@ FAMILIES: dict[str, Family] = {
     "gemma2": Family("gemma2", dict(sliding_window=8, layer_types=ALTERNATING), kernel=False),
     "gemma2_nocap": Family("gemma2", dict(sliding_window=8, layer_types=ALTERNATING, attn_logit_softcapping=None)),
     "gemma3_text": Family("gemma3_text", dict(sliding_window=8, layer_types=ALTERNATING, query_pre_attn_scalar=9)),
+    # Gemma 3n text tower: KV sharing (layers 2-3 read layers 0-1's keys), AltUp, LAuReL, per-layer inputs
+    "gemma3n_text": Family("gemma3n_text", dict(sliding_window=8, layer_types=ALTERNATING, num_kv_shared_layers=2,
+                                                laurel_rank=8, altup_num_inputs=4, hidden_size_per_layer_input=16,
+                                                vocab_size_per_layer_input=128, intermediate_size=[128] * 4,
+                                                activation_sparsity_pattern=[0.95, 0.0, 0.0, 0.0])),
     "cohere2": Family("cohere2", dict(sliding_window=8, layer_types=ALTERNATING, bos_token_id=1, eos_token_id=2,
                                       pad_token_id=0)),
     "cohere": Family("cohere", dict(logit_scale=0.5), window=None),
