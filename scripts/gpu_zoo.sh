@@ -7,6 +7,17 @@
 #   bash scripts/gpu_zoo.sh precompute report package   # only some phases (train precompute report package)
 #   INIT_FROM=out/stage1 SYNTHETIC_FRAC=0.25 bash scripts/gpu_zoo.sh   # a second stage on an earlier zoo root
 #   COMPILE=1 bash scripts/gpu_zoo.sh                                  # torch.compile the models
+#   SIZE=5m VARIANTS=full,swa128 STEPS=6000 COMPILE=1 bash scripts/gpu_zoo.sh   # a zoo v2 round
+#   SIZE=smoke-5m VARIANTS=swa128,mamba2 bash scripts/gpu_zoo.sh --smoke        # its CPU dry run
+#
+# Zoo v2 (issue 12; benchmarks/RESULTS.md "Zoo v2: the plan"): SIZE=5m|10m|15m picks the v2 variants
+# (precompute then runs with --generation v2: LongPPL at trunc_len 1024 on chunked held-out documents),
+# VARIANTS the round's subset, STEPS the equal step count of every round (instead of the time-budget
+# plan; the same seed gives every variant the same tokens in the same order, whichever round trains
+# it), SYNTHETIC_FRAC / SYNTHETIC_LONG_FRAC / SYNTHETIC_PARTS (v2: 0.25 / 0.5 / 16), WARMUP, SCHEDULE_TOTAL
+# (with INIT_FROM: one LR schedule over stages). EVALUATOR=zoo/<name> names the LongPPL evaluator;
+# EVALUATOR_DIR=<carried export> is copied to $ZOO_WORK/zoo/<its name> first (a round that does not
+# train the evaluator carries it: 10.8 MB at 5m). Precompute needs pydantic: carry .whl (README Notes).
 #
 # Work dir $ZOO_WORK (default out/zoo_work; git-ignored, kept on a warm machine, so a rerun resumes:
 # finished variants are skipped, unfinished ones continue from their last checkpoint).
@@ -41,8 +52,9 @@ if [ "$SMOKE" -eq 1 ]; then
   WORK="${ZOO_WORK:-$PWD/out/zoo_work_smoke}"
   DATA="${ZOO_DATA:-.data/zoo}"
   TOTAL_S=${TOTAL_S:-900}; TRAIN_S=${TRAIN_S:-400}; PRE_S=${PRE_S:-300}
-  TRAIN_ARGS=(--size smoke --steps 4 --variants swa64,mamba2 --max-docs 30 --evals 2 --device cpu)
-  PRE_ARGS=(--smoke --variants swa64,mamba2)
+  VARIANTS="${VARIANTS:-swa64,mamba2}"
+  TRAIN_ARGS=(--size "${SIZE:-smoke}" --steps "${STEPS:-4}" --max-docs 30 --evals 2 --device cpu)
+  PRE_ARGS=(--smoke)
 else
   OUT="${OUT:-$PWD/out/gpu_zoo}"
   WORK="${ZOO_WORK:-$PWD/out/zoo_work}"
@@ -51,10 +63,21 @@ else
   # LINEAR_BACKEND=chunked (default): the torch chunked Mamba-2 / GDN paths train at 77 / 114 ms per step
   # (benchmarks/RESULTS.md); fla 0.6.0's backward refuses or fails to compile with triton 3.6 on Hopper,
   # and each failed attempt costs its compile time. "auto" tries fla first (then falls back).
-  TRAIN_ARGS=(--total-budget-s "$TRAIN_S" --max-tokens "${MAX_TOKENS:-120e6}"
-              --linear-backend "${LINEAR_BACKEND:-chunked}")
+  TRAIN_ARGS=(--size "${SIZE:-zoo}" --linear-backend "${LINEAR_BACKEND:-chunked}")
+  if [ -n "${STEPS:-}" ]; then
+    TRAIN_ARGS+=(--steps "$STEPS")
+  else
+    TRAIN_ARGS+=(--total-budget-s "$TRAIN_S" --max-tokens "${MAX_TOKENS:-120e6}")
+  fi
   PRE_ARGS=()
 fi
+case "${SIZE:-zoo}" in zoo|smoke) ;; *) PRE_ARGS+=(--generation v2) ;; esac
+if [ -n "${VARIANTS:-}" ]; then TRAIN_ARGS+=(--variants "$VARIANTS"); PRE_ARGS+=(--variants "$VARIANTS"); fi
+[ -n "${EVALUATOR:-}" ] && PRE_ARGS+=(--evaluator "$EVALUATOR")
+[ -n "${SYNTHETIC_LONG_FRAC:-}" ] && TRAIN_ARGS+=(--synthetic-long-frac "$SYNTHETIC_LONG_FRAC")
+[ -n "${SYNTHETIC_PARTS:-}" ] && TRAIN_ARGS+=(--synthetic-parts "$SYNTHETIC_PARTS")
+[ -n "${WARMUP:-}" ] && TRAIN_ARGS+=(--warmup-steps "$WARMUP")
+[ -n "${SCHEDULE_TOTAL:-}" ] && TRAIN_ARGS+=(--schedule-total "$SCHEDULE_TOTAL")
 # INIT_FROM=<zoo root>: continue training from that root's exports (its train_summary.json and
 # formation.json come along); SYNTHETIC_FRAC / LR override the trainer's defaults (0.08 / 2e-3)
 [ -n "${INIT_FROM:-}" ] && TRAIN_ARGS+=(--init-from "$INIT_FROM")
@@ -127,7 +150,7 @@ for p in "${PHASES[@]}"; do
   case "$p" in
     train)
       step train $((TRAIN_S + 45)) python3 -m zoo train-all --data "$DATA" --out "$WORK" "${TRAIN_ARGS[@]}"
-      want=7; [ "$SMOKE" -eq 1 ] && want=2
+      want=7; [ -n "${VARIANTS:-}" ] && want=$(echo "$VARIANTS" | tr ',' '\n' | grep -c .)
       if [ "$(variants_done)" -lt "$want" ]; then  # a crash (not a planned stop): resume the rest once
         left=$((DEADLINE - $(date +%s) - PRE_S - 40))
         if [ "$left" -gt 60 ]; then
@@ -137,6 +160,9 @@ for p in "${PHASES[@]}"; do
       SUMMARY+=("variants exported: $(variants_done)")
       ;;
     precompute)  # its own budget shrinks to what the deadline leaves (minus time for the last run)
+      if [ -n "${EVALUATOR_DIR:-}" ] && [ ! -e "$WORK/zoo/$(basename "$EVALUATOR_DIR")" ]; then
+        mkdir -p "$WORK/zoo" && cp -r "$EVALUATOR_DIR" "$WORK/zoo/"
+      fi
       left=$((DEADLINE - $(date +%s) - 60))
       pre=$((PRE_S < left ? PRE_S : left))
       step precompute $((pre + 40)) python3 -m zoo precompute --root "$WORK" --data "$DATA" \

@@ -87,10 +87,13 @@ def _firsts(records: list[dict]) -> dict:
 
 
 def _measured(run_dir: Path) -> dict:
-    """Median tok/s of the log windows after the first (compile) window."""
+    """Median tok/s of the log windows after the first (compile) window; wall seconds at the first log
+    line (compilation + ``log_every`` steps)."""
     log = [json.loads(x) for x in (run_dir / "train_log.jsonl").read_text().splitlines() if x.strip()]
-    rates = [r["tok_per_s"] for r in log if "tok_per_s" in r][1:]
-    return {"tok_per_s_median": statistics.median(rates) if rates else None}
+    windows = [r for r in log if "tok_per_s" in r]
+    rates = [r["tok_per_s"] for r in windows[1:]]
+    return {"tok_per_s_median": statistics.median(rates) if rates else None,
+            "first_log_elapsed_s": windows[0]["elapsed_s"] if windows else None}
 
 
 def run_pilot(out: Path, data_dir: Path, variant: str, sizes: list[str], total_budget_s: float | None,
@@ -173,7 +176,7 @@ def _one(out, corpus, synthetic, eval_set, base, size, plan, later, total_budget
             "cap_s": None if cap is None else round(cap, 1),
             "wall_s": round(wall, 1),
             "eval_s_total": round(evals, 1),
-            "compile_estimate_s": round(compile_est, 1),
+            "compile_estimate_s": round(max(0.0, compile_est), 1),
             **measured,
             "first": _firsts(recs),
             "records": recs,
@@ -202,6 +205,30 @@ def _write(out: Path, summary: dict) -> None:
     tmp = out / "pilot.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1, default=str) + "\n", encoding="utf-8")
     tmp.replace(out / "pilot.json")
+
+
+def pack_outputs(work: Path, dest: Path, max_files: int = 6, max_total: int = 48 << 20) -> dict:
+    """What the device returns besides pilot.json and the log: ``pilot_runs.tar.gz`` (each run's
+    train_log.jsonl, formation.json, summary.json) and the Q/K series as ``qk_<k>.tar.gz`` archives of
+    at most 15 MiB (whole points; runs in order, smallest size first) while ``max_files`` and
+    ``max_total`` allow; what did not fit is listed (``left_out``)."""
+    from zoo.package import MIB, _bins, _size, _tar
+
+    work, dest = Path(work), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    runs = sorted(p for p in (work / "runs").glob("*") if p.is_dir())
+    small = [f for r in runs for f in (r / n for n in ("train_log.jsonl", "formation.json", "summary.json"))
+             if f.is_file()]
+    sizes = {"pilot_runs.tar.gz": _tar(dest / "pilot_runs.tar.gz", work, small)} if small else {}
+    points = [(f, _size(f)) for r in runs for f in sorted((r / "qk").glob("*")) if f.is_file()]
+    left: list[str] = []
+    for i, b in enumerate(_bins(points, 15 * MIB)):
+        fits = len(sizes) < max_files and sum(sizes.values()) + sum(_size(f) for f in b) <= max_total
+        if not fits:
+            left += [f.relative_to(work).as_posix() for f in b]
+            continue
+        sizes[f"qk_{i + 1}.tar.gz"] = _tar(dest / f"qk_{i + 1}.tar.gz", work, b)
+    return {"archives": sizes, "left_out": left}
 
 
 def table(summary: dict) -> str:
