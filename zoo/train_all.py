@@ -37,7 +37,8 @@ from zoo.variants import context_of, get_size, get_variant, variants_of
 
 # NIAH prompt lengths of the formation score: v1 as bundled; v2 adds the whole context (a needle up to
 # 4K tokens back: beyond every window of the v2 variants)
-EVAL_LENGTHS = {"v1": (1024, 2048), "v2": (1024, 2048, 4096), "smoke": (128, 192)}
+EVAL_LENGTHS = {"v1": (1024, 2048), "v2": (1024, 2048, 4096), "smoke": (128, 192), "smoke-v2": (256,)}
+# smoke-v2: the v2 smoke context (256); its needle + query alone take ~200 tokens with the test tokenizer
 KEY_CHUNKS = 16  # held-out windows for the training-time key-token count (v2 sizes)
 # tried in order when a variant fails (compile / kernel / memory errors): SDPA with a dense mask instead
 # of FlexAttention, then torch chunked recurrences instead of fla, then 4-row micro-batches
@@ -74,7 +75,7 @@ def eval_set_for(corpus: Corpus, size: str, lengths: tuple[int, ...] | None = No
     for v2 sizes also passkey at the training context and key-token counts at trunc_len = context / 4
     (1024 at 4096; see zoo.formation)."""
     s = get_size(size)
-    default = EVAL_LENGTHS["smoke" if s.smoke else s.generation]
+    default = EVAL_LENGTHS[("smoke" if s.generation == "v1" else "smoke-v2") if s.smoke else s.generation]
     v2 = s.generation == "v2"
     return make_eval_set(
         corpus.tokenizer_dir,
