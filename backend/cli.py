@@ -1,6 +1,8 @@
-"""Command line: ``python -m backend models | run | show | sql | serve | sweep``.
+"""Command line: ``python -m backend models | run | show | sql | serve | sweep | scaling``.
 
-Bad input exits with code 2 and one line on stderr (``error: ...``); a failing probe exits 1.
+Bad input exits with code 2 and one line on stderr (``error: ...``); a failing probe exits 1; a
+cancelled run exits 3 (``run`` turns SIGTERM into its ``CancelToken``: the run stops at its next
+progress report and stores nothing; ``backend.client.LocalClient`` cancels its child this way).
 ``--json`` prints machine-readable output on stdout; ``--progress`` writes JSON progress lines on
 stderr (what ``backend.client.LocalClient`` reads); otherwise progress is a tqdm bar.
 """
@@ -12,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-EXIT_BAD_INPUT, EXIT_FAILED = 2, 1
+EXIT_BAD_INPUT, EXIT_FAILED, EXIT_CANCELLED = 2, 1, 3
 
 
 def parse_param(item: str) -> tuple[str, Any]:
@@ -71,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--scheduler", help="address of a running Dask scheduler (default: start a local cluster)")
     w.add_argument("--store")
     w.add_argument("--json", action="store_true")
+    k = sub.add_parser("scaling", help="fit L(N, D) = b N^-alpha + c D^-beta to a table of runs (default: the "
+                       "authors' SWA-128 LongPPL table)")
+    k.add_argument("--table", help="TSV/CSV with columns N, D, loss (or the authors' model_size, "
+                   "token_multiplier, n, loss); default: the authors' table")
+    k.add_argument("--boot", type=_port, default=50, help="bootstrap resamples per fit")
+    k.add_argument("--out", help="write the whole report (fits, intervals, curves and bands) as JSON here")
+    k.add_argument("--json", action="store_true")
     return ap
 
 
@@ -115,11 +124,21 @@ def _hosted_checks(spec):
     return CancelToken(float(lim["max_run_seconds"]))
 
 
+def _cancel_on_sigterm(token) -> None:
+    """SIGTERM cancels the run (the main thread only; the process exits once the run stopped)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: token.cancel("run: cancelled; nothing was stored"))
+
+
 def cmd_run(args) -> int:
-    from backend.runner import Runner
+    from backend.runner import CancelToken, Runner
 
     spec = _spec(args)
-    cancel = _hosted_checks(spec)
+    cancel = _hosted_checks(spec) or CancelToken()
+    _cancel_on_sigterm(cancel)
     runner = Runner(args.store)
     if args.progress:
         def progress(f: float, msg: str) -> None:
@@ -170,6 +189,29 @@ def cmd_sweep(args) -> int:
             err = f"  {r['error']}" if r["error"] else ""
             print(f"{r['status']:9} {r['run_id'] or '-':20} {json.dumps(r['spec'])}{err}")
     return EXIT_FAILED if any(r["status"] == "error" for r in rows) else 0
+
+
+def cmd_scaling(args) -> int:
+    from pathlib import Path
+
+    from backend import scaling
+
+    table = scaling.load_table(args.table) if args.table else scaling.load_table()
+    rep = scaling.report(table, n_boot=args.boot, reference=None if args.table else scaling.AUTHORS_FIT)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rep, indent=0) + "\n", encoding="utf-8")
+    rows = ([{**rep["reference"], "bounded": "authors"}] if "reference" in rep else []) + rep["fits"]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for f in rows:
+            p = f["params"]
+            print(f"{f['quantity']:4} alpha {str(f['bounded']):8} objective {f['objective']:.6g}  R2 train "
+                  f"{f['r2_train']:.6f} held-out {f['r2_val']:.6f}  b {p['b']:.6g} alpha {p['alpha']:.4f} "
+                  f"c {p['c']:.6g} beta {p['beta']:.4f}")
+    return 0
 
 
 def _human(d: dict) -> str:
@@ -246,7 +288,7 @@ def cmd_serve(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cmds = {"run": cmd_run, "show": cmd_show, "sql": cmd_sql, "models": cmd_models, "serve": cmd_serve,
-            "sweep": cmd_sweep}
+            "sweep": cmd_sweep, "scaling": cmd_scaling}
     try:
         return cmds[args.cmd](args)
     except (ValueError, LookupError, PermissionError) as e:
@@ -254,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except Exception as e:  # noqa: BLE001 - a failed probe: its message is stored with the run
         from backend.store import StoreError
+
+        if type(e).__name__ == "RunCancelled":  # backend.runner.RunCancelled: nothing was stored
+            print(f"error: {_line(e)}", file=sys.stderr)
+            return EXIT_CANCELLED
 
         code = EXIT_BAD_INPUT if isinstance(e, StoreError) else EXIT_FAILED
         print(f"error: {_line(e)}", file=sys.stderr)
