@@ -140,8 +140,8 @@ def sweep(specs: Sequence[RunSpec], store: str | None = None, client=None, sched
     points: list[Point] = []
     todo: list[int] = []
     for spec in specs:
-        run_id = runner.run_id(spec)
-        cached = runner.lookup(run_id) is not None
+        hit = runner.find(spec)  # stored under this spelling of the ablation or another
+        run_id, cached = (hit.run_id, True) if hit else (runner.run_id(spec), False)
         points.append(Point(spec.canonical(), run_id, "cached" if cached else "pending"))
         if not cached:
             todo.append(len(points) - 1)

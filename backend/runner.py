@@ -2,7 +2,9 @@
 
 ``Runner.run(spec)`` resolves the model and dataset refs once (fingerprints, and the documents the
 probe will read), derives the run_id, and returns at once if any store (the user store, then
-precomputed/) holds a successful run with that id. Otherwise it takes a per-run lock (a thread lock
+precomputed/) holds a successful run with that id, or the same run under another spelling of its
+ablation (:meth:`Runner.equivalent`: the run_id stays the hash of the spec as spelled; see DESIGN.md).
+Otherwise it takes a per-run lock (a thread lock
 plus a file lock, so concurrent threads and processes asking for one run compute it once), checks
 again, loads the model, runs the probe's dependencies (given the loaded model's layer types),
 applies the ablation, runs the probe (``backend.probes.registry``) with progress reporting, checks
@@ -32,9 +34,11 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from backend import datasets, model_refs, paths
+from backend.ablation_match import info_to_json, same_effect
 from backend.probes.registry import PROBES, USER_PROBES
 from backend.spec import RunSpec
 from backend.store import TraceStore
+from models.ablation import Ablation
 
 Progress = Callable[[float, str], None]
 _THREAD_LOCKS: dict[str, threading.Lock] = {}
@@ -142,6 +146,34 @@ class Runner:
                 return RunResult(run_id, store.manifest(run_id), store, cached=True)
         return None
 
+    def find(self, spec: RunSpec) -> RunResult | None:
+        """The stored run of ``spec`` (by its run_id, else :meth:`equivalent`), or None."""
+        fps = self.fingerprints(spec)
+        return self.lookup(spec.run_id(fps["model"], fps["data"])) or self.equivalent(spec, fps)
+
+    def equivalent(self, spec: RunSpec, fps: dict) -> RunResult | None:
+        """The newest stored ok run that is ``spec`` under another spelling of its ablation: the same
+        model and dataset (fingerprints), probe (version) and params, and an ablation that does the same
+        to this model (``backend.ablation_match``: ``rf[full]=64`` is ``rf[3,7]=64`` on SSSFSSSF)."""
+        want = {k: v for k, v in spec.canonical().items() if k != "ablation"}
+        info, best = None, None
+        for store in [self.store, *self.extra]:
+            for rid in store.runs():
+                m = store.manifest(rid)
+                if not m or m.get("status") != "ok" or m.get("fingerprints") != fps:
+                    continue
+                other = m.get("spec") or {}
+                if {k: v for k, v in other.items() if k != "ablation"} != want:
+                    continue
+                if (m.get("meta") or {}).get("probe_version") != spec.probe_version:
+                    continue
+                if info is None:
+                    info = model_info(spec.model)
+                if same_effect(Ablation.model_validate(other.get("ablation") or {}), spec.ablation, info):
+                    if best is None or m.get("created_at", "") > best[1].get("created_at", ""):
+                        best = (store, m)
+        return RunResult(best[1]["run_id"], best[1], best[0], cached=True) if best else None
+
     # -- execution ----------------------------------------------------------------------------
     def run(self, spec: RunSpec, progress: Progress | None = None, cancel: CancelToken | None = None) -> RunResult:
         """Compute ``spec`` (or return the stored run); ``cancel`` stops it (RunCancelled, nothing stored)."""
@@ -154,7 +186,7 @@ class Runner:
 
         fps, docs = self.resolve(spec)
         run_id = spec.run_id(fps["model"], fps["data"])
-        hit = self.lookup(run_id)
+        hit = self.lookup(run_id) or self.equivalent(spec, fps)
         if hit:
             return hit
         cancel.start()
@@ -226,6 +258,7 @@ class Runner:
             "durations": {"load": t_load, "probe": time.perf_counter() - t1},
             "probe_version": spec.probe_version,
             "ablation_text": spec.ablation.to_text(),
+            "model_info": info_to_json(adapter_info(lm.model)),  # the app resolves ablations with it
             "device": str(lm.device),
             **ctx.meta,
         }
@@ -238,6 +271,15 @@ def adapter_info(model):
     from models.adapters import adapter_for
 
     return adapter_for(model).info()
+
+
+def model_info(ref: str):
+    """The ModelInfo of model ``ref`` from its config (no weights loaded)."""
+    from backend.model_support import load_config
+    from models.adapters import adapter_class_for
+
+    config = load_config(model_refs.resolve(ref))
+    return adapter_class_for(config).info_for(config)
 
 
 def needs_docs(spec: RunSpec) -> bool:
