@@ -3,7 +3,8 @@
 All queries are parameterised (``?`` placeholders); table names come from a fixed allow-list, never
 from the URL. Results are cached per store generation, so a new run shows up on the next rerun.
 A view finds its run by the canonical RunSpec (:func:`find_run`: the ``runs.spec`` column, or the
-run_id a submit of this session returned for that spec); views that compare many runs aggregate by SQL
+run_id a submit of this session returned for that spec, else the same run under another spelling of
+its ablation, :func:`equivalent_run`); views that compare many runs aggregate by SQL
 over the stored columns (the ``ablation`` column is the runner's canonical text form).
 """
 
@@ -15,10 +16,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from backend import paths
+from backend import ablation_match, paths
 from backend.schema import TABLES
 from backend.spec import RunSpec
+from backend.store import canonical_json
 from backend.store_reader import SqlError, StoreReader
+from models.plan import ModelInfo
 
 
 def store_dir() -> Path:
@@ -86,6 +89,7 @@ def invalidate() -> None:
     _query.clear()
     _runs.clear()
     _known_models.clear()
+    _model_info.clear()
     _GEN.clear()
     reader().refresh()
 
@@ -147,8 +151,11 @@ def find_run(spec: RunSpec) -> tuple[str | None, str | None]:
     """
     key = spec.canonical_json()
     mine = st.session_state.get(_SUBMITTED, {}).get(key)
-    if mine:
-        df = query("SELECT run_id FROM runs WHERE run_id = ? AND spec = ? AND status = 'ok'", (mine, key))
+    if mine:  # the backend may answer with the run of another spelling of the ablation: same model/probe
+        df = query(
+            "SELECT run_id FROM runs WHERE run_id = ? AND model = ? AND probe = ? AND status = 'ok'",
+            (mine, spec.model, spec.probe),
+        )
         if not df.empty:
             return mine, None
     df = query(
@@ -157,8 +164,59 @@ def find_run(spec: RunSpec) -> tuple[str | None, str | None]:
     ok = df[df["status"] == "ok"]
     if not ok.empty:
         return str(ok.iloc[0]["run_id"]), None
+    same = equivalent_run(spec)
+    if same:
+        return same, None
     failed = df[df["status"] == "error"]
     return None, (str(failed.iloc[0]["error"]) if not failed.empty else None)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _model_info(model: str, gen: str, roots_key: tuple[str, ...], pre: str) -> ModelInfo | None:
+    df = _reader(roots_key).sql(
+        "SELECT meta FROM runs WHERE model = ? AND status = 'ok' AND meta LIKE '%\"model_info\"%' "
+        "ORDER BY created_at DESC LIMIT 1",
+        [model],
+    ).to_pandas()
+    info = ablation_match.info_of_meta(df["meta"].iloc[0]) if not df.empty else None
+    if info is None:
+        try:
+            from backend.model_refs import resolve
+
+            path = resolve(model).path
+        except Exception:  # noqa: BLE001 - an unknown or unreadable ref: no info, exact matches only
+            path = None
+        info = ablation_match.native_info_at(path) if path is not None else None
+    return info
+
+
+def model_info(model: str | None) -> ModelInfo | None:
+    """The layer layout of ``model`` (torch-free): the ``model_info`` its newest run stored, else its
+    native config.json; None when neither is known (ablations then match only as spelled)."""
+    return _model_info(model, generation(), roots(), str(precomputed_dir())) if model else None
+
+
+def equivalent_run(spec: RunSpec) -> str | None:
+    """The newest ok run of ``spec`` stored under another spelling of its ablation: the same model,
+    probe, dataset and params, and an ablation that does the same to the model (``rf[full]=64`` is the
+    bundled ``rf[3,7]=64``; :mod:`backend.ablation_match`)."""
+    info = model_info(spec.model)
+    if info is None:
+        return None
+    df = query(
+        "SELECT run_id, ablation FROM runs WHERE model = ? AND probe = ? AND status = 'ok' "
+        "AND coalesce(dataset, '') = ? AND params = ? ORDER BY created_at DESC, run_id",
+        (spec.model, spec.probe, spec.data or "", canonical_json(spec.params)),
+    )
+    for run_id, abl in zip(df["run_id"], df["ablation"].fillna(""), strict=True):
+        if ablation_match.same_effect(abl, spec.ablation, info):
+            return str(run_id)
+    return None
+
+
+def meaning(ablation: str | None, model: str | None = None) -> str:
+    """An ablation named by what it does on ``model`` (``efficient layers, k=64``; ``none``)."""
+    return ablation_match.meaning(ablation or "", model_info(model))
 
 
 def attention_rows(spec: RunSpec, layer: int, head: int) -> pd.DataFrame:
