@@ -3,7 +3,9 @@
 The URL is the permalink: ``st.navigation`` shows one page per view (``app/views/``, paths like
 ``/niah``: the path is the view), and :mod:`app.state` checks the query (warning about and dropping bad
 values) before the widgets, bound to it, take their values from it. An old link's ``?view=niah`` is
-redirected to ``/niah`` with its other parameters.
+redirected to ``/niah`` with its other parameters. After the page rendered, :func:`app.jobs.watch` shows
+and waits for the session's running computations (progress, Cancel); :func:`app.jobs.guard` cancels them
+when the script run is stopped (the tab closed).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/, not the 
 
 import streamlit as st  # noqa: E402
 
-from app import data, defaults, run_panel, state  # noqa: E402
+from app import data, defaults, jobs, run_panel, state  # noqa: E402
 from app.state import VIEWS  # noqa: E402
 
 VIEWS_DIR = Path(__file__).resolve().parent / "views"  # absolute: a test entry script may run this file
@@ -65,6 +67,8 @@ def main() -> None:
     slot = sidebar(vs)
     pg.run()
     slot.code(permalink(state.current()), language=None, wrap_lines=True)
+    jobs.watch(run_panel.finished)
 
 
-main()
+with jobs.guard():
+    main()

@@ -1,6 +1,8 @@
 """The run panel (sidebar, every view): models and ablations A/B, the ablation editor, dataset and
-probe parameters, and submission to the backend with a progress bar. Also the "missing traces"
-prompt the views show, and :func:`build_spec`: the RunSpec a view looks its runs up by.
+probe parameters, and submission to the backend (:mod:`app.jobs`: a thread per run, a progress bar with
+stage, percentage, elapsed and remaining time, and Cancel). Also the "missing traces" prompt the views
+show, and :func:`build_spec`: the RunSpec a view looks its runs up by. On a hosted dashboard
+(``HYBRIDSCOPE_HOSTED=1``) the caps are shown at the top of the panel and ``file:`` data is refused.
 
 The backend client is ``backend.client.default_client`` (an in-process CLI child, or HTTP when
 ``HYBRIDSCOPE_BACKEND_URL`` is set). Tests install a double through :data:`CLIENT_FACTORY`; the app
@@ -16,9 +18,9 @@ from typing import Any
 
 import streamlit as st
 
-from app import data, defaults, probe_params, state
+from app import data, defaults, jobs, probe_params, state
 from app.state import BUILTIN_DATA, RUN_PROBES, VIEW_PROBE, ViewState
-from backend.client import Client, RunFailed, default_client
+from backend.client import Client, default_client
 from backend.limits import over_limits  # the one definition of what fits a backend
 from backend.probes.registry import PROBES
 from backend.spec import RunSpec, SpecError
@@ -53,19 +55,31 @@ def _limits(backend: str) -> dict:
 
 def limits() -> dict:
     """What the backend accepts (cached for a minute: an HTTP backend is asked over the network)."""
-    keys = ("HYBRIDSCOPE_BACKEND_URL", "HYBRIDSCOPE_MAX_TOKENS", "HYBRIDSCOPE_MAX_DOCS")
+    keys = ("HYBRIDSCOPE_BACKEND_URL", "HYBRIDSCOPE_MAX_TOKENS", "HYBRIDSCOPE_MAX_DOCS", "HYBRIDSCOPE_HOSTED",
+            "HYBRIDSCOPE_SESSION_RUNS")
     return _limits("|".join([os.environ.get(k, "") for k in keys] + [repr(CLIENT_FACTORY)]))
 
 
-SHOWN_LIMITS = ("max_tokens", "max_docs", "max_run_seconds")  # what a user can act on
+SHOWN_LIMITS = ("max_tokens", "max_docs", "max_run_seconds", "session_runs")  # what a user can act on
 
 
 def limits_text(lim: dict) -> str:
     if "error" in lim:
         return str(lim["error"])
-    parts = [f"{k.replace('_', ' ')} {v}" for k, v in lim.items() if k in SHOWN_LIMITS]
+    parts = [f"{k.replace('_', ' ')} {v:g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+             for k, v in lim.items() if k in SHOWN_LIMITS]
     where = "hosted" if lim.get("hosted") else lim.get("device", "backend")
     return f"{where}: " + (", ".join(parts) or "no limits")
+
+
+def hosted_caps(lim: dict) -> str | None:
+    """The caps of a hosted dashboard, in words (None elsewhere)."""
+    if not lim.get("hosted"):
+        return None
+    n = int(lim.get("session_runs", 1))
+    return (f"Hosted demo: runs of at most {lim['max_tokens']} tokens and {lim['max_docs']} documents, "
+            f"{n} run{'s' if n > 1 else ''} at a time per browser tab, {lim['max_run_seconds']:g} s each; "
+            "file: datasets are off.")
 
 
 def model_options(vs: ViewState) -> list[str]:
@@ -112,31 +126,35 @@ def build_spec(
     )
 
 
-def submit(spec: RunSpec) -> str | None:
-    """Send ``spec`` to the backend with a progress bar; rerun the app when the traces are in."""
-    lim = limits()
+def refusal(spec: RunSpec, lim: dict) -> str | None:
+    """Why this dashboard does not compute ``spec`` now: too large for the backend, ``file:`` data on a
+    hosted dashboard, or the per-connection / per-process caps of :mod:`app.jobs`."""
     why = over_limits(spec, lim)
+    if why:
+        return why
+    if lim.get("hosted") and (spec.data or "").startswith("file:"):
+        return "file: datasets are off on this hosted dashboard (use zoo:val, zoo:test or stdlib)"
+    return jobs.refusal(spec, lim)
+
+
+def submit(spec: RunSpec) -> jobs.Job | None:
+    """Start computing ``spec`` (its progress and Cancel button appear in the sidebar; the app reruns
+    when the traces are in), or say why not."""
+    lim = limits()
+    why = refusal(spec, lim)
     if why:
         st.error(
             f"Refused: {why}. Limits of this backend — {limits_text(lim)}. Lower the probe parameters, "
             "or point the dashboard at a GPU backend (HYBRIDSCOPE_BACKEND_URL)."
         )
         return None
-    bar = st.progress(0.0, text=f"{spec.probe} on {spec.model}: starting")
+    return jobs.start(spec, client(), f"{spec.probe} on {spec.model}")
 
-    def progress(frac: float, msg: str) -> None:
-        bar.progress(min(max(float(frac), 0.0), 1.0), text=f"{spec.probe} on {spec.model}: {msg[:120]}")
 
-    try:
-        run_id = client().submit(spec, on_progress=progress)
-    except (RunFailed, SpecError, OSError, ValueError) as e:
-        bar.empty()
-        st.error(f"Run failed: {state.shown(e, 300)}")
-        return None
-    data.remember(spec, run_id)
+def finished(job: jobs.Job) -> None:
+    """A job's traces are in the store: this session shows that run for its spec."""
+    data.remember(job.spec, job.run_id)
     data.invalidate()
-    st.rerun()
-    return run_id
 
 
 def missing(
@@ -163,6 +181,9 @@ def missing(
     if why:
         st.error(f"Cannot compute it here: {why} (limits — {limits_text(lim)}).")
         return
+    if jobs.running_for(spec):
+        st.info("Computing it — progress and Cancel in the sidebar.")
+        return
     if st.button(f"Compute {probe} for {label}", key=f"compute-{probe}-{label}"):
         submit(spec)
 
@@ -174,6 +195,10 @@ SAME = "(same as A)"
 
 
 def render(vs: ViewState) -> None:
+    caps = hosted_caps(limits())
+    if caps:
+        st.info(caps, icon="ℹ️")
+    jobs.slot()
     opts = model_options(vs)
     st.selectbox("Model A", opts, **state.bound("model"))
     st.text_input(

@@ -15,7 +15,9 @@ Run sizes (``max_tokens``, ``max_docs``) may be changed on CPU / hosted with ``H
 ``HYBRIDSCOPE_WORKERS`` (runs computed at once), ``HYBRIDSCOPE_MAX_RUN_SECONDS`` (wall-clock per run,
 dependencies included; a run past it is cancelled and stores nothing), ``HYBRIDSCOPE_MAX_BODY_BYTES``
 (HTTP request body; more get HTTP 413), ``HYBRIDSCOPE_SQL_TIMEOUT_S`` and ``HYBRIDSCOPE_SQL_MAX_ROWS``
-(read-only SQL). ``MAX_JSON_DEPTH`` bounds the nesting of any JSON input (HTTP body, ``--spec-json``).
+(read-only SQL), ``HYBRIDSCOPE_SESSION_RUNS`` (runs one dashboard browser connection may have computing
+at once: 2 on CPU, 4 on a GPU, 1 hosted). ``MAX_JSON_DEPTH`` bounds the nesting of any JSON input (HTTP
+body, ``--spec-json``).
 
 :func:`over_limits` tells why a spec is too large for a backend; :func:`listen_host` is the address
 every server HybridScope starts binds to (``HYBRIDSCOPE_LISTEN_HOST``, default ``127.0.0.1``).
@@ -31,17 +33,21 @@ GPU_MAX_TOKENS, GPU_MAX_DOCS = 1 << 20, 1000
 MAX_JSON_DEPTH = 32  # nesting of any JSON input; a RunSpec needs 4
 _PROFILES: dict[str, dict[str, int | float]] = {
     "cpu": {"max_tokens": CPU_MAX_TOKENS, "max_docs": CPU_MAX_DOCS, "workers": 1, "max_queue": 4,
-            "max_run_seconds": 900.0, "max_body_bytes": 64 << 10, "sql_timeout_s": 30.0, "sql_max_rows": 100_000},
+            "max_run_seconds": 900.0, "max_body_bytes": 64 << 10, "sql_timeout_s": 30.0, "sql_max_rows": 100_000,
+            "session_runs": 2},
     "cuda": {"max_tokens": GPU_MAX_TOKENS, "max_docs": GPU_MAX_DOCS, "workers": 1, "max_queue": 16,
-             "max_run_seconds": 3600.0, "max_body_bytes": 64 << 10, "sql_timeout_s": 30.0, "sql_max_rows": 100_000},
+             "max_run_seconds": 3600.0, "max_body_bytes": 64 << 10, "sql_timeout_s": 30.0, "sql_max_rows": 100_000,
+             "session_runs": 4},
     "hosted": {"max_tokens": CPU_MAX_TOKENS // 2, "max_docs": CPU_MAX_DOCS // 2, "workers": 1, "max_queue": 2,
-               "max_run_seconds": 300.0, "max_body_bytes": 16 << 10, "sql_timeout_s": 10.0, "sql_max_rows": 10_000},
+               "max_run_seconds": 300.0, "max_body_bytes": 16 << 10, "sql_timeout_s": 10.0, "sql_max_rows": 10_000,
+               "session_runs": 1},
 }
 _SIZE_ENV = {"max_tokens": "HYBRIDSCOPE_MAX_TOKENS", "max_docs": "HYBRIDSCOPE_MAX_DOCS"}
 _SERVING_ENV = {
     "workers": "HYBRIDSCOPE_WORKERS", "max_queue": "HYBRIDSCOPE_MAX_QUEUE",
     "max_run_seconds": "HYBRIDSCOPE_MAX_RUN_SECONDS", "max_body_bytes": "HYBRIDSCOPE_MAX_BODY_BYTES",
     "sql_timeout_s": "HYBRIDSCOPE_SQL_TIMEOUT_S", "sql_max_rows": "HYBRIDSCOPE_SQL_MAX_ROWS",
+    "session_runs": "HYBRIDSCOPE_SESSION_RUNS",
 }
 
 
@@ -67,7 +73,8 @@ def limits_for(device: str) -> dict[str, Any]:
     """Every limit of a backend running on ``device`` ("cpu" or "cuda"), environment applied.
 
     Keys: ``device``, ``max_tokens``, ``max_docs`` (run size), then ``workers``, ``max_queue``,
-    ``max_run_seconds``, ``max_body_bytes``, ``sql_timeout_s``, ``sql_max_rows``, and ``hosted``.
+    ``max_run_seconds``, ``max_body_bytes``, ``sql_timeout_s``, ``sql_max_rows``, ``session_runs`` (the
+    dashboard's runs per browser connection), and ``hosted``.
     """
     device = "cuda" if device == "cuda" else "cpu"
     profile = "hosted" if hosted() else device
