@@ -1,5 +1,6 @@
 """Load models (once per process) from local refs. Never downloads: local_files_only always; weights
-from safetensors only unless the operator sets ``HYBRIDSCOPE_ALLOW_PICKLE=1`` (``model_refs.check_weights``)."""
+from safetensors only unless the operator sets ``HYBRIDSCOPE_ALLOW_PICKLE=1`` (``model_refs.check_weights``);
+a checkpoint's own (remote) code only with ``HYBRIDSCOPE_TRUST_REMOTE_CODE=1`` (``model_support.check_remote_code``)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,10 @@ def _dtype(device: torch.device) -> torch.dtype:
 
 def load(ref_str: str, device: torch.device | None = None) -> LoadedModel:
     """Return the cached model for ``ref_str`` (loaded on first use), in eval mode."""
+    from backend.model_support import check_remote_code
+
     ref = resolve(ref_str)
+    check_remote_code(ref)  # before any file is hashed or the cache answers
     device = device or default_device()
     fp = fingerprint(ref)
     key = (ref_str, fp, str(device))
@@ -62,7 +66,9 @@ def _load(ref: ModelRef, fp: str, device: torch.device) -> LoadedModel:
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        trust = os.environ.get("HYBRIDSCOPE_TRUST_REMOTE_CODE") == "1"
+        from backend.model_support import trust_remote_code
+
+        trust = trust_remote_code()
         model = AutoModelForCausalLM.from_pretrained(
             ref.path, local_files_only=True, trust_remote_code=trust, dtype=_dtype(device),
             use_safetensors=None if pickle_allowed() else True,

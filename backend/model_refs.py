@@ -120,12 +120,13 @@ def _digest_cached(path: str, size: int, mtime_ns: int) -> str:
 
 
 def fingerprint(ref: ModelRef) -> str:
-    """sha256 over config, weights and tokenizer files: the model part of every run_id."""
+    """sha256 over config, weights, tokenizer and code files (a remote-code checkpoint's ``*.py``): the
+    model part of every run_id."""
     h = hashlib.sha256()
     if ref.path is None:
         h.update(f"tiny:{ref.pattern}:seed0".encode())
         return h.hexdigest()[:20]
-    suffixes = {".json", ".safetensors", ".model", ".txt"}
+    suffixes = {".json", ".safetensors", ".model", ".txt", ".py"}
     if not any(p.suffix == SAFETENSORS for p in ref.path.iterdir()):
         suffixes |= set(PICKLE_SUFFIXES)  # pickle weights (allowed by the operator) are what gets loaded
     for p in sorted(ref.path.iterdir()):

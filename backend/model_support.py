@@ -5,49 +5,112 @@ supported, its layer types and the ablation fields that apply, or one line namin
 ``check_spec(spec)`` is the runner's early refusal: an ablation that the model's config already rules
 out (a selector that selects nothing, an unsupported layer type, a toggle the kernel lacks) fails
 before any weight is read.
+
+Remote code (a checkpoint whose config.json ``auto_map`` names its own classes for a ``model_type``
+transformers does not ship, e.g. the paper's released hybrids) runs only when the operator sets
+``HYBRIDSCOPE_TRUST_REMOTE_CODE=1``; otherwise :func:`check_remote_code` refuses it with one line, before
+any of its code or weights are read.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
-from backend.model_refs import ModelRef, resolve
+from backend.model_refs import ModelRef, ModelRefError, resolve
 from models.adapters import UnsupportedModel, adapter_class_for, describe
+
+REMOTE_CODE_ENV = "HYBRIDSCOPE_TRUST_REMOTE_CODE"
+
+
+def trust_remote_code() -> bool:
+    """Whether the operator allows checkpoints' own code (``HYBRIDSCOPE_TRUST_REMOTE_CODE=1``)."""
+    return os.environ.get(REMOTE_CODE_ENV) == "1"
+
+
+def needs_remote_code(ref: ModelRef) -> str | None:
+    """The code file a checkpoint's config.json asks transformers to run (its ``auto_map`` entry for
+    AutoConfig or AutoModelForCausalLM) when transformers has no built-in class for its ``model_type``;
+    None when it loads with transformers' (or the native family's) own code."""
+    if ref.path is None:
+        return None
+    try:
+        cfg = json.loads((ref.path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None  # unreadable: AutoConfig says so
+    auto = cfg.get("auto_map") if isinstance(cfg, dict) else None
+    if not isinstance(auto, dict) or not auto:
+        return None
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    import models.modeling  # noqa: F401  (the native family's model_type is built in)
+
+    if cfg.get("model_type") in CONFIG_MAPPING:
+        return None
+    entry = auto.get("AutoModelForCausalLM") or auto.get("AutoConfig") or next(iter(auto.values()))
+    return str(entry[0] if isinstance(entry, list | tuple) else entry)
+
+
+def check_remote_code(ref: ModelRef) -> None:
+    """Refuse (one line) a checkpoint that needs remote code unless the operator allows it."""
+    entry = needs_remote_code(ref)
+    if entry is not None and not trust_remote_code():
+        raise ModelRefError(
+            f"model: {ref.ref!r} runs its own code (config.json auto_map: {entry}); HybridScope loads remote "
+            f"code only when the operator sets {REMOTE_CODE_ENV}=1"
+        )
 
 
 def load_config(ref: ModelRef):
-    """The model's config (tiny refs: their native config); local files only."""
+    """The model's config (tiny refs: their native config); local files only, remote code only when
+    allowed (:func:`check_remote_code`)."""
     if ref.path is None:
         from models.tiny import tiny_config
 
         return tiny_config(ref.pattern)
+    check_remote_code(ref)
     from transformers import AutoConfig
 
     import models.modeling  # noqa: F401  (registers the native family with AutoConfig)
 
-    trust = os.environ.get("HYBRIDSCOPE_TRUST_REMOTE_CODE") == "1"
-    return AutoConfig.from_pretrained(ref.path, local_files_only=True, trust_remote_code=trust)
+    return AutoConfig.from_pretrained(ref.path, local_files_only=True, trust_remote_code=trust_remote_code())
 
 
 def support(ref_str: str) -> dict:
-    """``{"ref", "adapter", "supported", "layer_types", "toggles", "reason"}`` for one model ref."""
+    """What ``python -m backend models`` prints for one model ref, from its config alone (no weight is
+    read): ``{"ref", "model_type", "adapter", "supported", "layer_types", "toggles", "kernel_gaps",
+    "remote_code", "reason"}``; ``reason`` is the one line naming what is missing (None when supported)."""
+    out = {"ref": ref_str, "model_type": None, "adapter": None, "supported": False, "layer_types": [],
+           "toggles": [], "kernel_gaps": [], "remote_code": False, "reason": None}
     try:
-        config = load_config(resolve(ref_str))
+        ref = resolve(ref_str)
+        out["remote_code"] = needs_remote_code(ref) is not None
+        check_remote_code(ref)
+    except ModelRefError as e:
+        return {**out, "reason": _line(e)}
+    try:
+        config = load_config(ref)
     except (OSError, ValueError) as e:
-        return {"ref": ref_str, "adapter": None, "supported": False, "toggles": [],
-                "reason": f"config: cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__})"}
-    return {"ref": ref_str, "model_type": getattr(config, "model_type", None), **describe(config)}
+        return {**out, "reason": f"config: cannot be read ({_line(e)})"}
+    return {**out, "model_type": getattr(config, "model_type", None), **describe(config)}
+
+
+def _line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def check_spec(spec) -> None:
     """Refuse, before loading weights, an ablation the config already rules out (AblationError or
-    UnsupportedModel, one line each). The empty ablation always passes: plain probes need no adapter."""
+    UnsupportedModel, one line each); remote code the operator did not allow is refused here too (a
+    ModelRefError). The empty ablation needs no adapter: plain probes run on any model that loads."""
+    ref = resolve(spec.model)
+    check_remote_code(ref)
     if spec.ablation.is_empty:
         return
-    config = load_config(resolve(spec.model))
+    config = load_config(ref)
     cls = adapter_class_for(config)
     try:
         info = cls.info_for(config)
     except UnsupportedModel as e:
         raise UnsupportedModel(f"ablation: {e}") from None
-    spec.ablation.resolve(info)
+    cls.check_plans_for(config, info, spec.ablation.resolve(info))

@@ -14,6 +14,7 @@ from models.adapters import cohere2, exaone4, gpt_oss, hf_hybrid, llama4, native
 from models.adapters.base import REGISTRY, ModelAdapter, UnsupportedModel, model_state
 from models.adapters.hf import HFAdapter
 from models.adapters.hf_attention import ATTN_NAME
+from models.adapters.paper import PaperAdapter, has_knobs
 
 __all__ = [
     "ATTN_NAME", "ModelAdapter", "UnsupportedModel", "adapter_class_for", "adapter_for", "describe", "model_state",
@@ -27,8 +28,12 @@ def supported_model_types() -> list[str]:
 
 
 def adapter_class_for(config) -> type[ModelAdapter]:
-    """The adapter class for a config (its family's, else the generic HF adapter)."""
-    return REGISTRY.get(getattr(config, "model_type", None), HFAdapter)
+    """The adapter class for a config: its family's; else the paper checkpoints' (a config with
+    ``eval_sliding_window``, :mod:`models.adapters.paper`); else the generic HF adapter."""
+    cls = REGISTRY.get(getattr(config, "model_type", None))
+    if cls is not None:
+        return cls
+    return PaperAdapter if has_knobs(config) else HFAdapter
 
 
 def adapter_for(model: nn.Module) -> ModelAdapter:
@@ -41,11 +46,13 @@ def adapter_for(model: nn.Module) -> ModelAdapter:
 
 def describe(config) -> dict:
     """What HybridScope can do with a model of this config, without loading weights: its layer types,
-    the ablation fields that apply, and (``supported: False``) the one line naming what is missing."""
+    the ablation fields that apply, what its attention needs that the kernel lacks (so window / sinks
+    changes on attention layers are refused), and (``supported: False``) the one line naming what is
+    missing."""
     cls = adapter_class_for(config)
     try:
         info = cls.info_for(config)
     except UnsupportedModel as e:
-        return {"adapter": cls.family, "supported": False, "reason": str(e), "toggles": []}
+        return {"adapter": cls.family, "supported": False, "reason": str(e), "toggles": [], "kernel_gaps": []}
     return {"adapter": cls.family, "supported": True, "layer_types": list(info.layer_types),
-            "toggles": cls.toggles_for(config, info), "reason": None}
+            "toggles": cls.toggles_for(config, info), "kernel_gaps": cls.kernel_gaps(config), "reason": None}

@@ -104,6 +104,21 @@ class ModelAdapter:
         return []
 
     @classmethod
+    def check_plans_for(cls, config, info: ModelInfo, plans: Sequence[LayerPlan]) -> None:
+        """Refuse, from the config alone (before any weight loads), plans this family cannot follow:
+        here window / sinks changes on attention layers when :meth:`kernel_gaps` is not empty (``apply``
+        refuses them too). Raises :class:`UnsupportedModel` (one line)."""
+        gaps = cls.kernel_gaps(config)
+        changed = [i for i, p in enumerate(plans) if p.is_attention and (
+            p.window != info.windows[i] or (p.window is not None and p.sinks > 0))]
+        if gaps and changed:
+            raise UnsupportedModel(
+                f"ablation: window / sinks / receptive-field changes on attention layers ({changed[0]}"
+                f"{', ...' if len(changed) > 1 else ''}) of this {cls.family} model need {', '.join(gaps)}, which "
+                "HybridScope's attention kernel does not have yet; allowed here: pe, skip_layers, mask_heads"
+            )
+
+    @classmethod
     def toggles_for(cls, config, info: ModelInfo) -> list[str]:
         """The ablation fields that apply to this model."""
         attention = any(k in ATTENTION_KINDS for k in info.layer_types)
