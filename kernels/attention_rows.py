@@ -1,8 +1,10 @@
 """Attention probabilities for chosen query rows only, without an L x L matrix.
 
-``attention_probs_rows`` returns rows of softmax(q k^T * scale + mask) for a few queries at long
+``attention_probs_rows`` returns rows of softmax(cap(q k^T * scale) + mask) for a few queries at long
 context, in O(nq * L) memory: pass 1 finds each row's max over key chunks, pass 2 writes
-exp(score - max) chunk by chunk while summing, then the rows are divided by their sums.
+exp(score - max) chunk by chunk while summing, then the rows are divided by their sums. The mask
+(window, chunk, sinks) and the logit features (softcap, per-head sink logits in the denominator) are
+those of ``kernels.attention``.
 Helpers summarise rows: ``mass_on`` (attention mass on given keys), ``topk_keys``, ``entropy``.
 All results are float32.
 """
@@ -13,7 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
-from kernels.masks import allowed, check_window_sinks
+from kernels.attention import check_logit_mods
+from kernels.masks import allowed, check_chunk, check_window_sinks
 
 
 def _check_rows(q_rows: torch.Tensor, k: torch.Tensor, query_positions: torch.Tensor, key_chunk: int) -> None:
@@ -43,16 +46,23 @@ def attention_probs_rows(
     sinks: int = 0,
     scale: float | None = None,
     key_chunk: int = 8192,
+    chunk: int | None = None,
+    softcap: float | None = None,
+    sink_logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Float32 [B, Hq, nq, L]: the rows at ``query_positions`` of softmax(q k^T * scale + mask).
+    """Float32 [B, Hq, nq, L]: the rows at ``query_positions`` of softmax(cap(q k^T * scale) + mask).
 
     q_rows [B, Hq, nq, D] are the queries at absolute positions ``query_positions`` ([nq] ints);
     k [B, Hkv, L, D] (GQA: query head h uses key head h // (Hq // Hkv)). The mask is the causal
-    window/sinks rule of kernels/masks.py. Memory O(nq * L) plus O(nq * key_chunk) scratch.
+    window/chunk/sinks rule of kernels/masks.py; ``softcap`` c turns a scaled score s into
+    c * tanh(s / c); ``sink_logits`` [Hq] join each row's denominator (its weights then sum to < 1).
+    ``key_chunk`` is the keys per scratch slice. Memory O(nq * L) plus O(nq * key_chunk) scratch.
     """
     query_positions = torch.as_tensor(query_positions, device=q_rows.device)
     _check_rows(q_rows, k, query_positions, key_chunk)
     window, sinks = check_window_sinks(window, sinks)
+    chunk = check_chunk(chunk)
+    softcap, sink_logits = check_logit_mods(softcap, sink_logits, q_rows.shape[1])
     b, hq, nq, d = q_rows.shape
     hkv, length = k.shape[1], k.shape[2]
     group = hq // hkv
@@ -64,15 +74,21 @@ def attention_probs_rows(
         stop = min(start + key_chunk, length)
         kc = k[:, :, start:stop].float().unsqueeze(2)  # [B, Hkv, 1, c, D]
         s = torch.matmul(q5, kc.transpose(-1, -2)).reshape(b, hq, nq, stop - start) * scale
+        if softcap is not None:
+            s = torch.tanh(s / softcap) * softcap
         kpos = torch.arange(start, stop, device=q_rows.device)[None, :]
-        return s.masked_fill(~allowed(qpos, kpos, window, sinks), float("-inf"))
+        return s.masked_fill(~allowed(qpos, kpos, window, sinks, chunk), float("-inf"))
 
     starts = range(0, length, key_chunk)
     row_max = torch.full((b, hq, nq, 1), float("-inf"), device=q_rows.device)
+    sink = None
+    if sink_logits is not None:  # the sink logit joins the max and the sum
+        sink = sink_logits.float().to(q_rows.device).reshape(1, hq, 1, 1)
+        row_max = sink.expand(b, hq, nq, 1).clone()
     for start in starts:  # pass 1: max over keys (finite: every query sees itself)
         row_max = torch.maximum(row_max, chunk_scores(start).amax(-1, keepdim=True))
     out = torch.empty((b, hq, nq, length), dtype=torch.float32, device=q_rows.device)
-    row_sum = torch.zeros((b, hq, nq, 1), device=q_rows.device)
+    row_sum = torch.zeros((b, hq, nq, 1), device=q_rows.device) if sink is None else torch.exp(sink - row_max)
     for start in starts:  # pass 2: exp(score - max), summed
         e = torch.exp(chunk_scores(start) - row_max)
         out[..., start : start + e.shape[-1]] = e
