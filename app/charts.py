@@ -127,40 +127,54 @@ def table_downloads(df: pd.DataFrame, name: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # charts shared by several views
 # ---------------------------------------------------------------------------------------------
-def ppl_bars(df: pd.DataFrame, all_models: list[str], by: str = "ablation") -> alt.Chart:
-    """df: model, ablation, metric ("PPL"/"LongPPL"), value -> grouped bars, one panel per metric.
+def legend(title: str | None = None, columns: int = 4) -> alt.Legend:
+    """A legend under the chart whose labels are never cut (no label limit), in the app and in exports."""
+    return alt.Legend(title=title, orient="bottom", direction="horizontal", columns=columns, labelLimit=0,
+                      titleLimit=0, symbolLimit=0)
 
-    ``by="ablation"``: groups are ablations, one bar per model; ``by="model"``: one bar per model.
+
+def label_axis(**kw: Any) -> alt.Axis:
+    """An axis that shows every label in full (none dropped for overlap, none truncated)."""
+    return alt.Axis(labelAngle=-35, labelLimit=0, labelOverlap=False, **kw)
+
+
+def ppl_bars(df: pd.DataFrame, all_models: list[str], by: str = "ablation") -> alt.Chart:
+    """df: model, ablation (a label), metric ("PPL"/"LongPPL"), value -> grouped bars, one panel per metric.
+
+    ``by="ablation"``: groups are ablations, one bar per model; ``by="model"``: one bar per model, each
+    labelled on the axis.
     """
-    d = df.assign(ablation=df["ablation"].replace("", "(none)"))
+    d = df.assign(ablation=df["ablation"].replace("", "none"))
     enc = {"xOffset": "model:N"} if by == "ablation" else {}
+    step = 14 * max(d["model"].nunique(), 1) + 10 if by == "ablation" else 30
     return (
         alt.Chart(d)
         .mark_bar()
         .encode(
-            x=alt.X(f"{by}:N", title=None, axis=alt.Axis(labelAngle=-30, labelLimit=160)),
+            x=alt.X(f"{by}:N", title=None, axis=label_axis()),
             y=alt.Y("value:Q", title="perplexity"),
-            color=alt.Color("model:N", scale=model_scale(all_models), legend=alt.Legend(title="model")),
+            color=alt.Color("model:N", scale=model_scale(all_models), legend=legend("model")),
             column=alt.Column("metric:N", title=None, sort=["PPL", "LongPPL"]),
             tooltip=["model", "ablation", "metric", alt.Tooltip("value:Q", format=".3f")],
             **enc,
         )
-        .properties(width=260, height=240)
+        .properties(width=alt.Step(step), height=240)
         .resolve_scale(y="independent")
     )
 
 
 def position_curves(df: pd.DataFrame, all_models: list[str]) -> alt.Chart:
-    """df: model, ablation, side, bucket_start, mean_nll -> loss vs position."""
-    d = df.assign(ablation=df["ablation"].replace("", "(none)"))
+    """df: model, ablation (a label), side, bucket_start, mean_nll -> loss vs position (lines only: a
+    dash legend stays readable)."""
+    d = df.assign(ablation=df["ablation"].replace("", "none"))
     return (
         alt.Chart(d)
-        .mark_line(point=alt.OverlayMarkDef(size=18))
+        .mark_line()
         .encode(
             x=alt.X("bucket_start:Q", title="token position"),
             y=alt.Y("mean_nll:Q", title="mean loss (nats)", scale=alt.Scale(zero=False)),
-            color=alt.Color("model:N", scale=model_scale(all_models)),
-            strokeDash=alt.StrokeDash("ablation:N", title="ablation"),
+            color=alt.Color("model:N", scale=model_scale(all_models), legend=legend("model")),
+            strokeDash=alt.StrokeDash("ablation:N", legend=legend("ablation", columns=2)),
             detail="side:N",
             tooltip=["model", "ablation", "side", "bucket_start", alt.Tooltip("mean_nll:Q", format=".3f")],
         )
@@ -171,21 +185,61 @@ def position_curves(df: pd.DataFrame, all_models: list[str]) -> alt.Chart:
 def sweep_chart(
     df: pd.DataFrame,
     all_models: list[str],
-    x_title: str = "receptive field k (tokens)",
-    y_title: str = "LongPPL",
+    x_title: str = "training step",
+    y_title: str = "max retrieval score",
 ) -> alt.Chart:
-    """df: model, name, x, y, label -> one line per (model, name), log-x."""
+    """df: model, x, y (one series per model, e.g. retrieval-head formation) -> one line per model."""
     return (
         alt.Chart(df)
         .mark_line(point=True)
         .encode(
-            x=alt.X("x:Q", title=x_title, scale=alt.Scale(type="log", base=2)),
-            y=alt.Y("y:Q", title=y_title, scale=alt.Scale(type="log")),
-            color=alt.Color("model:N", scale=model_scale(all_models)),
-            strokeDash=alt.StrokeDash("name:N", title="restricted layers"),
-            tooltip=["model", "name", "x", alt.Tooltip("y:Q", format=".3f"), "label"],
+            x=alt.X("x:Q", title=x_title),
+            y=alt.Y("y:Q", title=y_title),
+            color=alt.Color("model:N", scale=model_scale(all_models), legend=legend("model")),
+            tooltip=["model", "x", alt.Tooltip("y:Q", format=".3f"), "label"],
         )
         .properties(height=280)
+    )
+
+
+RF_SERIES = {  # sweep.name of the receptive-field sweep -> what the line shows
+    "restrict_full": "full-attention layers restricted to the last k tokens",
+    "restrict_efficient": "efficient layers restricted to the last k tokens",
+}
+RF_COLOURS = [OKABE_ITO[5], OKABE_ITO[0]]
+
+
+def rf_sweep_panels(df: pd.DataFrame, y_title: str = "LongPPL", columns: int = 4) -> alt.FacetChart:
+    """df: model, name, x, y (the receptive-field sweep) -> one panel per model: the two restrictions as
+    labelled lines over k (log2 axis, ticks at the swept k), the unrestricted value as a dashed reference
+    line labelled in the panel."""
+    d = df.assign(series=df["name"].map(RF_SERIES))
+    ks = sorted(d.loc[d["series"].notna(), "x"].unique().tolist())
+    lines = (
+        alt.Chart()
+        .transform_filter("datum.series != null")
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("x:Q", title="k (tokens)", scale=alt.Scale(type="log", base=2),
+                    axis=alt.Axis(values=ks, format="d", labelOverlap=False)),
+            y=alt.Y("y:Q", title=y_title, scale=alt.Scale(type="log"), axis=alt.Axis(tickCount=4, format="~g")),
+            color=alt.Color("series:N", scale=alt.Scale(domain=list(RF_SERIES.values()), range=RF_COLOURS),
+                            legend=legend(None, columns=1)),
+            tooltip=["model", "series", alt.Tooltip("x:Q", title="k"), alt.Tooltip("y:Q", format=".2f")],
+        )
+    )
+    base = alt.Chart().transform_filter("datum.name == 'baseline'")
+    rule = base.mark_rule(strokeDash=[5, 3], color="#444").encode(y="y:Q")
+    note = (
+        base.transform_calculate(note="'unrestricted ' + format(datum.y, '.1f')")
+        .mark_text(align="left", baseline="bottom", dx=3, dy=-2, fontSize=10, color="#444")
+        .encode(y="y:Q", x=alt.value(0), text="note:N")
+    )
+    return (
+        alt.layer(lines, rule, note, data=d)
+        .properties(width=170, height=140)
+        .facet(facet=alt.Facet("model:N", title=None), columns=columns)
+        .resolve_scale(y="independent")
     )
 
 

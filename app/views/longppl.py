@@ -30,10 +30,14 @@ def render(vs: ViewState) -> None:
     if summary.empty:
         st.info("No LongPPL runs for these models yet.")
     else:
-        long = summary.melt(id_vars=["model", "ablation"], value_vars=["ppl", "longppl"], var_name="metric")
+        summary = summary.assign(
+            meaning=[data.meaning(a, m) for a, m in zip(summary["ablation"], summary["model"], strict=True)]
+        )
+        long = summary.melt(id_vars=["model", "meaning"], value_vars=["ppl", "longppl"], var_name="metric")
         long["metric"] = long["metric"].map({"ppl": "PPL", "longppl": "LongPPL"})
+        long = long.rename(columns={"meaning": "ablation"})
         charts.show("ppl and longppl", charts.ppl_bars, long.dropna(), models)
-        table = summary[["model", "ablation", "ppl", "longppl", "n_key", "n_docs", "run_id"]]
+        table = summary[["model", "meaning", "ablation", "ppl", "longppl", "n_key", "n_docs", "run_id"]]
         st.dataframe(table, hide_index=True, width="stretch")
         charts.table_downloads(table, "longppl summary")
 
@@ -44,7 +48,7 @@ def render(vs: ViewState) -> None:
     tl = _filter(tl, vs.models or tuple(m for _, m, _ in run_panel.sides(vs) if m))
     for _, row in tl.drop_duplicates(["model", "ablation"]).iterrows():
         c = data.position_curve(row["run_id"]).assign(
-            model=row["model"], ablation=row["ablation"], side=row["run_id"][:8]
+            model=row["model"], ablation=data.meaning(row["ablation"], row["model"]), side=row["run_id"][:8]
         )
         curves.append(c)
     if curves:
@@ -54,8 +58,9 @@ def render(vs: ViewState) -> None:
 
     st.subheader("Receptive-field sweep")
     st.caption(
-        "LongPPL when only the full-attention layers, or only the efficient layers, may see the last "
-        "k tokens. The paper: restricting full attention hurts, restricting efficient layers barely does."
+        "One panel per model: LongPPL when only the full-attention layers (orange), or only the efficient "
+        "layers (blue), may see the last k tokens; the dashed line is the unrestricted model. The paper: "
+        "restricting full attention hurts, restricting efficient layers barely does."
     )
     sweeps = data.receptive_field_sweeps(_filter(data.sweeps(), vs.models))
     _, model, abl = run_panel.sides(vs)[0]
@@ -65,7 +70,7 @@ def render(vs: ViewState) -> None:
     if sweeps and "LongPPL" not in sweeps:
         st.caption("LongPPL is undefined for these runs (the evaluator found no key tokens); PPL is shown.")
     for metric, sweep in sweeps.items():
-        charts.show(f"receptive field sweep {metric}", charts.sweep_chart, sweep, models, y_title=metric)
+        charts.show(f"receptive field sweep {metric}", charts.rf_sweep_panels, sweep, y_title=metric)
         charts.table_downloads(sweep, f"receptive field sweep {metric}")
 
 

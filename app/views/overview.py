@@ -1,4 +1,5 @@
-"""Overview: the paper's four findings (DESIGN.md), each a live chart from the store and one sentence."""
+"""Overview: the paper's four findings (DESIGN.md), each a live chart from the store and one sentence,
+titled as the paper's claim plus the bundled zoo's verdict (``precomputed/findings.json``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, state
+from app import charts, data, findings, state
 from app.state import ViewState
 from app.views import header
 
@@ -34,10 +35,17 @@ FINDINGS = [
 ]
 
 
-def _finding(i: int) -> None:
-    title, sentence = FINDINGS[i]
-    st.subheader(f"{i + 1}. {title}")
-    st.write(sentence)
+def heading(i: int, verdict: findings.Verdict | None) -> str:
+    """The paper's claim, attributed, plus the bundled zoo's verdict when the bundle gives one."""
+    title = f"{i + 1}. Paper: {FINDINGS[i][0][0].lower()}{FINDINGS[i][0][1:]}"
+    return f"{title} — bundled zoo: {verdict.verdict}" if verdict else title
+
+
+def _finding(i: int, verdict: findings.Verdict | None) -> None:
+    st.subheader(heading(i, verdict))
+    st.write(FINDINGS[i][1])
+    if verdict and verdict.detail:
+        st.caption(f"In the bundled zoo: {verdict.verdict} — {verdict.detail} (FINDINGS.md).")
 
 
 def _empty(what: str, where: str) -> None:
@@ -61,7 +69,7 @@ def finding_sweep(models: list[str]) -> None:
     if "LongPPL" not in by_metric:
         st.caption("LongPPL is undefined for these runs (the evaluator found no key tokens); PPL is shown.")
     for metric, df in by_metric.items():
-        charts.show(f"finding 2 receptive field sweep {metric}", charts.sweep_chart, df, models, y_title=metric)
+        charts.show(f"finding 2 receptive field sweep {metric}", charts.rf_sweep_panels, df, y_title=metric)
 
 
 def best_head_bars(scores: pd.DataFrame, models: list[str]) -> alt.Chart:
@@ -69,7 +77,7 @@ def best_head_bars(scores: pd.DataFrame, models: list[str]) -> alt.Chart:
         alt.Chart(scores)
         .mark_bar()
         .encode(
-            x=alt.X("model:N", title=None, axis=alt.Axis(labelAngle=-30)),
+            x=alt.X("model:N", title=None, axis=charts.label_axis()),
             y=alt.Y("best:Q", title="max retrieval score (full-attention heads)"),
             color=alt.Color("model:N", scale=charts.model_scale(models), legend=None),
             tooltip=["model", alt.Tooltip("best:Q", format=".3f"), alt.Tooltip("mean:Q", format=".3f")],
@@ -84,10 +92,10 @@ def niah_bars(df: pd.DataFrame, models: list[str]) -> alt.Chart:
         alt.Chart(df)
         .mark_bar()
         .encode(
-            x=alt.X("ablation:N", title=None, axis=alt.Axis(labelAngle=-30)),
+            x=alt.X("ablation:N", title=None, axis=charts.label_axis()),
             xOffset="model:N",
             y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="NIAH accuracy"),
-            color=alt.Color("model:N", scale=charts.model_scale(models)),
+            color=alt.Color("model:N", scale=charts.model_scale(models), legend=charts.legend("model")),
             opacity=alt.condition("datum.nope", alt.value(1.0), alt.value(0.55)),
             tooltip=["model", "ablation", alt.Tooltip("accuracy:Q", format=".2f"), "n"],
         )
@@ -122,6 +130,36 @@ def finding_formation(models: list[str]) -> None:
     charts.show("finding 3 retrieval head strength", best_head_bars, scores, models)
 
 
+def compare_bars(df: pd.DataFrame, models: list[str]) -> alt.Chart:
+    """df: model, metric, value -> one bar per model in one panel per metric (each its own y scale)."""
+    return (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            x=alt.X("model:N", title=None, axis=charts.label_axis()),
+            y=alt.Y("value:Q", title=None),
+            color=alt.Color("model:N", scale=charts.model_scale(models), legend=None),
+            column=alt.Column("metric:N", title=None, sort=NOPE_METRICS),
+            tooltip=["model", "metric", alt.Tooltip("value:Q", format=".3f")],
+        )
+        .properties(width=alt.Step(40), height=200)
+        .resolve_scale(y="independent")
+    )
+
+
+NOPE_METRICS = ["PPL", "LongPPL", "best full-attention retrieval score"]
+
+
+def nope_pairs(names: list[str]) -> list[str]:
+    """NoPE models and their RoPE twins (``x_nope`` and ``x``), when both are in ``names``."""
+    out = []
+    for m in names:
+        twin = m.replace("_nope", "")
+        if m != twin and twin in names:
+            out += [twin, m]
+    return out
+
+
 def finding_nope(models: list[str]) -> None:
     df = data.query(
         "SELECT r.model, r.ablation, avg(CASE WHEN n.correct THEN 1.0 ELSE 0.0 END) AS accuracy, "
@@ -130,11 +168,30 @@ def finding_nope(models: list[str]) -> None:
     )
     if df.empty:
         return _empty("NIAH traces", "NIAH")
-    df["ablation"] = df["ablation"].fillna("").replace("", "(none)")
-    df["nope"] = df["model"].str.contains("nope", case=False) | df["ablation"].str.contains(
-        "pe\\[full\\]=nope"
+    if (df["accuracy"] > 0).any():
+        df["ablation"] = [data.meaning(a, m) for a, m in zip(df["ablation"].fillna(""), df["model"], strict=True)]
+        df["nope"] = df["model"].str.contains("nope", case=False) | df["ablation"].str.contains("NoPE")
+        charts.show("finding 4 nope niah accuracy", niah_bars, df, models)
+        return
+    st.warning(
+        f"No model retrieves a needle: NIAH accuracy is 0 for all {df['model'].nunique()} models, so "
+        "NIAH cannot compare NoPE with RoPE here. Shown instead: the NoPE models next to their RoPE twins."
     )
-    charts.show("finding 4 nope niah accuracy", niah_bars, df, models)
+    pairs = nope_pairs(sorted(set(data.known_models())))
+    if not pairs:
+        return
+    summary = data.longppl_summary()
+    summary = summary[(summary["ablation"] == "") & summary["model"].isin(pairs)]
+    rows = [(m, "PPL", v) for m, v in zip(summary["model"], summary["ppl"], strict=True)]
+    rows += [(m, "LongPPL", v) for m, v in zip(summary["model"], summary["longppl"], strict=True)]
+    best = data.query(
+        "SELECT r.model, max(h.score) AS best FROM head_scores h JOIN runs r USING (run_id) WHERE r.status = 'ok' "
+        "AND h.layer_type = 'full_attention' AND coalesce(r.ablation, '') = '' GROUP BY r.model"
+    )
+    rows += [(m, NOPE_METRICS[2], v) for m, v in zip(best["model"], best["best"], strict=True) if m in pairs]
+    table = pd.DataFrame(rows, columns=["model", "metric", "value"]).dropna()
+    if not table.empty:
+        charts.show("finding 4 nope vs rope", compare_bars, table, models)
 
 
 def render(vs: ViewState) -> None:
@@ -152,8 +209,9 @@ def render(vs: ViewState) -> None:
         with st.expander("FINDINGS.md — what the bundled zoo reproduces, with its numbers"):
             st.markdown(text)
     models = data.known_models()
+    verdicts = findings.verdicts()
     for i, fn in enumerate((finding_ppl, finding_sweep, finding_formation, finding_nope)):
-        _finding(i)
+        _finding(i, verdicts[i])
         fn(models)
     if not len(pd.DataFrame(data.runs())):
         st.info("The store is empty. Pick a model in the sidebar and compute a run, or bundle precomputed/.")

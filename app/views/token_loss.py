@@ -121,7 +121,7 @@ def render(vs: ViewState) -> None:
         _text(vs, a, b)
     st.subheader("Loss vs position")
     curves = [
-        data.position_curve(s.run_id).assign(model=s.model, ablation=s.abl, side=s.label)
+        data.position_curve(s.run_id).assign(model=s.model, ablation=s.abl or "none", side=s.label)
         for s in found
         if s.run_id
     ]

@@ -29,16 +29,16 @@ def test_layer_type_colours_and_labels():
 def test_svg_and_png_downloads_render_the_chart():
     df = pd.DataFrame(
         {
-            "model": ["zoo/a"] * 3,
-            "name": ["restrict_full"] * 3,
-            "x": [16.0, 64.0, 256.0],
-            "y": [40.0, 20.0, 10.0],
-            "label": ["a", "b", "c"],
+            "model": ["zoo/a"] * 4,
+            "name": ["restrict_full"] * 3 + ["baseline"],
+            "x": [16.0, 64.0, 256.0, 4096.0],
+            "y": [40.0, 20.0, 10.0, 9.0],
+            "label": ["a", "b", "c", "unrestricted"],
         }
     )
-    spec = charts.sweep_chart(df, ["zoo/a"]).to_dict()
+    spec = charts.rf_sweep_panels(df).to_dict()
     svg = charts._svg(spec).decode()
-    assert svg.startswith("<svg") and "restrict_full" in svg
+    assert svg.startswith("<svg") and charts.RF_SERIES["restrict_full"] in svg and "unrestricted 9.0" in svg
     assert charts._png(spec)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
