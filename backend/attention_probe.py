@@ -2,8 +2,9 @@
 
 Queries and keys are captured layer by layer (streaming: each layer's q/k are turned into the
 requested rows of probabilities and dropped before the next layer runs), so memory is O(nq x L)
-per layer on top of a plain forward, never L x L. The window/sinks of each layer's *current*
-plan (after any ablation) are applied, so the rows are exactly what the model attends with.
+per layer on top of a plain forward, never L x L. The window / chunk / sinks of each layer's *current*
+plan (after any ablation) and the layer's logit features (softcapping, learned sink logits:
+``adapter.attention_logit_mods``) are applied, so the rows are exactly what the model attends with.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def row_probs(
     if gaps:
         raise UnsupportedModel(f"attention rows: this {adapter.family} model's attention uses {', '.join(gaps)}, "
                                "which HybridScope's row kernel does not have yet")
+    logit_mods = getattr(adapter, "attention_logit_mods", lambda layer: {})
     plans = adapter.current_plans()
     attn_layers = [i for i, p in enumerate(plans) if p.is_attention]
     layers = attn_layers if layers is None else [i for i in layers if i in attn_layers]
@@ -48,8 +50,8 @@ def row_probs(
         if "q" in slot and "k" in slot:
             plan, q, k = plans[layer], slot["q"], slot["k"]
             del pending[layer]
-            probs = attention_probs_rows(q, k, qpos_cpu, window=plan.window, sinks=plan.sinks if plan.window else 0,
-                                         scale=adapter.attention_scale(layer))[0]
+            probs = attention_probs_rows(q, k, qpos_cpu, window=plan.window, sinks=plan.sinks, chunk=plan.chunk,
+                                         scale=adapter.attention_scale(layer), **logit_mods(layer))[0]
             out[layer] = reduce(layer, probs) if reduce else probs
 
     with adapter.capture(names=("q", "k"), layers=layers, on_record=on_record):

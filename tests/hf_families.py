@@ -5,7 +5,9 @@ downloaded): 4 layers, hidden 64, 4 query / 2 KV heads of 16, vocab 128, seed 0,
 ``FAMILIES[name]`` = (model_type, config fields on top of BASE, what the family has): ``window`` (a
 sliding window the config sets, so a window override can be checked against the natively configured
 window), ``kernel`` (window / sinks / receptive-field changes run through HybridScope's kernel; False
-where the kernel lacks a feature the family's attention uses).
+where the kernel lacks a feature the family's attention uses), ``attn`` (the attention implementation the
+tests build it with when it is not the default: Gemma 2 uses eager, because transformers' SDPA path
+silently drops its attention-logit softcapping, while its eager path and HybridScope's kernel apply it).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Family:
     config: dict = field(default_factory=dict)
     window: str | None = "sliding_window"  # config field of the native window (None: no sliding layers)
     kernel: bool = True
+    attn: str | None = None  # attention implementation to build with (None: the family's default)
 
 
 FAMILIES: dict[str, Family] = {
@@ -40,7 +43,7 @@ FAMILIES: dict[str, Family] = {
                                   layer_types=ALTERNATING)),
     "smollm3": Family("smollm3", dict(sliding_window=8, use_sliding_window=True, no_rope_layers=[1, 1, 1, 0],
                                       layer_types=ALTERNATING, pad_token_id=0, bos_token_id=1, eos_token_id=2)),
-    "gemma2": Family("gemma2", dict(sliding_window=8, layer_types=ALTERNATING), kernel=False),
+    "gemma2": Family("gemma2", dict(sliding_window=8, layer_types=ALTERNATING), attn="eager"),
     "gemma2_nocap": Family("gemma2", dict(sliding_window=8, layer_types=ALTERNATING, attn_logit_softcapping=None)),
     "gemma3_text": Family("gemma3_text", dict(sliding_window=8, layer_types=ALTERNATING, query_pre_attn_scalar=9)),
     # Gemma 3n text tower: KV sharing (layers 2-3 read layers 0-1's keys), AltUp, LAuReL, per-layer inputs
@@ -52,14 +55,14 @@ FAMILIES: dict[str, Family] = {
                                       pad_token_id=0)),
     "cohere": Family("cohere", dict(logit_scale=0.5), window=None),
     "gpt_oss": Family("gpt_oss", dict(sliding_window=8, layer_types=ALTERNATING, num_local_experts=4,
-                                      num_experts_per_tok=2), kernel=False),
+                                      num_experts_per_tok=2)),
     "olmo3": Family("olmo3", dict(sliding_window=8, layer_types=ALTERNATING, eos_token_id=2, pad_token_id=0)),
     "exaone4": Family("exaone4", dict(sliding_window=8, layer_types=ALTERNATING)),
     "granite": Family("granite", dict(logits_scaling=4.0, attention_multiplier=0.2), window=None),
     "llama4_text": Family("llama4_text", dict(attention_chunk_size=8, no_rope_layers=[1, 1, 1, 0],
                                               layer_types=[CHUNKED] * 3 + [FULL], num_local_experts=2,
                                               interleave_moe_layer_step=2, intermediate_size_mlp=128),
-                          window=None, kernel=False),
+                          window=None),
 }
 
 
@@ -67,6 +70,7 @@ def build(name: str, attn: str | None = None, source: torch.nn.Module | None = N
     """A tiny model of family ``name`` in eval mode (seed 0); ``source`` copies its weights; ``over`` edits
     the config; ``attn`` other than the family's default is set after construction."""
     fam = FAMILIES[name]
+    attn = attn or fam.attn
     cfg = CONFIG_MAPPING[fam.model_type](**{**BASE, **fam.config, **over})
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg).eval()

@@ -1,7 +1,7 @@
 """gpt-oss: learned per-head attention sinks (``self_attn.sinks``, passed to attention as ``s_aux``).
 
-Hook-only toggles (NoPE, skip, head masks) run its own attention path; window / sinks / receptive-field
-changes need the sink logits in HybridScope's kernel (refused with that reason until then).
+Nothing differs from the generic adapter: HybridScope's kernels take the sink logits (``s_aux`` in the
+attention call, :meth:`HFAdapter.attention_logit_mods` for attention rows), so every toggle applies.
 """
 
 from __future__ import annotations
@@ -14,7 +14,3 @@ from models.adapters.hf import HFAdapter
 class GptOssAdapter(HFAdapter):
     model_types = ("gpt_oss",)
     family = "gpt-oss"
-
-    @classmethod
-    def kernel_gaps(cls, config) -> list[str]:
-        return [*super().kernel_gaps(config), "learned attention-sink logits (s_aux)"]

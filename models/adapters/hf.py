@@ -4,8 +4,11 @@ Nothing here touches weights. A plan changes behaviour only inside ``with adapte
 through transformers' ``AttentionInterface`` (the ``"hybridscope"`` attention function, switched on
 only when some layer's window or sinks differ from the native ones, or ``force_kernel=True``) and
 hooks (:mod:`models.adapters.hf_attention`). Hook-only ablations and the empty ablation run the
-model's own attention path and reproduce its logits bit for bit. Family files subclass
-:class:`HFAdapter` for real differences only (:meth:`layer_pe`, :meth:`enable_rope`,
+model's own attention path and reproduce its logits bit for bit, except for full-sequence forwards of
+at least ``long_context`` tokens (default :data:`~models.adapters.hf_attention.LONG_CONTEXT_TOKENS`,
+16,384): those run HybridScope's kernel with the native plans, so no dense L x L mask is built (equal
+to HF's path within float rounding; ``long_context=None`` keeps HF's path at every length). Family
+files subclass :class:`HFAdapter` for real differences only (:meth:`layer_pe`, :meth:`enable_rope`,
 :meth:`check_supported`).
 """
 
@@ -21,9 +24,11 @@ from models.adapters.base import ModelAdapter, UnsupportedModel
 from models.adapters.hf_attention import (
     ACTIVE_PLANS,
     ATTN_NAME,
+    LONG_CONTEXT_TOKENS,
     head_mask_pre_hook,
     nope_pre_hook,
     register_attention,
+    register_long,
     skip_hook,
 )
 from models.adapters.hf_capture import start_capture
@@ -80,16 +85,6 @@ class HFAdapter(ModelAdapter):
             raise UnsupportedModel("config.use_bidirectional_attention: only causal (False) models are supported")
 
     @classmethod
-    def kernel_gaps(cls, config) -> list[str]:
-        cfg = cls.text_config(config)
-        gaps = []
-        if getattr(cfg, "attn_logit_softcapping", None) is not None:
-            gaps.append("attention-logit softcapping (config.attn_logit_softcapping)")
-        if CHUNKED in cls.layer_kinds(cfg):
-            gaps.append("chunked attention (config.attention_chunk_size)")
-        return gaps
-
-    @classmethod
     def text_config(cls, config):
         return config.get_text_config() if hasattr(config, "get_text_config") else config
 
@@ -143,6 +138,21 @@ class HFAdapter(ModelAdapter):
         capture): the attention module here; recurrent / hybrid families say more."""
         return [(self.attention_module(i), 1.0)]
 
+    def attention_logit_mods(self, i: int) -> dict:
+        """What attention layer ``i`` does to its logits beyond the mask, as the kernels' keywords:
+        ``softcap`` (config ``attn_logit_softcapping``, Gemma 2) and ``sink_logits`` [heads] (a learned
+        ``sinks`` parameter on the attention module, gpt-oss); absent where the layer has none."""
+        out = {}
+        cap = getattr(self.attention_module(i), "attn_logit_softcapping", None)
+        if cap is None:
+            cap = getattr(self.text_config(self.config), "attn_logit_softcapping", None)
+        if cap is not None:
+            out["softcap"] = float(cap)
+        sinks = getattr(self.attention_module(i), "sinks", None)
+        if isinstance(sinks, torch.Tensor):
+            out["sink_logits"] = sinks.detach().reshape(-1)
+        return out
+
     def rope_scale(self) -> float:
         """The magnitude the model's rotary embedding gives (cos, sin): its ``attention_scaling`` (YaRN's
         mscale, e.g. gpt-oss), 1.0 for plain RoPE. NoPE keeps it, removing only the rotation."""
@@ -186,16 +196,42 @@ class HFAdapter(ModelAdapter):
 
     # ---- application
     def _apply(
-        self, plans: Sequence[LayerPlan], info: ModelInfo, stack: contextlib.ExitStack, force_kernel: bool = False
+        self, plans: Sequence[LayerPlan], info: ModelInfo, stack: contextlib.ExitStack, force_kernel: bool = False,
+        long_context: int | None = LONG_CONTEXT_TOKENS,
     ) -> None:
         """``force_kernel`` routes every attention layer through the hybridscope kernel even when no
-        window/sinks change needs it (otherwise the model's own attention path is kept)."""
+        window / chunk / sinks change needs it. Otherwise the model's own attention path is kept, except
+        for full-sequence forwards of at least ``long_context`` tokens (None: never), which run the kernel."""
         needs_kernel = force_kernel or any(
-            p.window != info.windows[i] or (p.window is not None and p.sinks > 0) for i, p in enumerate(plans)
+            p.window != info.windows[i] or p.chunk != info.chunk_of(i) or (p.window is not None and p.sinks > 0)
+            for i, p in enumerate(plans) if p.is_attention
         )
         if needs_kernel:
             self._switch_attention(plans, stack)
+        elif long_context is not None:
+            self._route_long(plans, stack, long_context)
         self._install_hooks(plans, info, stack)
+
+    def _route_long(self, plans: Sequence[LayerPlan], stack: contextlib.ExitStack, threshold: int) -> None:
+        """Every config runs ``hybridscope_long@<threshold>(<its implementation>)`` (see
+        :mod:`models.adapters.hf_attention`); nothing is routed where the kernel lacks a feature of this
+        family, or where an attention module serves more than one layer."""
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+            raise ValueError(f"long_context: expected None or an int >= 1, got {threshold!r}")
+        attention = [i for i, plan in enumerate(plans) if plan.is_attention]
+        modules = [self.attention_module(i) for i in attention]
+        if (not attention or self.kernel_gaps(self.config) or len({id(m) for m in modules}) != len(modules)
+                or any(getattr(m, "layer_idx", i) != i for i, m in zip(attention, modules))):
+            return
+        saved = [(c, c._attn_implementation_internal) for c in self.configs()]
+        if any(impl is not None and impl.startswith("hybridscope") for _, impl in saved):
+            return  # already one of ours (set by hand): leave it
+        stack.callback(lambda: [setattr(c, "_attn_implementation_internal", impl) for c, impl in saved])
+        for i, module in zip(attention, modules):
+            ACTIVE_PLANS[module] = plans[i]
+            stack.callback(ACTIVE_PLANS.pop, module, None)
+        for cfg, impl in saved:
+            cfg._attn_implementation_internal = register_long(impl, threshold)
 
     def _switch_attention(self, plans: Sequence[LayerPlan], stack: contextlib.ExitStack) -> None:
         gaps = self.kernel_gaps(self.config)

@@ -1,8 +1,16 @@
 """transformers-side machinery of the HF adapter: the ``"hybridscope"`` attention and mask functions and
 the hooks that implement NoPE, skips and head masks.
 
-* The attention function runs ``kernels.attention.attention`` with the window/sinks of the plan
-  registered for the calling attention module (:data:`ACTIVE_PLANS`, weakly keyed by the module).
+* The attention function runs ``kernels.attention.attention`` with the window / chunk / sinks of the
+  plan registered for the calling attention module (:data:`ACTIVE_PLANS`, weakly keyed by the module)
+  and the logit features the module passes (``softcap``: Gemma 2's attention-logit softcapping;
+  ``s_aux``: gpt-oss's learned sink logits).
+* Long context (:data:`LONG_CONTEXT_TOKENS`): while a plan that needs no kernel is applied, every config
+  runs ``"hybridscope_long@<threshold>(<inner>)"`` (``<inner>``: the implementation it had). Its mask and attention
+  functions are ``<inner>``'s, bit for bit, except for a full-sequence forward of at least
+  ``LONG_CONTEXT_TOKENS`` tokens without padding, custom masks or dropout: then the mask function builds
+  nothing and the attention runs the kernel with the native plan (FlexAttention on GPU, SDPA / banded /
+  tiled on CPU), so no dense L x L mask is ever made.
   A mask function of the same name is registered in ``AttentionMaskInterface`` too; it builds
   nothing (our function builds its mask from positions) but it is where padded batches are refused.
   Without it transformers would either build its own mask or, for a name it does not know, silently
@@ -16,14 +24,21 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch import nn
 
 import kernels.attention as kernel_attention
+from models.adapters.hf_capture import _inner_attention, capture_mask
 from models.plan import LayerPlan
 
 ATTN_NAME = "hybridscope"
+LONG_NAME = "hybridscope_long"
+# Full-sequence forwards at least this long run the kernel even under the empty ablation (HF's own path
+# builds dense L x L masks: 51.7 GiB for a 16-layer Qwen3 SWA model at 131,072 tokens on an H200);
+# shorter ones run the model's own attention, bit for bit. The CPU run limit (8192 tokens) is below it.
+LONG_CONTEXT_TOKENS = 16384
 
 # attention module -> plan it must obey while a kernel-switching apply() is active
 ACTIVE_PLANS: weakref.WeakKeyDictionary[nn.Module, LayerPlan] = weakref.WeakKeyDictionary()
@@ -61,12 +76,12 @@ def hybridscope_attention(
         )
     if dropout:
         raise ValueError(f"dropout: '{ATTN_NAME}' attention is inference-only, got dropout={dropout}")
-    for name in ("softcap", "s_aux"):
-        if kwargs.get(name) is not None:
-            raise ValueError(f"{name}: not supported by '{ATTN_NAME}' attention")
     _check_keys(plan, query.shape[2], key.shape[2], kwargs.get("position_ids"), module)
-    sinks = plan.sinks if plan.window is not None else 0
-    out = kernel_attention.attention(query, key, value, window=plan.window, sinks=sinks, scale=scaling)
+    softcap, s_aux = kwargs.get("softcap"), kwargs.get("s_aux")
+    if s_aux is not None:
+        s_aux = s_aux.reshape(-1)
+    out = kernel_attention.attention(query, key, value, window=plan.window, sinks=plan.sinks, scale=scaling,
+                                     chunk=plan.chunk, softcap=softcap, sink_logits=s_aux)
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -99,12 +114,16 @@ def _check_keys(
     first_query = first_key + k_len - q_len
     if first_key == 0:
         return
-    needs_old = plan.window is None or plan.sinks > 0 or first_query - plan.window + 1 < first_key
+    oldest = first_query - plan.window + 1 if plan.window is not None else None  # oldest key a query needs
+    if plan.chunk is not None:
+        start = first_query - first_query % plan.chunk
+        oldest = start if oldest is None else max(oldest, start)
+    needs_old = oldest is None or plan.sinks > 0 or oldest < first_key
     if first_key < 0 or needs_old:
         raise NotImplementedError(
             f"layer {layer}: the KV cache holds keys from position {first_key} on, but plan window="
-            f"{plan.window}, sinks={plan.sinks} needs older ones (the cache was sized for the native "
-            "window); run full-sequence forwards (no KV cache) for this ablation"
+            f"{plan.window}, chunk={plan.chunk}, sinks={plan.sinks} needs older ones (the cache was sized for "
+            "the native window); run full-sequence forwards (no KV cache) for this ablation"
         )
 
 
@@ -125,6 +144,50 @@ def register_attention() -> None:
 
     AttentionInterface.register(ATTN_NAME, hybridscope_attention)
     AttentionMaskInterface.register(ATTN_NAME, hybridscope_mask)
+
+
+# --------------------------------------------------------------------------- long context
+
+
+def _is_long(q_len: int, k_len: int, threshold: int) -> bool:
+    return q_len == k_len >= threshold
+
+
+def long_attention(
+    module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+    attention_mask: torch.Tensor | None, *args, inner: str | None, threshold: int, **kwargs,
+):
+    """transformers attention function: the kernel for a long full-sequence forward whose mask function
+    built nothing (see :func:`long_mask`), ``inner``'s attention with the very same arguments otherwise."""
+    position_ids = kwargs.get("position_ids")
+    if (attention_mask is None and module in ACTIVE_PLANS and not kwargs.get("dropout")
+            and _is_long(query.shape[2], key.shape[2], threshold)
+            and (position_ids is None or bool((position_ids.diff(dim=-1) == 1).all()))):
+        return hybridscope_attention(module, query, key, value, None, *args, **kwargs)
+    return _inner_attention(module, inner)(module, query, key, value, attention_mask, *args, **kwargs)
+
+
+def long_mask(*args, inner: str | None, threshold: int, **kwargs):
+    """transformers mask function: nothing for a long full-sequence forward without padding or extra
+    mask terms (packing, overlays: transformers then disallows the causal skip), else ``inner``'s mask."""
+    attention_mask = kwargs.get("attention_mask")
+    if (_is_long(kwargs.get("q_length", 0), kwargs.get("kv_length", -1), threshold)
+            and not kwargs.get("q_offset") and not kwargs.get("kv_offset")
+            and kwargs.get("allow_is_causal_skip", False)
+            and (attention_mask is None or bool(attention_mask.all()))):
+        return None
+    return capture_mask(*args, inner=inner, **kwargs)
+
+
+def register_long(inner: str | None, threshold: int) -> str:
+    """Register the long-context implementation wrapping ``inner`` at ``threshold`` tokens; returns its name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    name = f"{LONG_NAME}@{threshold}({inner or ''})"  # e.g. hybridscope_long@16384(sdpa)
+    AttentionInterface.register(name, partial(long_attention, inner=inner, threshold=threshold))
+    AttentionMaskInterface.register(name, partial(long_mask, inner=inner, threshold=threshold))
+    return name
 
 
 # --------------------------------------------------------------------------- hooks

@@ -24,7 +24,7 @@ def root(tmp_path, monkeypatch):
     loading.clear_cache()
 
 
-def test_support_of_native_and_hf_models(root):
+def test_support_of_native_and_hf_models(root, monkeypatch):
     hf_tiny.save_checkpoint(build("gemma2", vocab_size=320), root / "g2")
     hf_tiny.save_checkpoint(build("qwen3", vocab_size=320), root / "q3")
     native = support("tiny/SMGF")
@@ -32,8 +32,13 @@ def test_support_of_native_and_hf_models(root):
     assert "receptive_field" in native["toggles"] and "window" in native["toggles"]
     q3 = support("q3")
     assert q3["supported"] and q3["model_type"] == "qwen3" and "window" in q3["toggles"]
-    g2 = support("g2")  # attention-logit softcapping: no kernel-switching toggles yet, hooks still work
-    assert g2["supported"] and "window" not in g2["toggles"] and "pe" in g2["toggles"]
+    g2 = support("g2")  # attention-logit softcapping: in HybridScope's kernel, so every toggle applies
+    assert g2["supported"] and {"window", "sinks", "receptive_field", "pe"} <= set(g2["toggles"])
+    from models.adapters.hf import HFAdapter  # a family whose attention the kernel lacks: hooks only
+
+    monkeypatch.setattr(HFAdapter, "kernel_gaps", classmethod(lambda cls, config: ["a feature (config.x)"]))
+    q3 = support("q3")
+    assert q3["supported"] and "window" not in q3["toggles"] and "pe" in q3["toggles"]
 
 
 def test_unreadable_config_is_one_line(root):
