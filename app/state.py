@@ -44,6 +44,11 @@ VIEWS: dict[str, str] = {  # name -> title (also the navigation order)
     "token_loss": "Per-token loss",
     "retrieval_heads": "Retrieval heads",
     "niah": "NIAH",
+    "influence": "Gradient influence",
+    "retrieval_probe": "Retrieval probing",
+    "qk_distance": "Q/K drift",
+    "attributions": "Attributions",
+    "scaling": "Scaling law",
     "runs": "Runs",
 }
 VIEW_PROBE: dict[str, str] = {
@@ -52,6 +57,11 @@ VIEW_PROBE: dict[str, str] = {
     "token_loss": "token_loss",
     "retrieval_heads": "retrieval_heads",
     "niah": "niah",
+    "influence": "gradient_influence",
+    "retrieval_probe": "retrieval_probe",
+    "qk_distance": "qk_distance",
+    "attributions": "attributions",
+    "scaling": "longppl",  # the fit reads a table, not runs; the run panel offers LongPPL
     "runs": "token_loss",
 }
 RUN_PROBES = USER_PROBES  # what the run panel offers (internal probes left out)

@@ -201,15 +201,17 @@ def cmd_scaling(args) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(rep, indent=0) + "\n", encoding="utf-8")
-    rows = ([{**rep["reference"], "bounded": "authors"}] if "reference" in rep else []) + rep["fits"]
+        out.write_text(json.dumps(rep) + "\n", encoding="utf-8")
+    rows = ([{**rep["reference"], "fit": "authors"}] if "reference" in rep else []) + [
+        {**f, "fit": "bounded" if f["bounded"] else "unbounded"} for f in rep["fits"]]
     if args.json:
         print(json.dumps(rows))
     else:
         for f in rows:
             p = f["params"]
-            print(f"{f['quantity']:4} alpha {str(f['bounded']):8} objective {f['objective']:.6g}  R2 train "
-                  f"{f['r2_train']:.6f} held-out {f['r2_val']:.6f}  b {p['b']:.6g} alpha {p['alpha']:.4f} "
+            what = "ln(loss)" if f["quantity"] == "log" else "loss"
+            print(f"{what:8} {f['fit']:9} objective {f['objective']:.6g}  R2 train {f['r2_train']:.6f} "
+                  f"held-out {f['r2_val']:.6f}  b {p['b']:.6g} alpha {p['alpha']:.4f} "
                   f"c {p['c']:.6g} beta {p['beta']:.4f}")
     return 0
 

@@ -21,7 +21,8 @@ MAIN = str(ROOT / "app" / "main.py")
 FAKE_APP = "tests/app/fake_app.py"  # the served app with the fake client (relative to ROOT)
 MODELS = ("zoo/swa64", "zoo/gdn")
 ABLATIONS = ("", "rf[full]=64")
-PROBES = ("token_loss", "longppl", "niah", "retrieval_heads", "attention_rows")
+PROBES = ("token_loss", "longppl", "niah", "retrieval_heads", "attention_rows", "gradient_influence",
+          "retrieval_probe", "qk_distance", "attributions")
 
 
 def build_store(root: Path) -> dict[tuple[str, str, str], str]:

@@ -57,6 +57,10 @@ PROBE_TABLES = {
     "retrieval_heads": ("head_scores",),
     "attention_rows": ("attention_rows", "head_entropy"),
     "sweep": ("sweep",),
+    "gradient_influence": ("influence",),
+    "retrieval_probe": ("layer_probe",),
+    "qk_distance": ("qk_distance",),
+    "attributions": ("attributions",),
 }
 
 
@@ -219,6 +223,39 @@ def synthetic_tables(
             "y": [r[3] for r in rows],
             "label": [f"k={r[2]}" for r in rows],
         }
+    elif probe == "gradient_influence":
+        edges = [0, 1, 3, 7, 15, 31, 63, 127, 255, n_tokens]
+        bins = list(zip(edges[:-1], edges[1:]))
+        mean = [float(10.0 / (1 + a) ** (0.5 + pen) * rng.uniform(0.8, 1.2)) for a, _ in bins]
+        out["influence"] = {"doc": [0] * len(bins), "bin_start": [a for a, _ in bins], "bin_end": [b for _, b in bins],
+                            "mean": mean, "max": [2 * m for m in mean], "n": [b - a for a, b in bins]}
+    elif probe == "retrieval_probe":
+        rows = [(which, layer, "embedding" if layer < 0 else kinds[layer], feat)
+                for which in ("easy", "hard") for feat in ("hidden", "delta")
+                for layer in range(-1 if feat == "hidden" else 0, len(kinds))]
+        out["layer_probe"] = {
+            "set": [r[0] for r in rows], "layer": [r[1] for r in rows], "layer_type": [r[2] for r in rows],
+            "feature": [r[3] for r in rows],
+            "accuracy": [float(min(1.0, 0.125 + 0.1 * max(r[1], 0) * rng.uniform(0.5, 1.0))) for r in rows],
+            "n_train": [64] * len(rows), "n_test": [16] * len(rows), "chance": [0.125] * len(rows),
+        }
+    elif probe == "qk_distance":
+        rows = [(layer, h, step) for layer, k in enumerate(kinds) if k == "full_attention" for h in range(4)
+                for step in (0, 100, 200)]
+        out["qk_distance"] = {
+            "layer": [r[0] for r in rows], "head": [r[1] for r in rows], "kv_head": [r[1] // 2 for r in rows],
+            "step": [r[2] for r in rows], "tokens": [r[2] * 1000 for r in rows],
+            "q_dist": [1 - r[2] / 200 for r in rows], "k_dist": [0.5 * (1 - r[2] / 200) for r in rows],
+        }
+    elif probe == "attributions":
+        n = 120
+        t = text_rng.integers(0, len(WORDS), n)
+        out["attributions"] = {
+            "pos": list(range(n)), "token_id": t.tolist(), "token": [WORDS[i] for i in t],
+            "char_start": list(range(n)), "char_end": list(range(1, n + 1)),
+            "attribution": rng.normal(0, 0.1, n).astype(np.float32), "is_needle": [40 <= i < 45 for i in range(n)],
+            "is_target": [i == n - 1 for i in range(n)],
+        }
     else:
         raise ValueError(f"probe: no synthetic traces for {probe!r}; allowed: {', '.join(PROBE_TABLES)}")
     return out
@@ -270,7 +307,7 @@ class FakeClient:
             raise RunFailed(f"model: fake failure for {spec.model}")
         p = spec.typed_params
         kw = {"n_docs": min(getattr(p, "n_docs", 2), 4), "n_tokens": min(getattr(p, "max_tokens", 600), 2048)}
-        if spec.probe in ("niah", "retrieval_heads", "sweep"):
+        if spec.probe in ("niah", "retrieval_heads", "sweep", "retrieval_probe", "qk_distance", "attributions"):
             kw = {}
         run_id = spec.run_id("fake-model", "fake-data")
         _write(self.store, run_id, spec, spec.probe if spec.probe in PROBE_TABLES else "token_loss", **kw)

@@ -18,8 +18,14 @@ VIEW_HEADERS = {
     "retrieval_heads": "Retrieval heads",
     "niah": "Needle in a haystack",
     "runs": "Runs",
+    "influence": "Gradient influence",
+    "retrieval_probe": "Retrieval probing",
+    "qk_distance": "Q/K drift",
+    "attributions": "Attributions",
+    "scaling": "Scaling law",
 }
-MIN_CHARTS = {"overview": 4, "longppl": 3, "token_loss": 1, "retrieval_heads": 1, "niah": 1, "runs": 0}
+MIN_CHARTS = {"overview": 4, "longppl": 3, "token_loss": 1, "retrieval_heads": 1, "niah": 1, "runs": 0,
+              "influence": 2, "retrieval_probe": 1, "qk_distance": 0, "attributions": 0, "scaling": 0}
 
 
 def plain(text: str) -> str:
@@ -205,7 +211,8 @@ def test_doc_out_of_range_falls_back(store):
 
 def test_runs_view_sql_box_is_read_only(store):
     at = run_app("runs")
-    assert at.dataframe[0].value.shape[0] == 23
+    # the synthetic store: 2 models x 2 ablations x 9 probes + 2 sweeps + 1 formation
+    assert at.dataframe[0].value.shape[0] == 39
     at.text_area(key="sql_box").input("SELECT count(*) AS n FROM token_loss").run()
     at.button(key="sql_run").click().run()
     assert int(at.dataframe[1].value["n"][0]) == 2 * 2 * 2 * 600
@@ -213,7 +220,7 @@ def test_runs_view_sql_box_is_read_only(store):
     at.button(key="sql_run").click().run()
     assert any("only read-only statements" in plain(e) for e in texts(at, "error"))
     at.multiselect(key="models").select("zoo/gdn").run()
-    assert link(at)["models"] == "zoo/gdn" and at.dataframe[0].value.shape[0] == 11
+    assert link(at)["models"] == "zoo/gdn" and at.dataframe[0].value.shape[0] == 19
 
 
 def test_overview_shows_findings_md(store, tmp_path, monkeypatch):
@@ -234,3 +241,54 @@ def test_every_view_renders_on_an_empty_store(empty_store, view):
     if view in ("longppl", "token_loss", "retrieval_heads", "niah"):
         assert any(f"No {VIEW_PROBE[view]} traces yet" in plain(i) for i in texts(at, "info"))
         assert at.button(key=f"compute-{VIEW_PROBE[view]}-A") is not None
+
+
+def test_qk_drift_says_plainly_when_a_model_has_no_series_and_charts_one_that_has(store, tmp_path, monkeypatch):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from tests.app.conftest import _clear_caches
+    from tests.app.fake_client import write_synthetic
+
+    at = run_app("qk_distance", model="zoo/swa64")
+    assert any("has no checkpoint series" in i.value for i in at.info) and not charts(at)
+    root = tmp_path / "roots"
+    (root / "m" / "checkpoints").mkdir(parents=True)
+    (root / "m" / "config.json").write_text("{}")
+    for step in (0, 10):
+        w = np.zeros((8, 4), np.float32)
+        save_file({"layers.3.q_proj.weight": w, "layers.3.k_proj.weight": w},
+                  str(root / "m" / "checkpoints" / f"step-{step}.safetensors"), metadata={"step": str(step)})
+    monkeypatch.setenv("HYBRIDSCOPE_MODEL_ROOTS", str(root))
+    write_synthetic(store_dir(), "m", "qk_distance")
+    _clear_caches()  # the store's generation is rescanned at most once a second
+    at = run_app("qk_distance", model="m")
+    assert any("2 checkpoints, steps 0..10" in c.value for c in at.caption)
+    assert len(charts(at)) == 1 and at.error.len == 0
+    assert not any("has no checkpoint series" in i.value for i in at.info)
+
+
+def store_dir():
+    from app import data
+
+    return data.store_dir()
+
+
+def test_scaling_view_shows_the_bundled_fit_with_its_uncertainty(store, tmp_path):
+    import os
+    import shutil
+
+    from backend.scaling import AUTHORS_R2
+    from tests.app.conftest import ROOT
+
+    pre = os.environ["HYBRIDSCOPE_PRECOMPUTED"]
+    (tmp_path / "precomputed" / "scaling").mkdir()
+    shutil.copy(ROOT / "precomputed" / "scaling" / "swa128_longppl.json", f"{pre}/scaling/swa128_longppl.json")
+    at = run_app("scaling")
+    assert at.error.len == 0 and len(charts(at)) == 5  # 4 fits with bands + the bootstrap (alpha, beta) cloud
+    fits = at.dataframe[0].value
+    authors = fits[fits["alpha bounds"] == "the authors' fit"].iloc[0]
+    assert authors["R² train"] == pytest.approx(AUTHORS_R2["train"], abs=1e-4)
+    assert authors["R² held-out"] == pytest.approx(AUTHORS_R2["validation"], abs=1e-4)
+    ours = fits[(fits["alpha bounds"] == "[0.2, 0.3]") & (fits["fitted"] == "ln(loss)")].iloc[0]
+    assert ours["objective"] <= authors["objective"] and ours["alpha 90% CI"].startswith("[")

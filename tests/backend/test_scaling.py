@@ -85,3 +85,41 @@ def test_bootstrap_intervals(table, fits):
     assert all(lo <= hi for lo, hi in intervals.values())
     lo, hi = S.band(draws, log.n[:3], log.d[:3])
     assert (lo <= hi).all()
+
+
+def test_at_the_authors_parameters_r2_is_theirs_and_our_bounded_fit_is_no_worse(table, fits):
+    ref = S.evaluate(table.log_loss(), S.AUTHORS_FIT)
+    assert ref.r2_train == pytest.approx(S.AUTHORS_R2["train"], abs=1e-4) == pytest.approx(0.984198, abs=1e-4)
+    assert ref.r2_val == pytest.approx(S.AUTHORS_R2["validation"], abs=1e-4) == pytest.approx(0.963306, abs=1e-4)
+    assert (ref.n_train, ref.n_val) == (17, 6)
+    assert fits["bounded"].objective <= ref.objective
+    assert S.ALPHA_BOUNDS[0] <= fits["bounded"].params["alpha"] <= S.ALPHA_BOUNDS[1]
+    assert fits["bounded"].params["beta"] >= S.BETA_MIN
+
+
+def test_report_of_a_users_table_and_the_cli(tmp_path, capsys):
+    import json
+
+    from backend.cli import main
+
+    n = np.repeat([1e7, 3e7, 1e8], 3)
+    d = n * np.tile([20.0, 60.0, 180.0], 3)
+    loss = S.predict({"b": 40.0, "alpha": 0.25, "c": 900.0, "beta": 0.3}, n, d) * np.exp(
+        np.random.default_rng(3).normal(0, 0.01, 9))
+    path = tmp_path / "runs.csv"
+    path.write_text("N,D,loss\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(n, d, loss)))
+    rep = S.report(S.load_table(path), n_boot=4)
+    assert "reference" not in rep and len(rep["fits"]) == 4 and len(rep["points"]) == 9
+    assert {(f["quantity"], f["bounded"]) for f in rep["fits"]} == {("log", True), ("log", False), ("loss", True),
+                                                                    ("loss", False)}
+    curves = [c for c in rep["curves"] if c["quantity"] == "loss" and c["bounded"]]
+    assert len(curves) == 3 * 40 and all(c["lo"] <= c["hi"] for c in curves)
+    out = tmp_path / "rep.json"
+    assert main(["scaling", "--table", str(path), "--boot", "3", "--out", str(out), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["fit"] for r in rows] == ["bounded", "unbounded", "bounded", "unbounded"]
+    assert json.loads(out.read_text())["n_boot"] == 3
+    path.write_text("N,D,loss\n1e6,2e7,5\n")
+    assert main(["scaling", "--table", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: table: at least two model sizes are needed (the largest is held out)"
