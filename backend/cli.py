@@ -44,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m backend", description="HybridScope backend")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    m = sub.add_parser("models", help="list known model refs")
+    m = sub.add_parser("models", help="known model refs: supported?, layers, toggles (configs only, no weights)")
     m.add_argument("--json", action="store_true")
     r = sub.add_parser("run", help="run a probe (cached)")
     r.add_argument("--model")
@@ -260,10 +260,10 @@ def cmd_sql(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from backend.model_refs import list_models
+    from backend.model_listing import rows, table
 
-    refs = list_models() + ["tiny/<pattern of F,S,M,G>"]
-    print(json.dumps(refs) if args.json else "\n".join(refs))
+    listing = rows()  # configs only: no weight is read
+    print(json.dumps(listing) if args.json else table(listing))
     return 0
 
 

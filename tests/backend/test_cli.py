@@ -140,9 +140,14 @@ def test_bad_input_exits_2_with_one_line(cmd, expected, env, capsys):
 
 def test_models_run_show_sql(env, capsys):
     code, out, _ = cli(["models"], capsys)
-    assert code == 0 and out.split("\n")[:2] == ["mymodel", "tiny/<pattern of F,S,M,G>"]
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("model ") and len(lines) == 3
+    assert lines[1].startswith("mymodel ") and lines[2].startswith("tiny/<pattern of F,S,M,G> ")
     code, out, _ = cli(["models", "--json"], capsys)
-    assert code == 0 and json.loads(out) == ["mymodel", "tiny/<pattern of F,S,M,G>"]
+    listed = json.loads(out)
+    assert code == 0 and [r["ref"] for r in listed] == ["mymodel", "tiny/<pattern of F,S,M,G>"]
+    assert [r["supported"] for r in listed] == [False, True]  # mymodel's config.json is {}: no model_type
+    assert listed[0]["reason"].startswith("config: cannot be read (")
 
     argv = shlex.split(RUN.format(**env)) + ["--ablation", "skip=0", "--json"]
     code, out, err = cli(argv, capsys)
@@ -194,4 +199,4 @@ def test_python_m_backend_processes(env, tmp_path):
     assert all(json.loads(line)["progress"] >= 0 for line in lines[:-1])  # --progress: JSON lines
     assert lines[-1] == "error: data: document has 1 token(s); at least 2 are needed"
     ok = py("models", "--json")
-    assert ok.returncode == 0 and json.loads(ok.stdout) == ["mymodel", "tiny/<pattern of F,S,M,G>"]
+    assert ok.returncode == 0 and [r["ref"] for r in json.loads(ok.stdout)] == ["mymodel", "tiny/<pattern of F,S,M,G>"]

@@ -64,3 +64,22 @@ def test_runner_refuses_before_loading_and_stores_nothing(root, tmp_path, monkey
         runner.run(RunSpec.build(model="tiny/SF", probe="token_loss", data=data, ablation="skip=7"))
     assert runner.store.runs() == [] and runner.computed == []
     assert issubclass(UnsupportedModel, ValueError)  # refusals are bad input (exit 2 / HTTP 4xx)
+
+
+def test_what_the_kernel_lacks_is_refused_before_loading(root, tmp_path, monkeypatch):
+    from models.adapters import HFAdapter
+
+    hf_tiny.save_checkpoint(build("qwen3", vocab_size=320), root / "q3")
+    monkeypatch.setattr(HFAdapter, "kernel_gaps", classmethod(lambda cls, config: ["feature X"]))
+    monkeypatch.setattr(loading, "load", lambda ref, device=None: (_ for _ in ()).throw(AssertionError("loaded")))
+    runner = Runner(tmp_path / "store", read_only_roots=[])
+    (tmp_path / "doc.txt").write_text("the quick brown fox " * 30)
+    data = f"file:{tmp_path / 'doc.txt'}"
+    for text, first in (("rf[full]=4", 1), ("window[swa]=none", 0), ("window[0]=8;sinks=2", 0)):
+        with pytest.raises(UnsupportedModel) as e:
+            runner.run(RunSpec.build(model="q3", probe="token_loss", data=data, ablation=text))
+        assert str(e.value).startswith(f"ablation: window / sinks / receptive-field changes on attention layers "
+                                       f"({first}") and "need feature X" in str(e.value) and "\n" not in str(e.value)
+    assert runner.store.runs() == []
+    with pytest.raises(AssertionError, match="loaded"):  # hook-only toggles pass the check: loading starts
+        runner.run(RunSpec.build(model="q3", probe="token_loss", data=data, ablation="pe[full]=nope;skip=1"))
