@@ -275,18 +275,32 @@ def niah_heatmap(df: pd.DataFrame, title: str, delta: bool = False) -> alt.Chart
 
 
 def head_heatmap(
-    df: pd.DataFrame, title: str, selected: tuple[int, int] | None = None, score_max: float | None = None
+    df: pd.DataFrame,
+    title: str,
+    selected: tuple[int, int] | None = None,
+    score_max: float | None = None,
+    chance: float | None = None,
 ) -> alt.TopLevelMixin:
     """df: layer, head, layer_type, score (null for non-attention layers).
 
     Left: one lane per layer coloured by its type. Right: score per (layer, head); heads of layers
     without attention are grey and labelled (they have no attention to score, they are not zeros).
-    ``score_max`` fixes the colour scale to [0, score_max] so that A and B maps compare.
+    The colour scale is absolute: [``chance``, ``score_max``] (clamped: a head at or below chance is the
+    darkest colour), the same for every map given the same bounds, chance marked in the legend; without
+    ``chance`` it starts at 0, without ``score_max`` it follows the data.
     """
     height = max(140, 24 * df["layer"].nunique())
-    score_scale = (
-        alt.Scale(scheme="viridis", domain=[0, score_max]) if score_max else alt.Scale(scheme="viridis")
-    )
+    lo = chance or 0.0
+    if score_max:
+        hi = max(score_max, 2 * lo)
+        score_scale = alt.Scale(scheme="viridis", domain=[lo, hi], clamp=True)
+        ticks = [lo, *[lo + (hi - lo) * f for f in (0.25, 0.5, 0.75)], hi]
+        score_legend = alt.Legend(
+            title=f"retrieval score (≤ chance {lo:g}: darkest)" if chance else "retrieval score",
+            values=ticks, format=".3f", labelLimit=0, titleLimit=0,
+        )
+    else:
+        score_scale, score_legend = alt.Scale(scheme="viridis"), alt.Legend(title="retrieval score")
     d = df.assign(kind=df["layer_type"].map(kind_label), attention=df["layer_type"].isin(ATTENTION))
     y = alt.Y("layer:O", title="layer", sort="ascending")
     lanes = d.drop_duplicates("layer")
@@ -309,7 +323,7 @@ def head_heatmap(
         base.transform_filter("datum.attention")
         .mark_rect()
         .encode(
-            color=alt.Color("score:Q", scale=score_scale, title="retrieval score"),
+            color=alt.Color("score:Q", scale=score_scale, legend=score_legend),
             tooltip=["layer", "head", "kind", alt.Tooltip("score:Q", format=".3f")],
             stroke=alt.condition(pick, alt.value("#D55E00"), alt.value(None)),
             strokeWidth=alt.condition(pick, alt.value(2), alt.value(0)),

@@ -17,6 +17,20 @@ def render(vs: ViewState) -> None:
     )
     found = [s for s in side_runs(vs, "niah") if s.run_id]
     grids = {s.label: data.niah_grid(s.run_id) for s in found}
+    for side in found:
+        g = grids[side.label]
+        if not g.empty and not (g["acc"] > 0).any():
+            st.warning(
+                f"{side.name} retrieves no needle: accuracy is 0 in all {len(g)} cells "
+                f"(lengths {int(g['length'].min())}–{int(g['length'].max())})."
+            )
+    if found:
+        best = data.query(
+            "SELECT count(DISTINCT r.model) AS models, max(CASE WHEN n.correct THEN 1 ELSE 0 END) AS any_ok "
+            "FROM niah n JOIN runs r USING (run_id) WHERE r.status = 'ok'"
+        )
+        if not best.empty and int(best["models"].iloc[0]) > 1 and not int(best["any_ok"].iloc[0] or 0):
+            st.info(f"No model in the store retrieves a needle: all {int(best['models'].iloc[0])} score 0.")
     cols = st.columns(max(len(found), 1))
     for col, side in zip(cols, found, strict=False):
         with col:

@@ -200,9 +200,9 @@ def render(vs: ViewState) -> None:
         'HybridScope makes the findings of Qiao et al., "Rethinking the Role of Efficient Attention in '
         'Hybrid Architectures", visible from the traces in the store. Every chart below is live.',
     )
-    findings = data.precomputed_dir() / "FINDINGS.md"
-    if findings.is_file():  # first: whether the bundled zoo reproduces the findings frames every chart
-        text = findings.read_text(encoding="utf-8", errors="replace")[:50_000]
+    findings_md = data.precomputed_dir() / "FINDINGS.md"
+    if findings_md.is_file():  # first: whether the bundled zoo reproduces the findings frames every chart
+        text = findings_md.read_text(encoding="utf-8", errors="replace")[:50_000]
         paragraphs = [p for p in text.split("\n\n") if p.strip() and not p.lstrip().startswith("#")]
         if paragraphs:
             st.info(paragraphs[0])

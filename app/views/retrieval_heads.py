@@ -8,7 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, run_panel, state
+from app import charts, data, findings, run_panel, state
 from app.charts import ATTENTION, kind_label
 from app.state import ViewState
 from app.views import Side, header, side_runs
@@ -17,9 +17,23 @@ from backend.spec import SpecError
 
 def _scores(run_id: str) -> pd.DataFrame:
     return data.query(
-        "SELECT layer, head, layer_type, score FROM head_scores WHERE run_id = ? ORDER BY layer, head",
+        "SELECT layer, head, layer_type, score, metric FROM head_scores WHERE run_id = ? ORDER BY layer, head",
         (run_id,),
     )
+
+
+def shared_max(maps: list[pd.DataFrame]) -> float:
+    """The strongest head score of any model in the store with the maps' metric (and of the maps shown):
+    one absolute scale for every map, so a model whose best head is at chance never looks bright."""
+    metrics = sorted({str(m) for d in maps for m in d.get("metric", pd.Series(dtype=str)).dropna()}) or ["mass"]
+    df = data.query(
+        "SELECT max(h.score) AS top FROM head_scores h JOIN runs r USING (run_id) WHERE r.status = 'ok' "
+        f"AND coalesce(h.metric, 'mass') IN ({', '.join('?' * len(metrics))})",
+        tuple(metrics),
+    )
+    shown = [float(d["score"].max()) for d in maps if d["score"].notna().any()]
+    store_top = float(df["top"].iloc[0]) if not df.empty and pd.notna(df["top"].iloc[0]) else 0.0
+    return max([store_top, *shown]) or 1.0
 
 
 def _head_layer(vs: ViewState, layers: list[int]) -> int:
@@ -157,7 +171,11 @@ def render(vs: ViewState) -> None:
     _pick(scores, vs)
     selected = (vs.layer, vs.head) if vs.layer is not None and vs.head is not None else None
     maps = {side.label: _scores(side.run_id) for side in found if side.run_id}
-    top = max(float(m["score"].max()) if m["score"].notna().any() else 0.0 for m in maps.values()) or None
+    top, chance = shared_max(list(maps.values())), findings.retrieval_chance()
+    st.caption(
+        f"Colour scale shared by every model in the store: chance level ({chance:g}, uniform attention over "
+        f"the context) and below is darkest, the strongest head of any model ({top:.3f}) brightest."
+    )
     for side in found:
         if side.run_id:
             key = f"heads-{side.label}"
@@ -168,6 +186,7 @@ def render(vs: ViewState) -> None:
                 side.name,
                 selected,
                 score_max=top,
+                chance=chance,
                 st_kwargs={"key": key, "on_select": lambda k=key: _on_click(k), "selection_mode": "pick"},
             )
     if selected:
