@@ -8,7 +8,9 @@ and GQA, compares ``attention_flex`` and ``attention_sdpa`` with ``attention_ref
 reference sees the same inputs upcast to fp32 and returns fp32), and ``attention_probs_rows``
 with rows of ``attention_probs_reference``. Prints max abs error and the relative error
 ||out - ref|| / ||ref|| per case with PASS/FAIL (fp32: rel <= 1e-4; bf16: rel <= 1e-2; rows are
-computed in fp32 either way: rel <= 1e-4). Exits 1 if any case fails.
+computed in fp32 either way: rel <= 1e-4). The HF families' features (chunked attention, logit
+softcapping, learned per-head sink logits; alone and with windows / sinks) are checked the same way,
+for attention and rows (``check_features``). Exits 1 if any case fails.
 """
 
 from __future__ import annotations
@@ -91,6 +93,36 @@ def check_rows(device: str, length: int, dtypes, failures: list[str]) -> None:
                 _report(label, out, ref, TOL[torch.float32], failures)
 
 
+# (window, sinks, chunk, softcap, with sink logits): Llama 4 chunks, Gemma 2 caps, gpt-oss sink logits
+FEATURE_CASES = [(None, 0, 512, None, False), (128, 4, 512, None, False), (None, 0, None, 30.0, False),
+                 (128, 0, None, 30.0, False), (None, 0, None, None, True), (128, 4, None, None, True),
+                 (64, 2, 256, 20.0, True)]
+
+
+def check_features(device: str, length: int, dtypes, backends, failures: list[str]) -> None:
+    d, hq, hkv = 64, 8, 2
+    pos = torch.tensor([0, 1, 255, 256, 511, 512, length // 2, length - 1], device=device)
+    pos = pos[pos < length]
+    for dtype in dtypes:
+        q, k, v = _inputs(1, hq, hkv, length, d, dtype, device, seed=11)
+        g = torch.Generator(device=device).manual_seed(3)
+        sink = torch.randn(hq, generator=g, device=device) * 2
+        for window, sinks, chunk, softcap, with_sink in FEATURE_CASES:
+            feats = dict(chunk=chunk, softcap=softcap, sink_logits=sink if with_sink else None)
+            tag = f"w={window!s:<4} s={sinks} c={chunk!s:<4} cap={softcap!s:<4} sinklog={int(with_sink)}"
+            ref = attention_reference(q.float(), k.float(), v.float(), window, sinks, **feats)
+            for name, fn in backends:
+                out = fn(q, k, v, window=window, sinks=sinks, **feats)
+                assert out.dtype == dtype and out.shape == q.shape
+                _report(f"{name:<5} {DTYPE_NAME[dtype]} L={length:<5} {tag}", out, ref, TOL[dtype], failures)
+            del ref
+            want = attention_probs_reference(q.float(), k.float(), window, sinks, **feats)[:, :, pos]
+            rows = attention_probs_rows(q[:, :, pos], k, pos, window, sinks, key_chunk=1000, **feats)
+            _report(f"rows  {DTYPE_NAME[dtype]} L={length:<5} {tag}", rows, want, TOL[torch.float32], failures)
+            if device == "cuda":
+                torch.cuda.empty_cache()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny CPU run (sdpa + rows, flex skipped)")
@@ -103,6 +135,7 @@ def main() -> int:
         backends = [("sdpa", attention_sdpa), ("auto", attention)]
         check_attention("cpu", (200,), ((4, 2),), (torch.float32, torch.bfloat16), backends, failures)
         check_rows("cpu", 300, (torch.float32,), failures)
+        check_features("cpu", 700, (torch.float32, torch.bfloat16), backends, failures)
     else:
         if not torch.cuda.is_available():
             print("no CUDA device; use --cpu-smoke for a CPU run", file=sys.stderr)
@@ -113,6 +146,8 @@ def main() -> int:
         check_attention("cuda", (300, 1000, 4096), ((8, 2),), dtypes, backends, failures)
         check_attention("cuda", (1000,), ((4, 4),), dtypes, backends, failures)
         check_rows("cuda", 4096, dtypes, failures)
+        check_features("cuda", 1000, dtypes, backends, failures)
+        check_features("cuda", 4096, dtypes, backends, failures)
     print(f"{len(failures)} FAIL; wall {time.time() - start:.1f}s")
     for label in failures:
         print(f"FAIL: {label}")
