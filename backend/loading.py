@@ -48,7 +48,7 @@ def load(ref_str: str, device: torch.device | None = None) -> LoadedModel:
     check_remote_code(ref)  # before any file is hashed or the cache answers
     device = device or default_device()
     fp = fingerprint(ref)
-    key = (ref_str, fp, str(device))
+    key = (ref_str, str(ref.path), fp, str(device))  # the path too: identical weights under another root
     with _LOCK:
         if key not in _CACHE:
             _CACHE[key] = _load(ref, fp, device)

@@ -135,11 +135,6 @@ def fingerprint(ref: ModelRef) -> str:
                 continue
             h.update(p.name.encode())
             h.update(_file_digest(p).encode())
-    series = ref.path / "checkpoints"  # a checkpoint series (backend.checkpoints) is part of the model
-    if series.is_dir():
-        for p in sorted(series.glob("step-*.safetensors")):
-            h.update(f"checkpoints/{p.name}".encode())
-            h.update(_file_digest(p).encode())
     return h.hexdigest()[:20]
 
 

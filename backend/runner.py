@@ -127,6 +127,10 @@ class Runner:
 
         check_spec(spec)  # an ablation the model's config rules out: bad input too, before any weight loads
         fps, docs = {"model": model_refs.fingerprint(ref), "data": ""}, None
+        if spec.probe == "qk_distance":  # its data is the model directory's checkpoint series
+            from backend.checkpoints import digest
+
+            fps["data"] = digest(ref.path)
         if needs_docs(spec):
             n_docs = getattr(spec.typed_params, "n_docs", None)
             roots = paths.file_data_roots(self.remote)

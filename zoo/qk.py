@@ -22,7 +22,8 @@ place that defines it; precomputed/README.md repeats it for readers):
 
 Size per point: 2 bytes x n_full_layers x hidden x (q_heads + kv_heads) x head_dim, e.g. 0.33 MB for a
 v2 ``5m`` hybrid (2 full layers), 1.3 MB for its all-full variant (8). The model fingerprint reads only
-the directory's top-level files, so ``qk/`` changes no run_id.
+the directory's top-level files, so ``qk/`` changes no run_id but the qk_distance probe's (the series is
+its data: ``backend.checkpoints`` reads this format).
 """
 
 from __future__ import annotations

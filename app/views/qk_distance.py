@@ -48,8 +48,8 @@ def render(vs: ViewState) -> None:
     header(
         "Q/K drift",
         "Relative distance of each full-attention head's query and key weights to their final values, over "
-        "the checkpoints a model directory records (checkpoints/step-<N>.safetensors). Heads whose weights "
-        "settle early formed early.",
+        "the checkpoints a model directory records (qk/step_<N>.safetensors, what the zoo's trainer writes). "
+        "Heads whose weights settle early formed early.",
     )
     sides = run_panel.sides(vs)
     with_series = []
@@ -60,8 +60,8 @@ def render(vs: ViewState) -> None:
             st.caption(f"{label}: {state.shown(model)} — {describe(path)}")
         else:
             st.info(f"{label}: {state.shown(model)} has no checkpoint series, so there is no Q/K drift to show: "
-                    f"{describe(path) if path else 'it is not a model directory'}. The bundled zoo does not record "
-                    "Q/K weights per checkpoint yet (zoo v2 will).")
+                    f"{describe(path) if path else 'it is not a model directory'}. The bundled zoo (v1) does not "
+                    "record Q/K weights per checkpoint; zoo v2 models do.")
     if with_series:
         for s in side_runs(vs, PROBE):
             if s.run_id and s.label in with_series:

@@ -63,7 +63,7 @@ def run(ctx: ProbeContext) -> dict:
     info = adapter_for(ctx.model).info()
     ckpts = series(ctx.lm.ref.path)
     if len(ckpts) < 2:
-        raise ProbeInputError(f"model: {ctx.spec.model} has no checkpoint series ({DIR}/step-<N>.safetensors "
+        raise ProbeInputError(f"model: {ctx.spec.model} has no checkpoint series ({DIR}/step_<N>.safetensors "
                               "with the full-attention layers' q_proj/k_proj weights, two or more)")
     full = [i for i, t in enumerate(info.layer_types) if t == FULL]
     layers = list(ctx.params.layers) or [i for i in full if i in ckpts[-1].layers]
@@ -91,10 +91,10 @@ def run(ctx: ProbeContext) -> dict:
 
 
 def save_qk_checkpoint(model: torch.nn.Module, directory: str | Path, step: int, tokens: int | None = None) -> Path:
-    """Write the full-attention layers' q_proj/k_proj weights of ``model`` as ``<directory>/checkpoints/
-    step-<step>.safetensors`` (the series format of :mod:`backend.checkpoints`; what a trainer calls at
-    each evaluation point). The attention modules come from the adapter; their ``q_proj``/``k_proj``
-    (the projection names of every supported family) are read."""
+    """Write the full-attention layers' q_proj/k_proj weights of ``model`` as ``<directory>/qk/
+    step_<step>.safetensors`` (the series format of :mod:`backend.checkpoints`, the zoo trainer's; what a
+    trainer of any model calls at each evaluation point). The attention modules come from the adapter;
+    their ``q_proj``/``k_proj`` (the projection names of every supported family) are read."""
     from safetensors.torch import save_file
 
     adapter = adapter_for(model)
@@ -108,8 +108,10 @@ def save_qk_checkpoint(model: torch.nn.Module, directory: str | Path, step: int,
             if proj is None:
                 raise ValueError(f"model: layer {i}'s attention has no {name} (fused projections are not supported)")
             tensors[f"layers.{i}.{name}.weight"] = proj.weight.detach().float().cpu().contiguous()
-    out = Path(directory) / DIR / f"step-{int(step)}.safetensors"
+    out = Path(directory) / DIR / f"step_{int(step):06d}.safetensors"
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"step": str(int(step)), **({"tokens": str(int(tokens))} if tokens is not None else {})}
-    save_file(tensors, str(out), metadata=meta)
+    tmp = out.with_name(out.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(out)
     return out

@@ -253,12 +253,12 @@ def test_qk_drift_says_plainly_when_a_model_has_no_series_and_charts_one_that_ha
     at = run_app("qk_distance", model="zoo/swa64")
     assert any("has no checkpoint series" in i.value for i in at.info) and not charts(at)
     root = tmp_path / "roots"
-    (root / "m" / "checkpoints").mkdir(parents=True)
+    (root / "m" / "qk").mkdir(parents=True)
     (root / "m" / "config.json").write_text("{}")
     for step in (0, 10):
-        w = np.zeros((8, 4), np.float32)
+        w = np.arange(32, dtype=np.float32).reshape(8, 4) + step
         save_file({"layers.3.q_proj.weight": w, "layers.3.k_proj.weight": w},
-                  str(root / "m" / "checkpoints" / f"step-{step}.safetensors"), metadata={"step": str(step)})
+                  str(root / "m" / "qk" / f"step_{step:06d}.safetensors"), metadata={"step": str(step)})
     monkeypatch.setenv("HYBRIDSCOPE_MODEL_ROOTS", str(root))
     write_synthetic(store_dir(), "m", "qk_distance")
     _clear_caches()  # the store's generation is rescanned at most once a second

@@ -155,14 +155,42 @@ def test_a_model_without_a_series_is_a_clear_error(tmp_path, monkeypatch):
         Runner(tmp_path / "store", read_only_roots=[]).run(RunSpec.build(model="m", probe="qk_distance"))
 
 
-def test_the_series_is_part_of_the_fingerprint(tmp_path, monkeypatch):
+def test_the_series_is_the_runs_data_and_changes_no_other_run(tmp_path, monkeypatch):
     from backend import model_refs
 
     root, path, model = _model_dir(tmp_path)
     monkeypatch.setenv("HYBRIDSCOPE_MODEL_ROOTS", str(root))
-    before = model_refs.fingerprint(model_refs.resolve("m"))
+    runner = Runner(tmp_path / "store", read_only_roots=[])
+    qk, tl = RunSpec.build(model="m", probe="qk_distance"), RunSpec.build(model="m", probe="token_loss",
+                                                                           data="stdlib")
+    before = model_refs.fingerprint(model_refs.resolve("m")), runner.run_id(qk), runner.run_id(tl)
     Q.save_qk_checkpoint(model, path, 5)
-    assert model_refs.fingerprint(model_refs.resolve("m")) != before
+    after = model_refs.fingerprint(model_refs.resolve("m")), runner.run_id(qk), runner.run_id(tl)
+    assert after[0] == before[0] and after[2] == before[2] and after[1] != before[1]
+
+
+def test_the_zoo_trainers_series_is_read_as_written(tmp_path, monkeypatch):
+    """zoo.qk.save_point (what the trainer calls) -> the qk_distance probe: distances by hand, bf16."""
+    from zoo.qk import save_point
+
+    root, path, model = _model_dir(tmp_path)
+    monkeypatch.setenv("HYBRIDSCOPE_MODEL_ROOTS", str(root))
+    final = {i: model.model.layers[i].mixer.q_proj.weight.detach().clone() for i in (1, 3)}
+    save_point(model, path / "qk", 0, tokens=0)  # out of order on purpose: step 0 written after the final one
+    saved = {0: {i: final[i].to(torch.bfloat16).double() for i in (1, 3)}}
+    with torch.no_grad():
+        for i in (1, 3):
+            model.model.layers[i].mixer.q_proj.weight.mul_(1.5)
+    save_point(model, path / "qk", 120, tokens=4096 * 120)
+    saved[120] = {i: (final[i] * 1.5).to(torch.bfloat16).double() for i in (1, 3)}
+    assert [c.step for c in series(path)] == [0, 120] and series(path)[1].tokens == 4096 * 120
+    t = Runner(tmp_path / "store", read_only_roots=[]).run(RunSpec.build(model="m", probe="qk_distance")).tables[
+        "qk_distance"]
+    d = 16  # head_dim of the tiny model (64 / 4)
+    for layer, head, step, dq, dk in zip(*(t[c] for c in ("layer", "head", "step", "q_dist", "k_dist"))):
+        w, wf = saved[step][layer][head * d:(head + 1) * d], saved[120][layer][head * d:(head + 1) * d]
+        assert dq == pytest.approx(float((w - wf).norm() / wf.norm()), rel=1e-6)
+        assert dk == (0.0 if step == 120 else dk) and (step == 120) == (dq == 0.0)
 
 
 # -------------------------------------------------------------------------- Integrated Gradients
