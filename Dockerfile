@@ -1,5 +1,8 @@
 # HybridScope dashboard, run the way a Hugging Face Docker Space runs it:
-# non-root user with uid 1000, port 7860, the bundled precomputed/ store baked in, CPU-only torch.
+# non-root user with uid 1000, port 7860, the bundled precomputed/ store baked in, CPU-only torch,
+# hosted mode (HYBRIDSCOPE_HOSTED=1: smaller runs, one at a time per browser tab, no file: data).
+# New runs go to /data/hybridscope/store when /data (a Space's persistent storage) is writable, else to
+# the user's cache directory (lost on restart). tests/test_dockerfile.py checks this file's contract.
 #   docker build -t hybridscope . && docker run --rm -p 7860:7860 hybridscope
 FROM python:3.11-slim
 
@@ -18,7 +21,6 @@ RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
 USER user
 ENV HOME=/home/user \
     PATH=/home/user/.local/bin:$PATH \
-    HYBRIDSCOPE_STORE=/home/user/.cache/hybridscope/store \
     HYBRIDSCOPE_PRECOMPUTED=/home/user/app/precomputed \
     HYBRIDSCOPE_HOSTED=1 \
     OMP_NUM_THREADS=2 \
@@ -31,6 +33,7 @@ COPY --chown=user kernels ./kernels
 COPY --chown=user models ./models
 COPY --chown=user backend ./backend
 COPY --chown=user app ./app
+COPY --chown=user .streamlit ./.streamlit
 COPY --chown=user precomputed ./precomputed
 
 EXPOSE 7860

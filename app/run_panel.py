@@ -184,8 +184,8 @@ def missing(
     if jobs.running_for(spec):
         st.info("Computing it — progress and Cancel in the sidebar.")
         return
-    if st.button(f"Compute {probe} for {label}", key=f"compute-{probe}-{label}"):
-        submit(spec)
+    if st.button(f"Compute {probe} for {label}", key=f"compute-{probe}-{label}") and submit(spec):
+        st.info("Computing it — progress and Cancel in the sidebar.")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,10 @@ process) and nothing caches a stale copy:
 
 * ``HYBRIDSCOPE_PRECOMPUTED``: the bundle (``zoo/`` checkpoints, ``data/`` held-out documents,
   ``store/`` read-only traces); default ``<repo>/precomputed``.
-* ``HYBRIDSCOPE_STORE``: the user's trace store (new runs); default a user cache directory.
+* ``HYBRIDSCOPE_STORE``: the user's trace store (new runs); default on a hosted backend
+  (``HYBRIDSCOPE_HOSTED=1``) ``<HYBRIDSCOPE_PERSISTENT_DIR>/hybridscope/store`` when that directory
+  (default ``/data``, a Hugging Face Space's persistent storage) exists and is writable, else a user
+  cache directory.
 * ``HYBRIDSCOPE_MODEL_ROOTS``: ``os.pathsep``-separated directories holding user checkpoints.
 * ``HYBRIDSCOPE_DATA_ROOTS``: ``os.pathsep``-separated directories that ``file:`` datasets may be read
   from (see :func:`file_data_roots`).
@@ -43,11 +46,26 @@ def precomputed_store() -> Path:
     return precomputed_root() / "store"
 
 
+def persistent_dir() -> Path | None:
+    """A hosted backend's persistent storage (``HYBRIDSCOPE_PERSISTENT_DIR``, default ``/data``) when it
+    exists and is writable; None elsewhere."""
+    from backend.limits import hosted
+
+    if not hosted():
+        return None
+    path = Path(os.environ.get("HYBRIDSCOPE_PERSISTENT_DIR") or "/data")
+    return path if path.is_dir() and os.access(path, os.W_OK | os.X_OK) else None
+
+
 def store_root() -> Path:
-    """The user trace store (``HYBRIDSCOPE_STORE``, else a user cache directory)."""
+    """The user trace store (``HYBRIDSCOPE_STORE``; else hosted, the persistent storage when there is
+    one; else a user cache directory)."""
     env = os.environ.get("HYBRIDSCOPE_STORE")
     if env:
         return Path(env).expanduser()
+    persistent = persistent_dir()
+    if persistent is not None:
+        return persistent / "hybridscope" / "store"
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("hybridscope")) / "store"
@@ -94,5 +112,5 @@ def inside(path: Path, root: Path) -> Path | None:
 
 __all__ = [
     "REPO_ROOT", "bundled_data_root", "data_roots", "file_data_roots", "inside", "model_roots",
-    "precomputed_root", "precomputed_store", "store_root", "zoo_root",
+    "persistent_dir", "precomputed_root", "precomputed_store", "store_root", "zoo_root",
 ]
