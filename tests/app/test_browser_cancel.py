@@ -83,6 +83,7 @@ def test_cancel_button_stops_the_child_and_stores_nothing(served, page):
     kids = start_slow_run(page, base, proc)
     text = page.locator(PROGRESS).inner_text()
     assert "token_loss on tiny/SSSFSSSFSSSF: document" in text and "% · " in text and " elapsed · " in text, text
+    assert page.get_by_text("Deploy", exact=True).count() == 0  # .streamlit/config.toml: toolbarMode viewer
     screenshot(page, "cancel-1-progress")
     page.get_by_role("button", name="Cancel").click()
     page.get_by_text("Cancelled token_loss on tiny/SSSFSSSFSSSF after").wait_for()
