@@ -16,10 +16,19 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (self.weight * x.to(dtype)) if dtype == torch.float32 else (self.weight * x).to(dtype)
+        if x.dtype == self.weight.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type):
+            # torch's fused kernel: one pass instead of six elementwise ops, the same float32 values
+            # (tests/models/test_layers.py compares it with rms_norm_reference)
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        return rms_norm_reference(x, self.weight, self.eps)
+
+
+def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """The formula: float32 ``x * rsqrt(mean(x^2) + eps)``, then the weight (in x's dtype for float32)."""
+    dtype = x.dtype
+    x = x.float()
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return (weight * x.to(dtype)) if dtype == torch.float32 else (weight * x).to(dtype)
 
 
 class GatedRMSNorm(nn.Module):
@@ -84,9 +93,21 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([-x2, x1], dim=-1)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` [B, H, L, D] by the position tables ``cos``/``sin`` [L, D]. (NoPE: don't call it.)"""
+def apply_rotary_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``x * cos + rotate_half(x) * sin`` (the textbook form, kept as the reference)."""
     return x * cos + rotate_half(x) * sin
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` [B, H, L, D] by the position tables ``cos``/``sin`` [L, D]. (NoPE: don't call it.)
+
+    The reference formula computed per half (``[x1 c1 - x2 s1, x2 c2 + x1 s2]``): the same float
+    operations on each element, so bit-identical to :func:`apply_rotary_reference`, with half-size
+    temporaries and no negated copy.
+    """
+    h = x.shape[-1] // 2
+    x1, x2 = x[..., :h], x[..., h:]
+    return torch.cat([x1 * cos[..., :h] - x2 * sin[..., :h], x2 * cos[..., h:] + x1 * sin[..., h:]], dim=-1)
 
 
 class ShortConv(nn.Module):
