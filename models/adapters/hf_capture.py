@@ -7,7 +7,9 @@
   keys when decoding from a KV cache) and then calls ``<inner>``'s function with the very same
   arguments; its mask function is ``<inner>``'s mask function, so transformers builds the same mask
   as without the capture: logits are bit for bit unchanged. The inner name travels in the
-  implementation name itself, so no table maps configs to implementations.
+  implementation name itself, so no table maps configs to implementations. An attention forward that
+  never calls the attention function (a checkpoint's own code computing attention itself) raises
+  instead of leaving q / k unrecorded.
 * ``"mixer_out"``: forward hooks on each captured layer's mixer modules (``adapter.mixer_outputs(i)``:
   its attention, its recurrent mixer, or both branches of a hybrid layer, scaled and summed as the
   layer sums them) record its output [B, L, hidden] (after head masks; after a skip when the ablation
@@ -39,6 +41,8 @@ CAPTURE_ATTN_NAME = "hybridscope_capture"
 
 # attention module -> the Capture it records into (weakly keyed: dropped with the module)
 _CAPTURES: weakref.WeakKeyDictionary[nn.Module, Capture] = weakref.WeakKeyDictionary()
+# attention module -> whether its current forward called the capture attention function
+_RAN: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
 _SWITCH = "hf_capture_switch"  # ModelState.extra key: [number of q/k captures, [(config, impl before)]]
 
 
@@ -81,6 +85,7 @@ def capture_attention(
     """transformers attention function: record q/k for ``module``'s capture, then run ``inner``."""
     cap = _CAPTURES.get(module)
     if cap is not None:
+        _RAN[module] = True
         layer = getattr(module, "layer_idx", "?")
         cap.record(layer, "q", query)
         cap.record(layer, "k", key)
@@ -149,8 +154,21 @@ def _guard(adapter: ModelAdapter, want_qk: bool) -> Callable:
                 f"capture: layer {layer}'s attn_implementation was switched to "
                 f"{module.config._attn_implementation!r} inside capture(); switch it before capture()"
             )
+        if want_qk:
+            _RAN[module] = False
 
     return hook
+
+
+def _qk_recorded(module: nn.Module, args, output) -> None:
+    """Forward hook: refuse an attention forward that never called transformers' attention function (a
+    checkpoint's own code computing attention itself): its q / k were not recorded."""
+    if not _RAN.get(module, True):
+        raise RuntimeError(
+            f"capture: layer {getattr(module, 'layer_idx', '?')}'s attention ({type(module).__name__}) does not "
+            "compute attention through transformers' attention interface, so its q / k cannot be recorded; "
+            "allowed on this model: probes without q / k (token_loss, longppl, niah)"
+        )
 
 
 def _mixer_out_hooks(cap: Capture, layer: int, parts: list[tuple[nn.Module, float]]) -> list[Callable]:
@@ -190,6 +208,8 @@ def start_capture(adapter: ModelAdapter, cap: Capture, stack: ExitStack) -> None
         _CAPTURES[m] = cap  # record() keeps only the requested names
         stack.callback(_CAPTURES.pop, m, None)
         stack.callback(m.register_forward_pre_hook(guard).remove)
+        if want_qk:
+            stack.callback(m.register_forward_hook(_qk_recorded).remove)
     for i in cap.layers:
         parts = adapter.mixer_outputs(i)
         for m, _ in parts:

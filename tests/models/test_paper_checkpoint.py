@@ -253,3 +253,17 @@ def test_the_checkpoints_own_code_is_part_of_its_fingerprint(tmp_path, monkeypat
     code = tmp_path / "p" / "modeling_paper_hybrid.py"
     code.write_text(code.read_text() + "\n# edited\n")
     assert fingerprint(resolve("p")) != before  # other code: another model, other run_ids
+
+
+def test_probes_that_need_q_k_say_so_when_the_checkpoint_computes_attention_itself(root, tmp_path):
+    model = loading.load("paper").model
+    with adapter_for(model).capture(names=("mixer_out",), layers=[1]) as cap:  # hooks on the module: fine
+        logits(model, ids())
+    assert cap[(1, "mixer_out")].shape == (2, 40, 64)
+    with pytest.raises(RuntimeError) as e, adapter_for(model).capture(names=("q", "k"), layers=[1]):
+        logits(model, ids())
+    assert one_line(e).startswith("capture: layer 1's attention (PaperAttention) does not compute attention "
+                                  "through transformers' attention interface")
+    runner = Runner(tmp_path / "store", read_only_roots=[])
+    with pytest.raises(RuntimeError, match="q / k cannot be recorded"):  # not a silently empty map
+        runner.run(RunSpec.build(model="paper", probe="retrieval_heads", params={"lengths": [400]}))
