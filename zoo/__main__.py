@@ -2,6 +2,8 @@
 traces (``precompute``, ``rekey``). Each command prints a JSON summary on stdout (training logs go to stdout too).
 
     python -m zoo build-data --out .data/zoo [--stdlib-only | --packages numpy,pydantic]
+    python -m zoo build-data --sources site --base .data/zoo --out .data/zoo_site   # + this machine's
+                                                    # installed sources, base tokenizer/splits (zoo.site_corpus)
     python -m zoo variants                          # param counts of the seven variants
     python -m zoo train --variant swa64 --data .data/zoo --out out/zoo --steps 200 [--resume]
     python -m zoo train-all --data .data/zoo --out out/zoo --total-budget-s 400
@@ -47,6 +49,14 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--synthetic-frac", type=float, default=0.03)
     b.add_argument("--synthetic-max-tokens", type=int, default=4000)
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--sources", choices=("bundled", "site"), default="bundled",
+                   help="bundled: build corpus + tokenizer (default); site: extend --base with every allowed "
+                   "installed source of this machine (zoo.site_corpus), keeping its tokenizer and val/test")
+    b.add_argument("--base", type=Path, default=Path(".data/zoo"), help="--sources site: the corpus it extends")
+    b.add_argument("--site-root", type=Path, action="append", default=None,
+                   help="--sources site: a site-packages directory (repeatable; default this Python's)")
+    b.add_argument("--no-stdlib", action="store_true", help="--sources site: leave this Python's stdlib out")
+    b.add_argument("--workers", type=int, default=None, help="--sources site: processes (default: all cores)")
     k = sub.add_parser("pack", help="tokenize a split into a uint16 .npy stream of seq_len rows")
     k.add_argument("--data", required=True, type=Path, help="a build-data output directory")
     k.add_argument("--split", default="train", choices=("train", "val", "test"))
@@ -77,7 +87,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
-    if args.cmd == "build-data":
+    if args.cmd == "build-data" and args.sources == "site":
+        from zoo.site_corpus import build_site_data, site_summary
+
+        m = build_site_data(args.out, args.base, stdlib_root=args.stdlib_root, roots=args.site_root,
+                            include_stdlib=not args.no_stdlib, workers=args.workers, max_files=args.max_files)
+        summary = site_summary(m)
+    elif args.cmd == "build-data":
         from zoo.build import build_data
 
         m = build_data(

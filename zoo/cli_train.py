@@ -38,10 +38,11 @@ _HYPER = (  # (flag, TrainArgs field, type)
     ("--attn-backend", "attn_backend", str),  # kernels used in training (the saved config keeps "auto")
     ("--linear-backend", "linear_backend", str),
     ("--init-from", "init_from", str),  # continue from an earlier zoo root (see TrainArgs.init_from)
+    ("--corpus-sha256", "corpus_sha256", str),  # refuse a corpus whose token stream differs (zoo.data)
 )
 
 _PILOT_HYPER = ("batch_size", "lr", "warmup_steps", "log_every", "seed", "synthetic_frac", "synthetic_long_frac",
-                "synthetic_parts")
+                "synthetic_parts", "corpus_sha256")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

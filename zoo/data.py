@@ -4,7 +4,11 @@ synthetic rows, and a resumable batch stream.
 - Natural rows: the corpus's natural training documents (``train.jsonl.gz`` or ``train.jsonl``; sources
   "stdlib" and "pypi/<name>"), tokenized once per run with the saved tokenizer and packed into rows of
   ``seq_len`` tokens separated by <|endoftext|> (:func:`zoo.tokenizer.pack_ids`); cached as
-  ``.npy`` keyed by the inputs' hashes.
+  ``.npy`` keyed by the inputs' hashes. A site corpus (:mod:`zoo.site_corpus`) holds that token stream
+  already (``train_tokens.npy``): it is memory-mapped and checked against its manifest's sha256.
+  ``Corpus.sha256`` is the sha256 of the stream (uint16 little-endian, every document + EOS) either way:
+  a site corpus built with no extra source has its base's hash. ``TrainArgs.corpus_sha256`` (a round's
+  plan) must equal it (:func:`check_corpus`).
   The corpus's own synthetic documents are left out: fresh ones replace them every epoch.
 - Synthetic rows: ``round(n_natural * frac / (1 - frac))`` rows per epoch from
   :class:`zoo.synthetic_rows.SyntheticMaker` with seed ``(seed, epoch)`` (and its ``long_frac``) —
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import json
 import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +38,7 @@ import torch
 
 from zoo import synthetic_rows
 from zoo.corpus import read_jsonl, split_path
+from zoo.site_corpus import is_site_corpus
 from zoo.tokenizer import EOS, PAD, backend_of, encode_many, pack_ids
 
 
@@ -48,6 +54,8 @@ class Corpus:
     eos_id: int
     pad_id: int
     max_docs: int | None = None
+    sha256: str = ""  # of the natural training token stream (see the module docstring)
+    natural_tokens: int = 0  # its length (before the last partial row is dropped)
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -61,10 +69,47 @@ def _hash_files(*paths: Path, extra: str = "") -> str:
     return h.hexdigest()[:16]
 
 
-def _pack(texts: list[str], tok, seq_len: int, eos_id: int, pad_id: int) -> np.ndarray:
+def _pack(texts: list[str], tok, seq_len: int, eos_id: int, pad_id: int) -> tuple[np.ndarray, str, int]:
+    """Rows of the texts' token stream, its sha256 and its length."""
     ids = encode_many(tok, texts)
+    h, eos = hashlib.sha256(), np.asarray([eos_id], dtype="<u2").tobytes()
+    for i in ids:
+        h.update(np.asarray(i, dtype="<u2").tobytes())
+        h.update(eos)
     flat, _ = pack_ids([(i, False) for i in ids], seq_len, eos_id, pad_id)
-    return np.asarray(flat, dtype=np.uint16).reshape(-1, seq_len)
+    n = sum(len(i) + 1 for i in ids)
+    return np.asarray(flat, dtype=np.uint16).reshape(-1, seq_len), h.hexdigest(), n
+
+
+def _site_rows(data_dir: Path, seq_len: int, max_docs: int | None) -> tuple[np.ndarray, str, int]:
+    """Rows (a memory map) of a site corpus's token stream, its sha256 and length; ValueError when the
+    file does not match its manifest."""
+    from zoo.site_corpus import DOC_ENDS_FILE, TOKENS_FILE
+
+    meta = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))["train_tokens"]
+    stream = np.load(data_dir / TOKENS_FILE, mmap_mode="r")
+    if stream.dtype != np.dtype("<u2") or stream.ndim != 1 or len(stream) != meta["tokens"]:
+        raise ValueError(f"data: {data_dir / TOKENS_FILE} is not the {meta['tokens']} uint16 tokens its manifest "
+                         "records; rebuild it")
+    if max_docs:
+        ends = np.load(data_dir / DOC_ENDS_FILE)
+        stream = stream[: int(ends[min(max_docs, len(ends)) - 1])] if len(ends) else stream[:0]
+    h = hashlib.sha256()
+    for i in range(0, len(stream), 1 << 26):
+        h.update(stream[i : i + (1 << 26)])
+    if not max_docs and h.hexdigest() != meta["sha256"]:
+        raise ValueError(f"data: {data_dir / TOKENS_FILE} does not match the sha256 its manifest records; rebuild it")
+    n = len(stream) // seq_len
+    return stream[: n * seq_len].reshape(n, seq_len), h.hexdigest(), len(stream)
+
+
+def check_corpus(corpus: Corpus, sha256: str | None) -> None:
+    """ValueError (one line) when a plan names a corpus (``sha256``) other than ``corpus``."""
+    if sha256 and sha256 != corpus.sha256:
+        raise ValueError(
+            f"corpus: {corpus.data_dir} has token-stream sha256 {corpus.sha256}, but the plan names {sha256}; "
+            "train on the corpus the plan names (rebuild it the same way) or drop --corpus-sha256"
+        )
 
 
 def load_corpus(
@@ -84,28 +129,36 @@ def load_corpus(
     tok = backend_of(data_dir / "tokenizer")
     eos_id, pad_id = tok.token_to_id(EOS), tok.token_to_id(PAD)
     val_texts = [d.text for d in read_jsonl(val_file)]
+    if is_site_corpus(data_dir):
+        rows, sha, n_tokens = _site_rows(data_dir, seq_len, max_docs)
+        val_rows = _pack(val_texts, tok, seq_len, eos_id, pad_id)[0]
+        return _checked(Corpus(data_dir, seq_len, rows, val_rows, val_texts, eos_id, pad_id, max_docs, sha, n_tokens))
     key = _hash_files(
         train_file,
         val_file,
         data_dir / "tokenizer" / "tokenizer.json",
-        extra=f"{seq_len}:{max_docs}",
+        extra=f"{seq_len}:{max_docs}:sha",
     )
     cache = Path(cache_dir) / f"rows-{key}.npz" if cache_dir is not None else None
     if cache is not None and cache.is_file():
         z = np.load(cache)
-        rows, val_rows = z["rows"], z["val_rows"]
+        rows, val_rows, sha, n_tokens = z["rows"], z["val_rows"], str(z["sha256"]), int(z["natural_tokens"])
     else:
         texts = synthetic_rows.natural_texts(train_file, max_docs)
-        rows = _pack(texts, tok, seq_len, eos_id, pad_id)
-        val_rows = _pack(val_texts, tok, seq_len, eos_id, pad_id)
+        rows, sha, n_tokens = _pack(texts, tok, seq_len, eos_id, pad_id)
+        val_rows = _pack(val_texts, tok, seq_len, eos_id, pad_id)[0]
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp.npz")
-            np.savez(tmp, rows=rows, val_rows=val_rows)
+            np.savez(tmp, rows=rows, val_rows=val_rows, sha256=np.asarray(sha), natural_tokens=np.asarray(n_tokens))
             tmp.replace(cache)
-    if len(rows) == 0:
-        raise ValueError(f"data: fewer than seq_len={seq_len} natural training tokens in {data_dir}")
-    return Corpus(data_dir, seq_len, rows, val_rows, val_texts, eos_id, pad_id, max_docs)
+    return _checked(Corpus(data_dir, seq_len, rows, val_rows, val_texts, eos_id, pad_id, max_docs, sha, n_tokens))
+
+
+def _checked(corpus: Corpus) -> Corpus:
+    if len(corpus.rows) == 0:
+        raise ValueError(f"data: fewer than seq_len={corpus.seq_len} natural training tokens in {corpus.data_dir}")
+    return corpus
 
 
 def n_synthetic_rows(n_natural: int, frac: float) -> int:
@@ -255,4 +308,7 @@ def corpus_summary(corpus: Corpus, synthetic: SyntheticSource) -> dict:
         "seq_len": corpus.seq_len,
         "tokens_per_epoch": int((len(corpus.rows) + synthetic.n_rows) * corpus.seq_len),
         "natural_source": "stdlib + pypi packages (manifest.json lists them)",
+        "natural_tokens": corpus.natural_tokens,
+        "corpus_sha256": corpus.sha256,
+        "corpus_kind": "site" if is_site_corpus(corpus.data_dir) else "bundled",
     }

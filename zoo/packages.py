@@ -20,8 +20,8 @@ from zoo.corpus import EXCLUDED_DIR_NAMES, GENERATED_MARKER, PYPI_PREFIX, Doc, r
 
 # Packages pinned in requirements*.txt whose Python source is added (licences checked at build time).
 # With the zoo tokenizer: 12.3M natural training tokens (transformers 8.0M, streamlit 1.3M, numpy 1.1M,
-# the rest < 0.5M each) next to the stdlib's 2.4M. Pinned but left out: torch (licence expression has
-# BSL-1.0 and an LLVM exception; its tree alone would dominate the corpus), tqdm (MPL-2.0 AND MIT),
+# the rest < 0.5M each) next to the stdlib's 2.4M. Pinned but left out: torch (its tree alone would
+# dominate the corpus; v1 was built when its BSL-1.0 / LLVM-exception terms were still refused), tqdm (MPL-2.0 AND MIT),
 # ruff and vl-convert-python (no Python source to speak of).
 DEFAULT_PACKAGES = (
     "altair",
@@ -44,9 +44,12 @@ DEFAULT_PACKAGES = (
 )
 # SPDX ids a package licence may consist of (BSD / MIT / Apache-2.0 / PSF families; Zlib and CC0-1.0
 # are permissive terms that numpy's expression lists for bundled C code). Anything else is refused.
+# BSL-1.0, MIT-0, MIT-CMU, ISC and Apache-2.0 WITH LLVM-exception (permissive; torch's and pillow's
+# expressions use them) were added for the site corpus (zoo.site_corpus); no default package needs them.
 ALLOWED_LICENCE_TERMS = frozenset(
     {"MIT", "BSD", "0BSD", "BSD-2-Clause", "BSD-3-Clause", "Apache-2.0", "PSF-2.0", "Python-2.0"}
     | {"Zlib", "CC0-1.0"}
+    | {"BSL-1.0", "MIT-0", "MIT-CMU", "ISC", "Apache-2.0 WITH LLVM-exception"}
 )
 _LICENCE_ALIASES = {
     "mit": "MIT",
@@ -63,6 +66,9 @@ _LICENCE_ALIASES = {
     "apache software license": "Apache-2.0",
     "psf": "PSF-2.0",
     "psf license": "PSF-2.0",
+    "3-clause bsd license": "BSD-3-Clause",
+    "modified bsd license": "BSD-3-Clause",
+    "isc license": "ISC",
 }
 _CLASSIFIER_LICENCES = {
     "License :: OSI Approved :: MIT License": "MIT",
@@ -144,10 +150,10 @@ def licence_of(meta) -> tuple[str, str]:
 
 def licence_allowed(licence: str) -> bool:
     """True when every term of the licence expression (split on AND / OR, parentheses dropped) is one
-    of ``ALLOWED_LICENCE_TERMS`` (case-insensitive); ``X WITH exception`` terms are not allowed."""
+    of ``ALLOWED_LICENCE_TERMS`` (case-insensitive); a ``X WITH exception`` term only as listed there."""
     allowed = {t.lower() for t in ALLOWED_LICENCE_TERMS}
     terms = re.split(r"\s+(?:AND|OR)\s+", licence.replace("(", " ").replace(")", " ").strip())
-    return all(t.strip().lower() in allowed for t in terms)
+    return all(" ".join(t.split()).lower() in allowed for t in terms)
 
 
 def package_info(name: str) -> PackageInfo:

@@ -130,6 +130,8 @@ def run_pilot(out: Path, data_dir: Path, variant: str, sizes: list[str], total_b
         "sizes": sizes,
         "plan": plan,
         "setup_s": round(setup_s, 1),
+        "corpus": {"dir": str(data_dir), "sha256": corpus.sha256, "natural_tokens": corpus.natural_tokens,
+                   "natural_rows": int(len(corpus.rows))},
         "args": asdict(replace(base, steps=plan["steps"])),
         "env": _env(dev),
         "results": {},

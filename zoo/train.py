@@ -82,6 +82,9 @@ class TrainArgs:
     # and the card count from the earlier run's totals.
     init_from: str | None = None
     schedule_total: int | None = None  # one LR schedule over all stages (see the module docstring)
+    # sha256 of the natural training token stream this run must train on (zoo.data.check_corpus); a
+    # round's plan names it so that every round trains on the same tokens in the same order
+    corpus_sha256: str | None = None
 
     def check(self) -> None:
         get_variant(self.variant, self.size)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from zoo.data import Corpus, SyntheticSource, default_workers, load_corpus
+from zoo.data import Corpus, SyntheticSource, check_corpus, default_workers, load_corpus
 from zoo.formation import EvalSet, make_eval_set
 from zoo.train import TrainArgs, Trainer, pick_device
 from zoo.variants import context_of, get_size, get_variant, variants_of
@@ -63,6 +63,7 @@ def open_data(
     """Corpus rows (cached) and the fresh-synthetic source shared by all variants of a process."""
     os.environ["TOKENIZERS_PARALLELISM"] = "true"  # encoding is deterministic either way; packing is faster
     corpus = load_corpus(data_dir, context_of(args.size), cache_dir, max_docs)
+    check_corpus(corpus, args.corpus_sha256)
     if workers < 0:
         workers = default_workers(pick_device(args.device).type)
     synthetic = SyntheticSource(corpus, args.synthetic_frac, args.seed, workers=workers,
@@ -239,8 +240,10 @@ def train_all(
         or not (out / "runs" / v / "summary.json").is_file()
         or not (out / "zoo" / v / "config.json").is_file()
     ]
-    eval_set = eval_set_for(corpus, base.size, eval_lengths) if todo else None
     plan = json.loads(plan_path.read_text()) if resume and plan_path.is_file() else None
+    if plan and todo:  # resuming a round: on the tokens its plan was made for
+        check_corpus(corpus, plan.get("corpus_sha256"))
+    eval_set = eval_set_for(corpus, base.size, eval_lengths) if todo else None
     if base.steps is not None:
         plan = {"steps": base.steps, "size": base.size}
     elif todo and (plan is None or plan.get("size") != base.size or "calibration" not in plan):
@@ -259,7 +262,8 @@ def train_all(
             "budget_s": total_budget_s,
             "seconds_left_after_calibration": round(left, 1),
         }
-    plan = plan or {"steps": 0, "size": base.size}
+    plan = {**(plan or {"steps": 0, "size": base.size}), "corpus_sha256": corpus.sha256,
+            "natural_tokens": corpus.natural_tokens}
     if todo:
         plan_path.write_text(json.dumps({**plan, "args": asdict(base)}, indent=1), encoding="utf-8")
     steps = int(plan["steps"])
