@@ -37,7 +37,10 @@ FINDINGS = [
 
 def heading(i: int, verdict: findings.Verdict | None) -> str:
     """The paper's claim, attributed, plus the bundled zoo's verdict when the bundle gives one."""
-    title = f"{i + 1}. Paper: {FINDINGS[i][0][0].lower()}{FINDINGS[i][0][1:]}"
+    claim = FINDINGS[i][0]
+    word = claim.split()[0]
+    keep = word[1:] != word[1:].lower()  # an acronym such as NoPE keeps its capitals
+    title = f"{i + 1}. Paper: {claim if keep else claim[0].lower() + claim[1:]}"
     return f"{title} — bundled zoo: {verdict.verdict}" if verdict else title
 
 
