@@ -19,6 +19,12 @@
 # EVALUATOR_DIR=<carried export> is copied to $ZOO_WORK/zoo/<its name> first (a round that does not
 # train the evaluator carries it: 10.8 MB at 5m). Precompute needs pydantic: carry .whl (README Notes).
 #
+# Corpus: CORPUS=site (the default for v2 sizes) first builds the site corpus (zoo/site_corpus.py: the
+# carried $ZOO_DATA, default .data/zoo, extended with every allowed installed source of the device; same
+# tokenizer and val/test) into $SITE_DATA (default out/zoo_site; reused when its manifest is there) and
+# trains on it; CORPUS=bundled (the v1 default) trains on $ZOO_DATA itself. CORPUS_SHA256=<hex> makes
+# training refuse any other token stream (name round 1's hash, from its plan.json, in every later round).
+#
 # Work dir $ZOO_WORK (default out/zoo_work; git-ignored, kept on a warm machine, so a rerun resumes:
 # finished variants are skipped, unfinished ones continue from their last checkpoint).
 # $OUT receives at most 8 files (zoo/package.py): zoo_<variant>.tar.gz (final bf16 checkpoint
@@ -71,7 +77,13 @@ else
   fi
   PRE_ARGS=()
 fi
-case "${SIZE:-zoo}" in zoo|smoke) ;; *) PRE_ARGS+=(--generation v2) ;; esac
+case "${SIZE:-zoo}" in zoo|smoke) CORPUS="${CORPUS:-bundled}" ;; *) PRE_ARGS+=(--generation v2); CORPUS="${CORPUS:-site}" ;; esac
+SITE_DATA="${SITE_DATA:-$PWD/out/zoo_site}"
+SITE_ARGS=()
+if [ "$SMOKE" -eq 1 ]; then  # a few files per source: the plumbing only
+  SITE_DATA="${SITE_DATA%/zoo_site}/zoo_site_smoke"; SITE_ARGS=(--max-files "${SITE_MAX_FILES:-2}" --workers 2)
+fi
+[ -n "${CORPUS_SHA256:-}" ] && TRAIN_ARGS+=(--corpus-sha256 "$CORPUS_SHA256")
 if [ -n "${VARIANTS:-}" ]; then TRAIN_ARGS+=(--variants "$VARIANTS"); PRE_ARGS+=(--variants "$VARIANTS"); fi
 [ -n "${EVALUATOR:-}" ] && PRE_ARGS+=(--evaluator "$EVALUATOR")
 [ -n "${SYNTHETIC_LONG_FRAC:-}" ] && TRAIN_ARGS+=(--synthetic-long-frac "$SYNTHETIC_LONG_FRAC")
@@ -145,6 +157,20 @@ fi
 variants_done() {  # how many variants have a final export
   ls -d "$WORK"/zoo/*/config.json 2>/dev/null | wc -l
 }
+
+if [ "$CORPUS" = "site" ] && [[ " ${PHASES[*]} " == *" train "* ]]; then
+  if [ ! -f "$SITE_DATA/manifest.json" ]; then
+    step corpus "${SITE_S:-240}" python3 -m zoo build-data --sources site --base "$DATA" --out "$SITE_DATA" "${SITE_ARGS[@]}"
+  fi
+  if [ -f "$SITE_DATA/manifest.json" ]; then
+    cp "$SITE_DATA/manifest.json" "$LOGS/site_manifest.json"
+    SUMMARY+=("corpus: site $(python3 -c "import json,sys; t=json.load(open(sys.argv[1])); print(t['train_tokens']['tokens'], 'tokens, sha256', t['train_tokens']['sha256'], 'built in', t['seconds']['total'], 's')" "$SITE_DATA/manifest.json")")
+    DATA="$SITE_DATA"
+  else
+    SUMMARY+=("corpus: site build FAILED (logs/corpus.log); not training")
+    PHASES=("${PHASES[@]/train}")
+  fi
+fi
 
 for p in "${PHASES[@]}"; do
   case "$p" in

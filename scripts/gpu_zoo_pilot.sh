@@ -12,6 +12,10 @@
 # with precomputed/, over the 64 MiB a call takes: move precomputed/zoo and precomputed/store out of the
 # checkout for the call and back afterwards (README "Notes"); the pilot reads neither.
 #
+# Corpus: CORPUS=site (default) first builds the site corpus (zoo/site_corpus.py: the carried $ZOO_DATA
+# extended with the device's installed sources, same tokenizer and val/test) into $SITE_DATA (default
+# out/zoo_site, reused when built; SITE_S=240 s cap) and trains on it; CORPUS=bundled trains on $ZOO_DATA.
+# CORPUS_SHA256=<hex> refuses any other token stream. The site manifest travels in pilot_runs.tar.gz.
 # Env (defaults): PILOT_VARIANT=full, PILOT_SIZES=5m,15m (smallest first), TOTAL_S=570 (this script's
 # deadline), PILOT_STEPS (fixed steps instead of the plan), PILOT_ARGS (extra `python -m zoo pilot` flags,
 # e.g. "--lr 1.5e-3 --synthetic-frac 0.3"), COMPILE=1.
@@ -48,11 +52,15 @@ else
   WORK="${ZOO_WORK:-$PWD/out/zoo_pilot}"
   TOTAL_S=${TOTAL_S:-570}
   ARGS=(--sizes "${PILOT_SIZES:-5m,15m}")
-  if [ -n "${PILOT_STEPS:-}" ]; then ARGS+=(--steps "$PILOT_STEPS"); else ARGS+=(--total-budget-s $((TOTAL_S - 35))); fi
   [ "${COMPILE:-1}" = "1" ] && ARGS+=(--compile)
 fi
-# shellcheck disable=SC2206
-ARGS+=(${PILOT_ARGS:-})
+CORPUS="${CORPUS:-site}"
+SITE_DATA="${SITE_DATA:-$PWD/out/zoo_site}"
+SITE_ARGS=()
+if [ "$SMOKE" -eq 1 ]; then  # a few files per source: the plumbing only
+  SITE_DATA="${SITE_DATA%/zoo_site}/zoo_site_smoke"; SITE_ARGS=(--max-files "${SITE_MAX_FILES:-2}" --workers 2)
+fi
+[ -n "${CORPUS_SHA256:-}" ] && ARGS+=(--corpus-sha256 "$CORPUS_SHA256")
 mkdir -p "$OUT" "$WORK"
 LOG="$OUT/pilot.log"
 {
@@ -66,6 +74,29 @@ if [ ! -f "$DATA/tokenizer/tokenizer.json" ]; then
   echo "no corpus in $DATA: carry .data/zoo (python -m zoo build-data --out .data/zoo)" | tee -a "$LOG"
   exit 2
 fi
+
+if [ "$CORPUS" = "site" ]; then
+  if [ ! -f "$SITE_DATA/manifest.json" ]; then
+    echo "=== corpus: python3 -m zoo build-data --sources site --base $DATA --out $SITE_DATA ${SITE_ARGS[*]}" | tee -a "$LOG"
+    timeout -k 10 "${SITE_S:-240}" python3 -m zoo build-data --sources site --base "$DATA" --out "$SITE_DATA" \
+      "${SITE_ARGS[@]}" > "$WORK/site_build.json" 2>> "$LOG"
+    echo "=== corpus: rc=$? after $(($(date +%s) - T0))s" | tee -a "$LOG"
+  fi
+  if [ ! -f "$SITE_DATA/manifest.json" ]; then
+    echo "=== corpus: no site corpus in $SITE_DATA (build failed: see above); not training" | tee -a "$LOG"
+    exit 2
+  fi
+  cp "$SITE_DATA/manifest.json" "$WORK/site_manifest.json"
+  python3 -c "import json, sys; from zoo.site_corpus import site_summary
+print(json.dumps(site_summary(json.load(open(sys.argv[1]))), indent=1))" "$SITE_DATA/manifest.json" | tee -a "$LOG"
+  DATA="$SITE_DATA"
+fi
+if [ "$SMOKE" -eq 0 ]; then
+  if [ -n "${PILOT_STEPS:-}" ]; then ARGS+=(--steps "$PILOT_STEPS")
+  else ARGS+=(--total-budget-s $((T0 + TOTAL_S - 35 - $(date +%s)))); fi
+fi
+# shellcheck disable=SC2206
+ARGS+=(${PILOT_ARGS:-})
 
 # the pilot itself: everything but ~25 s for packaging (its own plan keeps inside --total-budget-s)
 LIMIT=$((T0 + TOTAL_S - 25 - $(date +%s)))

@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="--sources site: a site-packages directory (repeatable; default this Python's)")
     b.add_argument("--no-stdlib", action="store_true", help="--sources site: leave this Python's stdlib out")
     b.add_argument("--workers", type=int, default=None, help="--sources site: processes (default: all cores)")
+    b.add_argument("--min-bytes", type=int, default=None, help="--sources site: smallest file kept (default 2000)")
+    b.add_argument("--max-bytes", type=int, default=None, help="--sources site: largest file kept (default 200000)")
+    b.add_argument("--strict-licences", action="store_true",
+                   help="--sources site: the bundled build's licence terms only (no BSL-1.0, LLVM exception: no torch)")
     k = sub.add_parser("pack", help="tokenize a split into a uint16 .npy stream of seq_len rows")
     k.add_argument("--data", required=True, type=Path, help="a build-data output directory")
     k.add_argument("--split", default="train", choices=("train", "val", "test"))
@@ -91,7 +95,9 @@ def _run(args: argparse.Namespace) -> dict:
         from zoo.site_corpus import build_site_data, site_summary
 
         m = build_site_data(args.out, args.base, stdlib_root=args.stdlib_root, roots=args.site_root,
-                            include_stdlib=not args.no_stdlib, workers=args.workers, max_files=args.max_files)
+                            include_stdlib=not args.no_stdlib, workers=args.workers, max_files=args.max_files,
+                            strict_licences=args.strict_licences,
+                            **{k: v for k in ("min_bytes", "max_bytes") if (v := getattr(args, k)) is not None})
         summary = site_summary(m)
     elif args.cmd == "build-data":
         from zoo.build import build_data

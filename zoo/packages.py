@@ -20,8 +20,8 @@ from zoo.corpus import EXCLUDED_DIR_NAMES, GENERATED_MARKER, PYPI_PREFIX, Doc, r
 
 # Packages pinned in requirements*.txt whose Python source is added (licences checked at build time).
 # With the zoo tokenizer: 12.3M natural training tokens (transformers 8.0M, streamlit 1.3M, numpy 1.1M,
-# the rest < 0.5M each) next to the stdlib's 2.4M. Pinned but left out: torch (its tree alone would
-# dominate the corpus; v1 was built when its BSL-1.0 / LLVM-exception terms were still refused), tqdm (MPL-2.0 AND MIT),
+# the rest < 0.5M each) next to the stdlib's 2.4M. Pinned but left out: torch (licence expression has
+# BSL-1.0 and an LLVM exception; its tree alone would dominate the corpus), tqdm (MPL-2.0 AND MIT),
 # ruff and vl-convert-python (no Python source to speak of).
 DEFAULT_PACKAGES = (
     "altair",
@@ -44,13 +44,14 @@ DEFAULT_PACKAGES = (
 )
 # SPDX ids a package licence may consist of (BSD / MIT / Apache-2.0 / PSF families; Zlib and CC0-1.0
 # are permissive terms that numpy's expression lists for bundled C code). Anything else is refused.
-# BSL-1.0, MIT-0, MIT-CMU, ISC and Apache-2.0 WITH LLVM-exception (permissive; torch's and pillow's
-# expressions use them) were added for the site corpus (zoo.site_corpus); no default package needs them.
 ALLOWED_LICENCE_TERMS = frozenset(
     {"MIT", "BSD", "0BSD", "BSD-2-Clause", "BSD-3-Clause", "Apache-2.0", "PSF-2.0", "Python-2.0"}
     | {"Zlib", "CC0-1.0"}
-    | {"BSL-1.0", "MIT-0", "MIT-CMU", "ISC", "Apache-2.0 WITH LLVM-exception"}
 )
+# Further permissive (OSI-approved) terms the site corpus (zoo.site_sources) also allows by default:
+# torch's expression has BSL-1.0 and Apache-2.0 WITH LLVM-exception, pillow's MIT-CMU. The bundled
+# build keeps ALLOWED_LICENCE_TERMS alone.
+SITE_EXTRA_LICENCE_TERMS = frozenset({"BSL-1.0", "MIT-0", "MIT-CMU", "ISC", "Apache-2.0 WITH LLVM-exception"})
 _LICENCE_ALIASES = {
     "mit": "MIT",
     "mit license": "MIT",
@@ -148,10 +149,10 @@ def licence_of(meta) -> tuple[str, str]:
     return "UNKNOWN", "none"
 
 
-def licence_allowed(licence: str) -> bool:
+def licence_allowed(licence: str, extra: frozenset[str] = frozenset()) -> bool:
     """True when every term of the licence expression (split on AND / OR, parentheses dropped) is one
-    of ``ALLOWED_LICENCE_TERMS`` (case-insensitive); a ``X WITH exception`` term only as listed there."""
-    allowed = {t.lower() for t in ALLOWED_LICENCE_TERMS}
+    of ``ALLOWED_LICENCE_TERMS`` or ``extra`` (case-insensitive); ``X WITH exception`` only as listed."""
+    allowed = {t.lower() for t in ALLOWED_LICENCE_TERMS | extra}
     terms = re.split(r"\s+(?:AND|OR)\s+", licence.replace("(", " ").replace(")", " ").strip())
     return all(" ".join(t.split()).lower() in allowed for t in terms)
 

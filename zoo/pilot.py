@@ -220,7 +220,7 @@ def pack_outputs(work: Path, dest: Path, max_files: int = 6, max_total: int = 48
     dest.mkdir(parents=True, exist_ok=True)
     runs = sorted(p for p in (work / "runs").glob("*") if p.is_dir())
     small = [f for r in runs for f in (r / n for n in ("train_log.jsonl", "formation.json", "summary.json"))
-             if f.is_file()]
+             if f.is_file()] + [f for f in (work / "site_manifest.json",) if f.is_file()]
     sizes = {"pilot_runs.tar.gz": _tar(dest / "pilot_runs.tar.gz", work, small)} if small else {}
     points = [(f, _size(f)) for r in runs for f in sorted((r / "qk").glob("*")) if f.is_file()]
     left: list[str] = []

@@ -42,6 +42,7 @@ import numpy as np
 
 from zoo.build import MAX_BYTES, MIN_BYTES, sha256_file
 from zoo.corpus import is_synthetic, read_jsonl
+from zoo.packages import ALLOWED_LICENCE_TERMS, SITE_EXTRA_LICENCE_TERMS
 from zoo.site_sources import Source, default_roots, package_sources, stdlib_source, text_reason
 
 SITE_KIND = "site"
@@ -141,11 +142,12 @@ def build_site_data(
     max_files: int | None = None,
     min_bytes: int = MIN_BYTES,
     max_bytes: int = MAX_BYTES,
+    strict_licences: bool = False,
 ) -> dict:
     """Build the site corpus into ``out`` from ``base`` and this machine's sources; returns the
     manifest (also written). ``roots``: site-packages directories (default :func:`default_roots`);
     ``max_files``: first N candidate files per source (quick builds); ``workers``: processes (default
-    all cores; 0 or 1 = in this process)."""
+    all cores; 0 or 1 = in this process); ``strict_licences``: the bundled build's licence terms only."""
     t0 = time.perf_counter()
     out, base = Path(out), Path(base)
     if out.resolve() == base.resolve():
@@ -158,7 +160,8 @@ def build_site_data(
     base_ids = {d.id for d in base_docs}
     roots = [Path(r) for r in roots] if roots is not None else default_roots()
     sources = [stdlib_source(stdlib_root, min_bytes, max_bytes, max_files)] if include_stdlib else []
-    pkgs, refused = package_sources(roots, min_bytes, max_bytes, max_files)
+    extra = frozenset() if strict_licences else SITE_EXTRA_LICENCE_TERMS
+    pkgs, refused = package_sources(roots, min_bytes, max_bytes, max_files, extra)
     sources += pkgs
     base_src = Source(BASE_SOURCE, man.get("python_version", "?"), "see the base manifest", "base")
     tasks = _chunks("text", [(d.text, len(d.text)) for d in base_docs])
@@ -247,6 +250,7 @@ def build_site_data(
         },
         "params": {"max_files": max_files, "min_bytes": min_bytes, "max_bytes": max_bytes,
                    "include_stdlib": include_stdlib, "roots": [str(r) for r in roots],
+                   "licence_terms": sorted(ALLOWED_LICENCE_TERMS | extra),
                    "overlap_min_chars": OVERLAP_MIN_CHARS, "overlap_frac": OVERLAP_FRAC},
         "tokenizer": man["tokenizer"],
         "train_tokens": {"file": TOKENS_FILE, "doc_ends": DOC_ENDS_FILE, "dtype": "uint16",

@@ -5,8 +5,10 @@ text filters.
 Sources, in this order: ``stdlib`` (this Python's ``Lib``, ``.py`` only, the rules of
 :func:`zoo.corpus.exclusion_reason`), then every distribution found on ``roots`` (default: this Python's
 site-packages directories) in sorted normalised-name order, the first of a name winning. A distribution
-is used only when its metadata licence passes :func:`zoo.packages.licence_allowed` (others are listed
-as refused with their licence) and it has a RECORD. Its candidate files are the RECORD entries ending
+is used only when its metadata licence passes :func:`zoo.packages.licence_allowed` with
+``SITE_EXTRA_LICENCE_TERMS`` (BSL-1.0, MIT-0, MIT-CMU, ISC, Apache-2.0 WITH LLVM-exception: torch, pillow)
+unless the caller passes none (``--strict-licences``); others are listed as refused with their licence,
+and it has a RECORD. Its candidate files are the RECORD entries ending
 in one of ``SITE_EXTS``, sorted by path; path rules (:func:`site_path_reason`): inside the package
 (no ``..``), not ``*.dist-info``/``*.egg-info`` metadata, not licence / notice texts, not vendored, not
 tests, between ``min_bytes`` and ``max_bytes``. Text rules (:func:`text_reason`, applied where the file is
@@ -41,13 +43,14 @@ from zoo.packages import (
     GENERATED_RE,
     HEADER_CHARS,
     MAX_DIGIT_FRAC,
+    SITE_EXTRA_LICENCE_TERMS,
     VENDORED_DIR_NAMES,
     licence_allowed,
     licence_of,
     normalise_name,
 )
 
-SITE_EXTS = (".py", ".pyi", ".md", ".rst", ".txt", ".c", ".h", ".cpp", ".cc", ".hpp", ".cu", ".cuh")
+SITE_EXTS = (".py", ".pyi", ".pyx", ".pxd", ".md", ".rst", ".txt", ".c", ".h", ".cpp", ".cc", ".hpp", ".cu", ".cuh")
 LICENCE_FILE_RE = re.compile(r"(?i)^(licen[cs]e|copying|notice|copyright|authors|patents|third[-_]party)")
 # on top of zoo.packages.GENERATED_RE: ATen's "@generated" headers, SWIG / Cython / f2py output
 SITE_GENERATED_RE = re.compile(
@@ -151,10 +154,11 @@ def stdlib_source(root: Path | None, min_bytes: int, max_bytes: int, max_files: 
 
 
 def package_sources(
-    roots: Sequence[Path], min_bytes: int, max_bytes: int, max_files: int | None
+    roots: Sequence[Path], min_bytes: int, max_bytes: int, max_files: int | None,
+    extra_terms: frozenset[str] = SITE_EXTRA_LICENCE_TERMS,
 ) -> tuple[list[Source], dict[str, str]]:
-    """Candidate files of every distribution on ``roots`` whose licence is allowed (sorted by name),
-    and the refused distributions (name -> why)."""
+    """Candidate files of every distribution on ``roots`` whose licence is allowed (the corpus's terms
+    and ``extra_terms``; sorted by name), and the refused distributions (name -> why)."""
     dists: dict[str, importlib.metadata.Distribution] = {}
     for root in roots:  # a name found in an earlier root wins (the import order)
         for d in sorted(importlib.metadata.distributions(path=[str(root)]), key=lambda d: str(d._path)):
@@ -165,7 +169,7 @@ def package_sources(
     for name in sorted(dists):
         d = dists[name]
         licence, origin = licence_of(d.metadata)
-        if not licence_allowed(licence):
+        if not licence_allowed(licence, extra_terms):
             refused[name] = f"{d.version}: licence {licence!r} ({origin})"
             continue
         if d.files is None:

@@ -238,3 +238,14 @@ def test_text_reason_and_overlap() -> None:
     assert overlaps(code, held) and not overlaps(_code(12), held)
     half = "\n".join(code.splitlines()[: len(code.splitlines()) // 3]) + "\n" + _code(13)
     assert not overlaps(half, held)
+
+
+def test_site_licence_terms(tmp_path) -> None:
+    from zoo.site_sources import package_sources
+
+    _dist(tmp_path, "boostish", "MIT AND BSL-1.0", {"boostish/m.py": _code(14)})
+    srcs, refused = package_sources([tmp_path], 2000, 200_000, None)
+    assert [s.name for s in srcs] == ["pypi/boostish"] and not refused
+    assert [rel for rel, _ in srcs[0].files] == ["pypi/boostish:boostish/m.py"]
+    srcs, refused = package_sources([tmp_path], 2000, 200_000, None, frozenset())
+    assert not srcs and "BSL-1.0" in refused["boostish"]
