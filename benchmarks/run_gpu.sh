@@ -7,6 +7,9 @@
 #                                               # (opt-in: not in the default list; about 1-2 min)
 #   bash benchmarks/run_gpu.sh runs             # issue 11: Runner.run (retrieval_heads 4K/32K/128K, LongPPL,
 #                                               # token_loss) vs forwards (opt-in; needs pydantic: .whl/zoo/)
+#   bash benchmarks/run_gpu.sh mechanisms       # issue 13: gradient influence 4K/32K, checkpointing, attributions
+#                                               # 4K/8K through Runner.run (opt-in; pydantic, and captum +
+#                                               # matplotlib for the attribution rows, as wheels in .whl/zoo/)
 #   bash benchmarks/run_gpu.sh --smoke          # CPU dry run of the same plumbing (no pip, tiny sizes)
 #
 # Never stops early: every step runs under its own hard timeout (and the benches under a soft
@@ -23,8 +26,8 @@ STEPS=()
 for arg in "$@"; do
   case "$arg" in
     --smoke) SMOKE=1 ;;
-    attention|recurrent|mixers|probes|train|runs) STEPS+=("$arg") ;;
-    *) echo "unknown argument: $arg (steps: attention recurrent mixers probes train runs; or --smoke)" >&2; exit 2 ;;
+    attention|recurrent|mixers|probes|train|runs|mechanisms) STEPS+=("$arg") ;;
+    *) echo "unknown argument: $arg (steps: attention recurrent mixers probes train runs mechanisms; or --smoke)" >&2; exit 2 ;;
   esac
 done
 [ ${#STEPS[@]} -eq 0 ] && STEPS=(attention recurrent mixers probes)
@@ -96,6 +99,8 @@ for s in "${STEPS[@]}"; do
               --out "$OUT/bench_train.json" ;;
     runs) step bench_runs_gpu 540 python3 benchmarks/bench_runs_gpu.py "${B[@]}" --budget-s 480 \
               --out "$OUT/bench_runs_gpu.json" ;;
+    mechanisms) step bench_mechanisms 480 python3 benchmarks/bench_mechanisms.py "${B[@]}" --budget-s 420 \
+              --out "$OUT/bench_mechanisms.json" ;;
   esac
 done
 
