@@ -139,27 +139,31 @@ def label_axis(**kw: Any) -> alt.Axis:
 
 
 def ppl_bars(df: pd.DataFrame, all_models: list[str], by: str = "ablation") -> alt.Chart:
-    """df: model, ablation (a label), metric ("PPL"/"LongPPL"), value -> grouped bars, one panel per metric.
+    """df: model, ablation (a label), metric ("PPL"/"LongPPL"), value -> bars, one panel per metric.
 
-    ``by="ablation"``: groups are ablations, one bar per model; ``by="model"``: one bar per model, each
-    labelled on the axis.
+    ``by="ablation"``: one row of bars per ablation label, one bar per model in it (horizontal: any
+    number of ablations fits the width); ``by="model"``: one bar per model, each labelled on the axis.
     """
     d = df.assign(ablation=df["ablation"].replace("", "none"))
-    enc = {"xOffset": "model:N"} if by == "ablation" else {}
-    step = 14 * max(d["model"].nunique(), 1) + 10 if by == "ablation" else 30
+    tooltip = ["model", "ablation", "metric", alt.Tooltip("value:Q", format=".3f")]
+    colour = alt.Color("model:N", scale=model_scale(all_models), legend=legend("model"))
+    panels = alt.Column("metric:N", title=None, sort=["PPL", "LongPPL"])
+    if by == "ablation":
+        enc = dict(
+            y=alt.Y("ablation:N", title=None, axis=alt.Axis(labelLimit=0, labelOverlap=False)),
+            yOffset="model:N",
+            x=alt.X("value:Q", title="perplexity"),
+        )
+        size = dict(width=260, height=alt.Step(6))
+    else:
+        enc = dict(x=alt.X("model:N", title=None, axis=label_axis()), y=alt.Y("value:Q", title="perplexity"))
+        size = dict(width=alt.Step(30), height=240)
     return (
         alt.Chart(d)
         .mark_bar()
-        .encode(
-            x=alt.X(f"{by}:N", title=None, axis=label_axis()),
-            y=alt.Y("value:Q", title="perplexity"),
-            color=alt.Color("model:N", scale=model_scale(all_models), legend=legend("model")),
-            column=alt.Column("metric:N", title=None, sort=["PPL", "LongPPL"]),
-            tooltip=["model", "ablation", "metric", alt.Tooltip("value:Q", format=".3f")],
-            **enc,
-        )
-        .properties(width=alt.Step(step), height=240)
-        .resolve_scale(y="independent")
+        .encode(color=colour, column=panels, tooltip=tooltip, **enc)
+        .properties(**size)
+        .resolve_scale(x="independent" if by == "ablation" else "shared", y="independent")
     )
 
 
@@ -237,7 +241,7 @@ def rf_sweep_panels(df: pd.DataFrame, y_title: str = "LongPPL", columns: int = 4
     )
     return (
         alt.layer(lines, rule, note, data=d)
-        .properties(width=170, height=140)
+        .properties(width=150, height=140)
         .facet(facet=alt.Facet("model:N", title=None), columns=columns)
         .resolve_scale(y="independent")
     )

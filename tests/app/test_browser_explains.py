@@ -65,11 +65,16 @@ def wait_charts(page, n: int) -> None:
 
 def overflowing_charts(page) -> list[str]:
     """Charts whose drawing is wider than their container (a cut-off right edge or legend)."""
-    return page.evaluate(f"""[...document.querySelectorAll('{CHART}')].flatMap((el, i) => {{
-        const c = el.querySelector('canvas, svg'); if (!c) return [];
-        const inner = c.getBoundingClientRect().width, outer = el.getBoundingClientRect().width;
-        return inner > outer + 1 ? [`chart ${{i}}: ${{inner}} > ${{outer}}`] : [];
-    }})""")
+    return page.evaluate(f"""(() => {{
+        const main = document.querySelector('[data-testid="stMainBlockContainer"]') || document.body;
+        const edge = Math.min(main.getBoundingClientRect().right, document.documentElement.clientWidth);
+        return [...document.querySelectorAll('{CHART}')].flatMap((el, i) => {{
+            const c = el.querySelector('canvas, svg'); if (!c) return [];
+            const r = c.getBoundingClientRect(), outer = el.getBoundingClientRect();
+            const cut = r.right > edge + 1 || r.width > outer.width + 1;
+            return cut ? [`chart ${{i}}: right ${{r.right}} > ${{edge}}`] : [];
+        }});
+    }})()""")
 
 
 def test_overview_states_verdicts_and_draws_whole_charts(server, page):
