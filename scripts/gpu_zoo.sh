@@ -78,11 +78,11 @@ else
   PRE_ARGS=()
 fi
 case "${SIZE:-zoo}" in zoo|smoke) CORPUS="${CORPUS:-bundled}" ;; *) PRE_ARGS+=(--generation v2); CORPUS="${CORPUS:-site}" ;; esac
-SITE_DATA="${SITE_DATA:-$PWD/out/zoo_site}"
 SITE_ARGS=()
 if [ "$SMOKE" -eq 1 ]; then  # a few files per source: the plumbing only
-  SITE_DATA="${SITE_DATA%/zoo_site}/zoo_site_smoke"; SITE_ARGS=(--max-files "${SITE_MAX_FILES:-2}" --workers 2)
+  SITE_DATA="${SITE_DATA:-$PWD/out/zoo_site_smoke}"; SITE_ARGS=(--max-files "${SITE_MAX_FILES:-2}" --workers 2)
 fi
+SITE_DATA="${SITE_DATA:-$PWD/out/zoo_site}"
 [ -n "${CORPUS_SHA256:-}" ] && TRAIN_ARGS+=(--corpus-sha256 "$CORPUS_SHA256")
 if [ -n "${VARIANTS:-}" ]; then TRAIN_ARGS+=(--variants "$VARIANTS"); PRE_ARGS+=(--variants "$VARIANTS"); fi
 [ -n "${EVALUATOR:-}" ] && PRE_ARGS+=(--evaluator "$EVALUATOR")

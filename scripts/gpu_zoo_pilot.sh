@@ -55,11 +55,11 @@ else
   [ "${COMPILE:-1}" = "1" ] && ARGS+=(--compile)
 fi
 CORPUS="${CORPUS:-site}"
-SITE_DATA="${SITE_DATA:-$PWD/out/zoo_site}"
 SITE_ARGS=()
 if [ "$SMOKE" -eq 1 ]; then  # a few files per source: the plumbing only
-  SITE_DATA="${SITE_DATA%/zoo_site}/zoo_site_smoke"; SITE_ARGS=(--max-files "${SITE_MAX_FILES:-2}" --workers 2)
+  SITE_DATA="${SITE_DATA:-$PWD/out/zoo_site_smoke}"; SITE_ARGS=(--max-files "${SITE_MAX_FILES:-2}" --workers 2)
 fi
+SITE_DATA="${SITE_DATA:-$PWD/out/zoo_site}"
 [ -n "${CORPUS_SHA256:-}" ] && ARGS+=(--corpus-sha256 "$CORPUS_SHA256")
 mkdir -p "$OUT" "$WORK"
 LOG="$OUT/pilot.log"
