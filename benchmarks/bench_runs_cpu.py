@@ -116,10 +116,10 @@ def forward_section(bench: Bench, reps: int) -> float | None:
     times: dict[str, list[float]] = {"swa64": [], "llama": [], "swa64_dense": []}
     banded = kattn.attention_sdpa
 
-    def dense(q, k, v, window=None, sinks=0, scale=None):  # the former CPU path, for the diagnostic row
+    def dense(q, k, v, window=None, sinks=0, scale=None, **extra):  # the former CPU path (diagnostic row)
         _, _, lq, lk = kattn._check_qkv(q, k, v)
-        if kattn.effective_window(window, sinks, lq, lk)[0] is None:
-            return banded(q, k, v, window, sinks, scale)
+        if extra or kattn.effective_mask(window, sinks, None, lq, lk)[0] is None:
+            return banded(q, k, v, window, sinks, scale, **extra)
         return kattn.attention_sdpa_dense(q, k, v, window, sinks, scale)
 
     runs = {"swa64": lambda: lm.model.model(input_ids=ids), "llama": lambda: llama.model(input_ids=ids)}
