@@ -56,6 +56,7 @@ def load(ref_str: str, device: torch.device | None = None) -> LoadedModel:
 
 
 def _load(ref: ModelRef, fp: str, device: torch.device) -> LoadedModel:
+    import models.hf_optional  # noqa: F401  (first: transformers without its scipy/sklearn imports)
     import models.modeling  # noqa: F401  (registers the native family with the Auto classes)
 
     if ref.path is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 
+import models.hf_optional  # noqa: F401  (before models.adapters: transformers without its scipy/sklearn imports)
 from backend.model_refs import ModelRef, ModelRefError, resolve
 from models.adapters import UnsupportedModel, adapter_class_for, describe
 
