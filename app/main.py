@@ -40,8 +40,7 @@ def sidebar(vs: state.ViewState):
     """The run panel; returns the slot of the permalink (filled after the view ran: it may fall back)."""
     with st.sidebar:
         run_panel.render(vs)
-        st.caption("Permalink (copy with the icon)")
-        slot = st.empty()
+        slot = st.empty()  # the permalink: a popover, so the browser draws its code block only when opened
         note = data.provenance()
         if note:
             st.caption(f"⚠️ {note}")
@@ -66,7 +65,8 @@ def main() -> None:
         st.warning(w, icon="⚠️")
     slot = sidebar(vs)
     pg.run()
-    slot.code(permalink(state.current()), language=None, wrap_lines=True)
+    with slot.popover("🔗 Permalink", help="This view's link with the model pinned (copy with the icon)"):
+        st.code(permalink(state.current()), language=None, wrap_lines=True)
     jobs.watch(run_panel.finished)
 
 
