@@ -1,5 +1,7 @@
 """Model forwards the probes share: hidden states and per-token NLL without full-vocab logits for all
-positions at once. Every model is reached through its adapter (decoder + loss head).
+positions at once. Every model is reached through its adapter (decoder + loss head); a model whose layers
+the adapters do not know (``models.adapters.layer_info`` is None: plain probes, the empty ablation) runs its
+own forward, and its output logits are the loss head (``models.adapters.own_logits``; O(L x vocab) logits then).
 
 ``token_nll`` remembers its last few results per model: the runs of one document (token_loss, the
 key_tokens long pass, the longppl pass of an unablated model) ask for the same NLL, and a repeat is
@@ -17,7 +19,7 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 
-from models.adapters import adapter_for, model_state
+from models.adapters import adapter_for, layer_info, model_state, own_logits
 
 NLL_CACHE_SIZE = 4  # results kept per model
 _NLL_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> OrderedDict(key -> nll)
@@ -27,6 +29,21 @@ _NLL_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> 
 def hidden_states(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """Final-norm hidden states [B, L, H] (the input of the LM head)."""
     return adapter_for(model).decoder()(input_ids=ids).last_hidden_state
+
+
+def plain(model: torch.nn.Module) -> bool:
+    """Whether ``model`` runs through its own forward only (the adapters do not know its layers)."""
+    return layer_info(model) is None
+
+
+def nll_from_logits(logits: torch.Tensor, ids: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """NLL [B, L-1] (nats, float32) of token t+1 from ``logits`` [B, L, vocab] at t, ``chunk`` positions at a time."""
+    out = torch.empty(ids.shape[0], ids.shape[1] - 1, dtype=torch.float32, device=ids.device)
+    for s in range(0, ids.shape[1] - 1, chunk):
+        e = min(s + chunk, ids.shape[1] - 1)
+        nll = F.cross_entropy(logits[:, s:e].float().flatten(0, 1), ids[:, s + 1 : e + 1].flatten(), reduction="none")
+        out[:, s:e] = nll.view(ids.shape[0], e - s)
+    return out
 
 
 @torch.inference_mode()
@@ -54,7 +71,11 @@ def token_nll(model: torch.nn.Module, ids: torch.Tensor, chunk: int = 8192) -> t
     if cache is not None and key in cache:
         cache.move_to_end(key)
         return cache[key].clone()
-    out = nll_from_hidden(model, hidden_states(model, ids), ids, chunk)
+    if plain(model):
+        with torch.inference_mode():
+            out = nll_from_logits(own_logits(model, ids), ids, chunk)
+    else:
+        out = nll_from_hidden(model, hidden_states(model, ids), ids, chunk)
     if cache is not None:
         cache[key] = out.clone()
         while len(cache) > NLL_CACHE_SIZE:

@@ -103,15 +103,25 @@ def _line(e: BaseException) -> str:
 def check_spec(spec) -> None:
     """Refuse, before loading weights, an ablation the config already rules out (AblationError or
     UnsupportedModel, one line each); remote code the operator did not allow is refused here too (a
-    ModelRefError). The empty ablation needs no adapter: plain probes run on any model that loads."""
+    ModelRefError). The empty ablation needs no adapter: plain probes (``PLAIN_PROBES``: token_loss,
+    longppl, niah) run on any causal LM that loads, through its own forward and head; a probe that reads
+    the model's layers (retrieval heads, sweeps, ...) on a model whose layers the adapters do not know is
+    refused here, one line naming what is missing."""
+    from backend.probes.registry import PLAIN_PROBES, PROBES
+
     ref = resolve(spec.model)
     check_remote_code(ref)
-    if spec.ablation.is_empty:
+    if spec.ablation.is_empty and not PROBES[spec.probe].layers:
         return
     config = load_config(ref)
     cls = adapter_class_for(config)
     try:
         info = cls.info_for(config)
     except UnsupportedModel as e:
-        raise UnsupportedModel(f"ablation: {e}") from None
-    cls.check_plans_for(config, info, spec.ablation.resolve(info))
+        field = "ablation" if not spec.ablation.is_empty else "probe"
+        what = (f"probe {spec.probe!r} reads the model's layers" if field == "probe"
+                else "an ablation needs the model's layers")
+        raise UnsupportedModel(f"{field}: {what}, and {e}; allowed on this model: the empty ablation with "
+                               f"{', '.join(PLAIN_PROBES)}") from None
+    if not spec.ablation.is_empty:
+        cls.check_plans_for(config, info, spec.ablation.resolve(info))

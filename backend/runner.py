@@ -172,7 +172,10 @@ class Runner:
                 if (m.get("meta") or {}).get("probe_version") != spec.probe_version:
                     continue
                 if info is None:
-                    info = model_info(spec.model)
+                    try:
+                        info = model_info(spec.model)
+                    except ValueError:  # layers the adapters do not know: only the spelled run_id matches
+                        return None
                 if same_effect(Ablation.model_validate(other.get("ablation") or {}), spec.ablation, info):
                     if best is None or m.get("created_at", "") > best[1].get("created_at", ""):
                         best = (store, m)
@@ -231,7 +234,7 @@ class Runner:
             progress(0.0, f"loading {spec.model}")
             lm = load(spec.model)
             t_load = time.perf_counter() - t0
-            info = adapter_info(lm.model)
+            info = adapter_info(lm.model, spec.probe)
             deps = [self.run(d, progress=lambda f, m: progress(0.0, m), cancel=cancel)
                     for d in probe.dependency_specs(spec, info)]
             manifest = self._execute(spec, run_id, fps, lm, docs, deps, progress, t_load, cancel)
@@ -257,12 +260,14 @@ class Runner:
             tables = probe.run_function()(ctx)
         if set(tables) != set(probe.tables):
             raise RuntimeError(f"probe {spec.probe} returned tables {sorted(tables)}, declared {list(probe.tables)}")
+        info = adapter_info(lm.model, spec.probe)
         meta = {
             "fingerprints": fps,
             "durations": {"load": t_load, "probe": time.perf_counter() - t1},
             "probe_version": spec.probe_version,
             "ablation_text": spec.ablation.to_text(),
-            "model_info": info_to_json(adapter_info(lm.model)),  # the app resolves ablations with it
+            # the app resolves ablations with it (None: a model whose layers the adapters do not know)
+            "model_info": info_to_json(info) if info is not None else None,
             "device": str(lm.device),
             **ctx.meta,
         }
@@ -270,11 +275,18 @@ class Runner:
         return self.store.write_run(run_id, spec.canonical(), tables, meta=meta, overwrite=True)
 
 
-def adapter_info(model):
-    """The ModelInfo of a loaded model (layer types from its loaded config), through its adapter."""
-    from models.adapters import adapter_for
+def adapter_info(model, probe: str | None = None):
+    """The ModelInfo of a loaded model (layer types from its loaded config), through its adapter. For a
+    ``probe`` that needs no layers (``Probe.layers`` False) a model the adapters do not know gives None
+    (the probe runs the model's own forward); otherwise that is UnsupportedModel, one line."""
+    from models.adapters import UnsupportedModel, adapter_for, layer_info
 
-    return adapter_for(model).info()
+    if probe is not None and not PROBES[probe].layers:
+        return layer_info(model)
+    try:
+        return adapter_for(model).info()
+    except UnsupportedModel as e:
+        raise UnsupportedModel(f"probe {probe or '?'}: {e}") from None
 
 
 def model_info(ref: str):

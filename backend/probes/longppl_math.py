@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.forward import hidden_states
+from backend.forward import hidden_states, own_logits, plain
 from models.adapters import adapter_for
 
 
@@ -46,8 +46,9 @@ def short_logprobs_naive(model, ids: torch.Tensor, trunc_len: int, stride: int) 
 
 @torch.inference_mode()
 def short_logprobs(model, ids: torch.Tensor, trunc_len: int, stride: int, batch: int = 8) -> np.ndarray:
-    """Fast path: full-length windows batched together; the LM head runs only on scored positions."""
-    adapter = adapter_for(model)
+    """Fast path: full-length windows batched together; the LM head runs only on scored positions (a model
+    the adapters do not know: its own forward's logits, ``backend.forward.own_logits``)."""
+    adapter, own = adapter_for(model), plain(model)
     n = ids.shape[1]
     out = np.full(n - 1, np.nan)
     wins = windows(n, trunc_len, stride)
@@ -56,9 +57,10 @@ def short_logprobs(model, ids: torch.Tensor, trunc_len: int, stride: int, batch:
     groups = [full[i : i + batch] for i in range(0, len(full), batch)] + [[w] for w in rest]
     for group in groups:
         x = torch.stack([ids[0, s:e] for s, e, _, _ in group])
-        h = hidden_states(model, x)
+        h = own_logits(model, x) if own else hidden_states(model, x)
         for b, (s, _, t0, t1) in enumerate(group):
-            logits = adapter.logits(h[b, t0 - s - 1 : t1 - s - 1]).float()
+            scored = h[b, t0 - s - 1 : t1 - s - 1]
+            logits = (scored if own else adapter.logits(scored)).float()
             lp = F.log_softmax(logits, -1).gather(-1, ids[0, t0:t1, None])[:, 0]
             out[t0 - 1 : t1 - 1] = lp.cpu().numpy()
     return out

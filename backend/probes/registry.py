@@ -28,6 +28,8 @@ class Probe(NamedTuple):
     dependencies: str | None = None  # "module:function" or None
     makes_inputs: bool = False  # synthetic prompts (NIAH, passkey); data is only the haystack text
     internal: bool = False  # computed as another probe's dependency, not offered to users
+    layers: bool = True  # reads the model's layers (types, heads, hooks); False: only its own forward and
+    # head, so the empty ablation runs on any causal LM that loads (PLAIN_PROBES)
 
     def run_function(self) -> Callable:
         return _resolve(self.run)
@@ -45,21 +47,21 @@ _P = "backend.probes."
 PROBES: dict[str, Probe] = {
     "token_loss": Probe(
         P.TokenLossParams, "1", "per-token NLL with positions; loss-vs-position buckets",
-        ("token_loss", "position_loss"), _P + "token_loss:run",
+        ("token_loss", "position_loss"), _P + "token_loss:run", layers=False,
     ),
     "key_tokens": Probe(
         P.KeyTokenParams, "3", "LongPPL key tokens (character spans) chosen by an evaluator",
-        ("key_tokens",), _P + "longppl:run_key_tokens", internal=True,
+        ("key_tokens",), _P + "longppl:run_key_tokens", internal=True, layers=False,
     ),
     "longppl": Probe(
         P.LongPPLParams, "3",
         "LongPPL (Fang et al. 2025) and PPL per document; corpus values by both definitions",
         ("longppl", "longppl_corpus", "token_loss", "position_loss"), _P + "longppl:run_longppl",
-        _P + "longppl:dependencies",
+        _P + "longppl:dependencies", layers=False,
     ),
     "niah": Probe(
         P.NIAHParams, "1", "needle-in-a-haystack / passkey accuracy over length x depth",
-        ("niah",), _P + "niah:run", makes_inputs=True,
+        ("niah",), _P + "niah:run", makes_inputs=True, layers=False,
     ),
     "retrieval_heads": Probe(
         P.RetrievalHeadParams, "2", "attention mass from the query onto the needle, per head",
@@ -92,3 +94,6 @@ PROBES: dict[str, Probe] = {
 }
 
 USER_PROBES = tuple(name for name, p in PROBES.items() if not p.internal)  # what users may ask for
+# the probes that need no adapter knowledge of the model's layers: with the empty ablation they run on any
+# causal LM that loads, through its own forward and head (backend.forward)
+PLAIN_PROBES = tuple(name for name in USER_PROBES if not PROBES[name].layers)

@@ -8,6 +8,9 @@ usual way satisfies. ``describe(config)`` says what an adapter supports from a c
 
 from __future__ import annotations
 
+import inspect
+
+import torch
 from torch import nn
 
 from models.adapters import cohere2, exaone4, gpt_oss, hf_hybrid, llama4, native  # noqa: F401  (register the families)
@@ -17,8 +20,8 @@ from models.adapters.hf_attention import ATTN_NAME
 from models.adapters.paper import PaperAdapter, has_knobs
 
 __all__ = [
-    "ATTN_NAME", "ModelAdapter", "UnsupportedModel", "adapter_class_for", "adapter_for", "describe", "model_state",
-    "supported_model_types",
+    "ATTN_NAME", "ModelAdapter", "UnsupportedModel", "adapter_class_for", "adapter_for", "describe", "layer_info",
+    "model_state", "own_logits", "supported_model_types",
 ]
 
 
@@ -42,6 +45,30 @@ def adapter_for(model: nn.Module) -> ModelAdapter:
     if config is None:
         raise ValueError(f"model: {type(model).__name__} has no config; HybridScope adapts transformers models")
     return adapter_class_for(config)(model)
+
+
+def layer_info(model: nn.Module):
+    """The adapter's :class:`~models.plan.ModelInfo` of ``model``, or None where the adapters do not know
+    its layers (a layer kind or structure they lack: :class:`UnsupportedModel`). Then only the model's own
+    forward serves, and its output logits are the loss head (plain probes, the empty ablation)."""
+    adapter = adapter_for(model)  # a model no adapter may run at all (e.g. bidirectional) is refused here
+    try:
+        return adapter.info()
+    except UnsupportedModel:
+        return None
+
+
+def own_logits(model: nn.Module, ids: torch.Tensor, last: int | None = None) -> torch.Tensor:
+    """The model's own forward output logits [B, L, vocab] (whatever head it applies: logit scaling,
+    softcapping, remote code's own): the loss head of a model :func:`layer_info` does not know. ``last``:
+    only the last ``last`` positions (``logits_to_keep`` where the forward takes it). No KV cache (where
+    the forward takes ``use_cache``)."""
+    extra = {"use_cache": False, **({"logits_to_keep": last} if last else {})}
+    params = inspect.signature(model.forward).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        extra = {k: v for k, v in extra.items() if k in params}
+    logits = model(input_ids=ids, **extra).logits
+    return logits[:, -last:] if last else logits
 
 
 def describe(config) -> dict:
