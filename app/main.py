@@ -2,10 +2,11 @@
 
 The URL is the permalink: ``st.navigation`` shows one page per view (``app/views/``, paths like
 ``/niah``: the path is the view), and :mod:`app.state` checks the query (warning about and dropping bad
-values) before the widgets, bound to it, take their values from it. An old link's ``?view=niah`` is
-redirected to ``/niah`` with its other parameters. After the page rendered, :func:`app.jobs.watch` shows
-and waits for the session's running computations (progress, Cancel); :func:`app.jobs.guard` cancels them
-when the script run is stopped (the tab closed).
+values), then :mod:`app.links` what only the data can reject (unknown models, layers / heads the model
+lacks, page-only parameters, an unknown path), before the widgets, bound to it, take their values from
+it. An old link's ``?view=niah`` is redirected to ``/niah`` with its other parameters. After the page
+rendered, :func:`app.jobs.watch` shows and waits for the session's running computations (progress,
+Cancel); :func:`app.jobs.guard` cancels them when the script run is stopped (the tab closed).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/, not the 
 
 import streamlit as st  # noqa: E402
 
-from app import data, defaults, jobs, run_panel, state  # noqa: E402
+from app import data, defaults, jobs, links, run_panel, state  # noqa: E402
 from app.state import VIEWS  # noqa: E402
 
 VIEWS_DIR = Path(__file__).resolve().parent / "views"  # absolute: a test entry script may run this file
@@ -55,8 +56,9 @@ def main() -> None:
     }
     pg = st.navigation(list(pages.values()), position="sidebar")
     page_view = next((name for name, p in pages.items() if p is pg), "overview")
-    vs, warnings, redirect = state.load(page_view)
-    if redirect is not None:  # a bad value or an old link form: rewrite the URL before any widget binds
+    lost = links.unknown_page(p.url_path for p in pages.values())  # Streamlit ran the Overview for it
+    vs, warnings, redirect = state.load(page_view, lambda s: links.check(s, links.catalog(), lost))
+    if redirect is not None:  # a bad value, an old link form, an unknown path: rewrite the URL first
         st.session_state[_PENDING] = warnings
         st.switch_page(pages[redirect[0]], query_params=redirect[1])
     state.write(vs)

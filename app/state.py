@@ -218,6 +218,7 @@ def _legacy(query: Mapping[str, Any]) -> bool:
     models = query.get("models")
     return (
         "view" in query
+        or any(isinstance(v, list | tuple) for k, v in query.items() if k != "models")  # a repeated parameter
         or str(query.get("cmp", "true")).lower() not in ("true", "false")
         or (isinstance(models, str) and "|" in models)
     )
@@ -226,10 +227,28 @@ def _legacy(query: Mapping[str, Any]) -> bool:
 # ---------------------------------------------------------------------------------------------
 # URL <-> state
 # ---------------------------------------------------------------------------------------------
+def ignored(key: str, value: Any, reason: Any, using: str | None = None) -> str:
+    """The one-line warning for a rejected URL value (every check uses it: here, :mod:`app.links`, the
+    views' :func:`fallback`): the parameter and its value, why, and what is used instead (the default
+    of ``key`` unless ``using`` says otherwise); all escaped."""
+    if using is None:
+        default = getattr(DEFAULT, key, None)
+        using = f"the default ({shown(default) if default not in (None, '', ()) else 'none'})"
+    return f"Ignored URL parameter “{key}={shown(value)}”: {shown(reason, 160)}. Using {using}."
+
+
+def _text(raw: Any) -> str:
+    return "|".join(map(str, raw)) if isinstance(raw, list | tuple) else str(raw)
+
+
 def parse(query: Mapping[str, Any], page: str = DEFAULT.view) -> tuple[ViewState, list[str]]:
     """Query parameters of page ``page`` -> (state, warnings). Never raises; bad values fall back to
-    defaults. An old link's ``view`` parameter overrides the page; params are checked against the
-    dashboard defaults of the view's probe."""
+    defaults. Params are checked against the dashboard defaults of the view's probe.
+
+    One documented way for ambiguous links: a repeated parameter (other than ``models``) counts once,
+    with its **last** value (a warning when its values differ); an old link's ``view`` parameter picks
+    the page on the Overview (the root path, where old links pointed), while on any other page **the
+    path wins** and a ``view`` naming another page is ignored with a warning."""
     values: dict[str, Any] = {"view": page}
     warnings: list[str] = []
     unknown = [k for k in query if k not in PARSERS]
@@ -241,29 +260,30 @@ def parse(query: Mapping[str, Any], page: str = DEFAULT.view) -> tuple[ViewState
             continue
         raw = query[key]
         if isinstance(raw, list | tuple) and key != "models":
+            if len(set(map(str, raw))) > 1:
+                warnings.append(
+                    f"Ignored repeated URL parameter “{shown(key)}” ({len(raw)} values): the last one counts."
+                )
             raw = raw[-1] if raw else ""
         try:
             items = [raw] if isinstance(raw, str) else list(raw)
             if not all(isinstance(r, str) for r in items) or sum(map(len, items)) > MAX_VALUE_LEN:
                 raise ValueError(f"longer than {MAX_VALUE_LEN} characters")
-            values[key] = PARSERS[key](raw)
+            value = PARSERS[key](raw)
         except ValueError as e:
-            default = getattr(DEFAULT, key)
-            text = "|".join(items) if isinstance(raw, list | tuple) else raw
-            warnings.append(
-                f"Ignored URL parameter “{key}={shown(text)}”: {shown(e, 160)}. "
-                f"Using the default ({shown(default) if default not in (None, '', ()) else 'none'})."
-            )
+            warnings.append(ignored(key, _text(raw), e, f"the page ({page})" if key == "view" else None))
+            continue
+        if key == "view" and page != DEFAULT.view and value != page:
+            warnings.append(ignored(key, value, f"this page's path (/{page}) is the view", f"the page ({page})"))
+            continue
+        values[key] = value
     state = replace(DEFAULT, **values)
     if state.params:
         probe = state.effective_probe
         try:
             state = replace(state, params=canonical(state.params, probe, defaults.params_for(probe)))
         except ValueError as e:
-            warnings.append(
-                f"Ignored URL parameter “params={shown(state.params)}”: {shown(e, 160)}. "
-                "Using the defaults of the probe."
-            )
+            warnings.append(ignored("params", state.params, e, "the defaults of the probe"))
             state = replace(state, params="")
     return state, warnings
 
@@ -324,9 +344,14 @@ _SYNCED = "_hs_synced"
 
 
 def query() -> dict[str, str | list[str]]:
-    """``st.query_params`` as a dict: the last value of each key, every value of ``models``."""
+    """``st.query_params`` as a dict: every value of ``models`` (a list), of any other key its value, or
+    the list of its values when it is repeated (:func:`parse` resolves those)."""
     qp = st.query_params
-    return {k: (qp.get_all(k) if k == "models" else qp[k]) for k in qp}
+    out: dict[str, str | list[str]] = {}
+    for k in qp:
+        values = qp.get_all(k)
+        out[k] = values if k == "models" or len(values) > 1 else qp[k]
+    return out
 
 
 def _to_widget(field: str, value: Any) -> Any:
@@ -356,19 +381,26 @@ def with_widgets(state: ViewState) -> ViewState:
     return replace(state, **got)
 
 
-def load(page: str) -> tuple[ViewState, list[str], tuple[str, dict] | None]:
+def load(
+    page: str, check: Callable[[ViewState], tuple[ViewState, list[str]]] | None = None
+) -> tuple[ViewState, list[str], tuple[str, dict] | None]:
     """(state, warnings, redirect) of this run of page ``page``.
 
     ``redirect`` is (view, query) when the URL must be rewritten first: a rejected value (warned about),
-    or an old link form (``?view=``, ``cmp=1``, ``models=a|b``). A navigation link keeps the custom
-    fields of the page it leaves (Streamlit keeps the bound sidebar values itself).
+    or an old link form (``?view=``, ``cmp=1``, ``models=a|b``, a repeated parameter). A navigation link
+    keeps the custom fields of the page it leaves (Streamlit keeps the bound sidebar values itself).
+    ``check`` (:func:`app.links.check`) then checks the URL's state against what the dashboard knows
+    (models, their layers and heads, the page's probe); what it rejects redirects too.
     """
     raw = query()
     state, warnings = parse(raw, page)
-    view = state.view
     prev = st.session_state.get(CURRENT)
     if prev is not None and prev.view != page:
         state = replace(state, **{f: getattr(prev, f) for f in CUSTOM if f not in raw})
+    if check is not None:
+        state, more = check(state)
+        warnings = warnings + more
+    view = state.view
     if warnings or _legacy(raw):
         return state, warnings, (view, encode(state))
     return with_widgets(state), warnings, None
@@ -410,10 +442,7 @@ def fallback(field: str, reason: str) -> ViewState:
     """A URL value that the data rejects (e.g. a head out of range): warn and reset to the default.
     Call it before the field's widget exists in this run."""
     state = current()
-    st.warning(
-        f"Ignored URL parameter “{field}={shown(getattr(state, field))}”: {shown(reason, 160)}. "
-        "Using the default."
-    )
+    st.warning(ignored(field, _text(getattr(state, field)), reason))
     state = replace(state, **{field: getattr(DEFAULT, field)})
     if field in BOUND:
         st.session_state[field] = _to_widget(field, getattr(DEFAULT, field))
@@ -471,6 +500,6 @@ def show_error(key: str) -> None:
 
 __all__ = [
     "BOUND", "CUSTOM", "DEFAULT", "FIELDS", "VIEWS", "VIEW_PROBE", "ViewState", "bind", "bind_value", "bound",
-    "current", "encode", "fallback", "format_params", "load", "parse", "parse_params", "update", "with_changes",
-    "write",
+    "current", "encode", "fallback", "format_params", "ignored", "load", "parse", "parse_params", "update",
+    "with_changes", "write",
 ]
