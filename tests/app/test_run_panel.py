@@ -29,6 +29,9 @@ def test_missing_traces_offer_to_compute_and_the_view_updates(empty_store, env):
 
 
 def test_failed_run_is_reported(empty_store, env):
+    from tests.app.fake_client import write_synthetic
+
+    write_synthetic(empty_store, "zoo/will-fail", "token_loss")  # a known model (links refuse unknown ones)
     at = run_app("niah", model="zoo/will-fail")
     at.button(key="compute-niah-A").click().run()
     assert any("Run failed: model: fake failure for zoo/will-fail" in plain(e) for e in texts(at, "error"))

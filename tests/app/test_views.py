@@ -204,9 +204,13 @@ def test_token_view_escapes_tokens_and_shades_delta(store):
 
 
 def test_doc_out_of_range_falls_back(store):
-    at = run_app("token_loss", model="zoo/swa64", doc="7")
+    # doc=3 fits the token_loss params (n_docs=4: app/links.py lets it through), but run A has 2 documents
+    at = run_app("token_loss", model="zoo/swa64", doc="3")
     assert any("documents 0..1" in plain(w) for w in texts(at, "warning"))
     assert "doc" not in link(at) and at.number_input(key="doc").value == 0
+    at = run_app("token_loss", model="zoo/swa64", doc="7")  # beyond the params: refused before the view
+    assert [w for w in texts(at, "warning") if "documents 0..3 (n_docs=4)" in plain(w)]
+    assert "doc" not in link(at)
 
 
 def test_runs_view_sql_box_is_read_only(store):
