@@ -9,8 +9,13 @@ of a running scheduler (``scheduler="tcp://host:8786"``): nothing is started the
 
 Points already in a store (the user store, then precomputed/) are reported ``cached`` and never
 submitted. A failing point is stored as an error run by the runner (its message kept) and reported
-``error``; the others go on. ``cancel`` (a ``threading.Event``) stops the sweep: pending points are
-cancelled (``cancelled``); a run that already finished stays in the store.
+``error``; the others go on. ``cancel`` (a ``threading.Event``, or anything with ``is_set()`` such as a
+``backend.runner.CancelToken``) stops the sweep: pending points are cancelled (``cancelled``); a run that
+already finished stays in the store. ``limit_s`` is each point's wall-clock limit (the runner's
+``CancelToken``: a point past it stores nothing and is reported ``cancelled``); ``remote`` confines
+``file:`` data as for HTTP requests (``backend.paths.file_data_roots``); ``on_point(i, point)`` is called
+once per point when its status is settled (cached ones first). The HTTP server's ``POST /sweeps`` runs
+this same function (``backend.server``).
 """
 
 from __future__ import annotations
@@ -49,18 +54,22 @@ def grid(models: Sequence[str], probes: Sequence[str], ablations: Sequence[str] 
             for m, a, p, d in itertools.product(models, ablations or ("",), probes, data or (None,))]
 
 
-def run_point(spec_json: str, store: str | None) -> dict:
-    """What a worker runs: one cached run; a failure is stored by the runner and returned, not raised."""
+def run_point(spec_json: str, store: str | None, remote: bool = False, limit_s: float | None = None) -> dict:
+    """What a worker runs: one cached run; a failure is stored by the runner and returned, not raised; a run
+    past ``limit_s`` stores nothing and is returned ``cancelled``."""
     import json
 
-    from backend.runner import Runner
+    from backend.runner import CancelToken, RunCancelled, Runner
 
     spec = RunSpec.build(**json.loads(spec_json))
-    runner = Runner(store)
+    runner = Runner(store, remote=remote)
     t0 = time.perf_counter()
     try:
-        res = runner.run(spec)
+        res = runner.run(spec, cancel=CancelToken(limit_s))
         return {"run_id": res.run_id, "status": "ok", "seconds": time.perf_counter() - t0}
+    except RunCancelled as e:
+        return {"run_id": runner.run_id(spec), "status": "cancelled", "error": f"RunCancelled: {e}",
+                "seconds": time.perf_counter() - t0}
     except Exception as e:  # noqa: BLE001 - the point fails, the sweep goes on
         try:
             run_id = runner.run_id(spec)
@@ -130,13 +139,17 @@ Progress = Callable[[float, str], None]
 
 def sweep(specs: Sequence[RunSpec], store: str | None = None, client=None, scheduler: str | None = None,
           n_workers: int = 2, cancel: threading.Event | None = None, progress: Progress | None = None,
-          poll_s: float = 0.1) -> list[Point]:
-    """Run every point of ``specs`` (in order of the list returned) on Dask; see the module docstring."""
+          poll_s: float = 0.1, remote: bool = False, limit_s: float | None = None,
+          on_point: Callable[[int, Point], None] | None = None) -> list[Point]:
+    """Run every point of ``specs`` (in order of the list returned) on Dask; see the module docstring.
+    ``client``: a ``distributed.Client``, or a function returning one (called only when some point must
+    be computed); None: ``cluster_client(scheduler, n_workers)`` for this sweep."""
     from backend.runner import Runner
 
     progress = progress or (lambda f, m: None)
+    settled = on_point or (lambda i, p: None)
     cancel = cancel or threading.Event()
-    runner = Runner(store)
+    runner = Runner(store, remote=remote)
     points: list[Point] = []
     todo: list[int] = []
     for spec in specs:
@@ -145,6 +158,8 @@ def sweep(specs: Sequence[RunSpec], store: str | None = None, client=None, sched
         points.append(Point(spec.canonical(), run_id, "cached" if cached else "pending"))
         if not cached:
             todo.append(len(points) - 1)
+        else:
+            settled(len(points) - 1, points[-1])
     total = len(points)
     progress((total - len(todo)) / max(total, 1), f"{total - len(todo)}/{total} points cached")
     if not todo:
@@ -152,7 +167,7 @@ def sweep(specs: Sequence[RunSpec], store: str | None = None, client=None, sched
     store_root = str(runner.store.root)
 
     def drive(c) -> None:
-        futures = {c.submit(run_point, specs[i].canonical_json(), store_root, pure=False,
+        futures = {c.submit(run_point, specs[i].canonical_json(), store_root, remote, limit_s, pure=False,
                             key=f"hybridscope-{points[i].run_id}-{i}"): i for i in todo}
         pending = dict(futures)
         while pending:
@@ -160,6 +175,7 @@ def sweep(specs: Sequence[RunSpec], store: str | None = None, client=None, sched
                 c.cancel(list(pending))
                 for i in pending.values():
                     points[i].status = "cancelled"
+                    settled(i, points[i])
                 break
             for fut in [f for f in pending if f.done()]:
                 i = pending.pop(fut)
@@ -169,12 +185,13 @@ def sweep(specs: Sequence[RunSpec], store: str | None = None, client=None, sched
                     out = {"status": "error", "error": f"{type(e).__name__}: {e}", "run_id": points[i].run_id}
                 points[i].status, points[i].error = out["status"], out.get("error")
                 points[i].run_id, points[i].seconds = out.get("run_id") or points[i].run_id, out.get("seconds")
+                settled(i, points[i])
                 done = total - len(pending)
                 progress(done / total, f"{done}/{total}: {specs[i].probe} on {specs[i].model} {points[i].status}")
             time.sleep(poll_s)
 
     if client is not None:
-        drive(client)
+        drive(client if hasattr(client, "submit") else client())
     else:
         with cluster_client(scheduler, n_workers) as c:
             drive(c)

@@ -16,7 +16,9 @@ Run sizes (``max_tokens``, ``max_docs``) may be changed on CPU / hosted with ``H
 dependencies included; a run past it is cancelled and stores nothing), ``HYBRIDSCOPE_MAX_BODY_BYTES``
 (HTTP request body; more get HTTP 413), ``HYBRIDSCOPE_SQL_TIMEOUT_S`` and ``HYBRIDSCOPE_SQL_MAX_ROWS``
 (read-only SQL), ``HYBRIDSCOPE_SESSION_RUNS`` (runs one dashboard browser connection may have computing
-at once: 2 on CPU, 4 on a GPU, 1 hosted). ``MAX_JSON_DEPTH`` bounds the nesting of any JSON input (HTTP
+at once: 2 on CPU, 4 on a GPU, 1 hosted), ``HYBRIDSCOPE_MAX_SWEEP_POINTS`` (points of one ``POST /sweeps``
+grid: 64 on CPU, 4096 on a GPU, 8 hosted; a sweep is one admitted job of the queue, its Dask cluster has
+``workers`` workers). ``MAX_JSON_DEPTH`` bounds the nesting of any JSON input (HTTP
 body, ``--spec-json``).
 
 :func:`over_limits` tells why a spec is too large for a backend; :func:`listen_host` is the address
@@ -34,20 +36,20 @@ MAX_JSON_DEPTH = 32  # nesting of any JSON input; a RunSpec needs 4
 _PROFILES: dict[str, dict[str, int | float]] = {
     "cpu": {"max_tokens": CPU_MAX_TOKENS, "max_docs": CPU_MAX_DOCS, "workers": 1, "max_queue": 4,
             "max_run_seconds": 900.0, "max_body_bytes": 64 << 10, "sql_timeout_s": 30.0, "sql_max_rows": 100_000,
-            "session_runs": 2},
+            "session_runs": 2, "max_sweep_points": 64},
     "cuda": {"max_tokens": GPU_MAX_TOKENS, "max_docs": GPU_MAX_DOCS, "workers": 1, "max_queue": 16,
              "max_run_seconds": 3600.0, "max_body_bytes": 64 << 10, "sql_timeout_s": 30.0, "sql_max_rows": 100_000,
-             "session_runs": 4},
+             "session_runs": 4, "max_sweep_points": 4096},
     "hosted": {"max_tokens": CPU_MAX_TOKENS // 2, "max_docs": CPU_MAX_DOCS // 2, "workers": 1, "max_queue": 2,
                "max_run_seconds": 300.0, "max_body_bytes": 16 << 10, "sql_timeout_s": 10.0, "sql_max_rows": 10_000,
-               "session_runs": 1},
+               "session_runs": 1, "max_sweep_points": 8},
 }
 _SIZE_ENV = {"max_tokens": "HYBRIDSCOPE_MAX_TOKENS", "max_docs": "HYBRIDSCOPE_MAX_DOCS"}
 _SERVING_ENV = {
     "workers": "HYBRIDSCOPE_WORKERS", "max_queue": "HYBRIDSCOPE_MAX_QUEUE",
     "max_run_seconds": "HYBRIDSCOPE_MAX_RUN_SECONDS", "max_body_bytes": "HYBRIDSCOPE_MAX_BODY_BYTES",
     "sql_timeout_s": "HYBRIDSCOPE_SQL_TIMEOUT_S", "sql_max_rows": "HYBRIDSCOPE_SQL_MAX_ROWS",
-    "session_runs": "HYBRIDSCOPE_SESSION_RUNS",
+    "session_runs": "HYBRIDSCOPE_SESSION_RUNS", "max_sweep_points": "HYBRIDSCOPE_MAX_SWEEP_POINTS",
 }
 
 
@@ -74,7 +76,7 @@ def limits_for(device: str) -> dict[str, Any]:
 
     Keys: ``device``, ``max_tokens``, ``max_docs`` (run size), then ``workers``, ``max_queue``,
     ``max_run_seconds``, ``max_body_bytes``, ``sql_timeout_s``, ``sql_max_rows``, ``session_runs`` (the
-    dashboard's runs per browser connection), and ``hosted``.
+    dashboard's runs per browser connection), ``max_sweep_points`` (points of one HTTP sweep), and ``hosted``.
     """
     device = "cuda" if device == "cuda" else "cpu"
     profile = "hosted" if hosted() else device

@@ -96,6 +96,10 @@ class CancelToken:
                         "nothing was stored")
         return self._event.is_set()
 
+    def is_set(self) -> bool:
+        """:attr:`cancelled`, so a token can stop a sweep like a ``threading.Event`` (``backend.dask_sweep``)."""
+        return self.cancelled
+
     def check(self) -> None:
         """Raise RunCancelled when the run should stop."""
         if self.cancelled:

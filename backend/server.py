@@ -2,6 +2,10 @@
 
     POST /runs       body: RunSpec JSON -> 200, lines {"progress": f, "message": m} ... then
                      {"run_id": ..., "cached": bool} or {"error": ...}
+    POST /sweeps     body: a grid {"models", "probes", "ablations", "data", "params"} (what ``python -m
+                     backend sweep`` takes) -> 200, lines {"progress", "message"} and {"point": i, ...} (one
+                     per point once settled: cached | ok | error | cancelled), then {"points": [...],
+                     "counts": {...}} or {"error": ...}
     GET  /runs/{id}  the run's manifest
     GET  /limits     what this backend accepts (``backend.limits.limits_for``)
     GET  /health     {"status": "ok", "running": n, "queued": n}; answers at once, also under load
@@ -20,6 +24,13 @@ are read whole. Runs: at most ``workers`` compute at once and at most ``max_queu
 disconnects is cancelled, and a run past ``max_run_seconds`` is cancelled and reported; a cancelled run
 stores nothing (``backend.runner.CancelToken``). ``file:`` data is confined to
 ``HYBRIDSCOPE_DATA_ROOTS`` (off without it).
+Sweeps run ``backend.dask_sweep.sweep`` (the CLI's engine): every point is checked like a run (spec,
+refs, limits) before anything streams, the grid holds at most ``max_sweep_points``; a sweep is one
+admitted job of the same queue (429 when full) and computes its points on one Dask cluster the server
+starts on first use (``workers`` workers on 127.0.0.1) or on the scheduler the operator names in
+``HYBRIDSCOPE_DASK_SCHEDULER`` (never one a request names); each point has the ``max_run_seconds`` limit.
+When the client disconnects, the sweep's pending points are cancelled (points already computing finish
+and are stored like any run).
 Serve with ``python -m backend serve --port 8765`` (binds 127.0.0.1 unless told otherwise).
 """
 
@@ -31,20 +42,20 @@ import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from backend.jsonin import loads
 from backend.limits import limit_message, limits_for
 from backend.params import REF_PATTERN
-from backend.probes.registry import PROBES
+from backend.probes.registry import PROBES, USER_PROBES
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -65,6 +76,20 @@ class Limits(BaseModel):
     device: str
     max_tokens: int
     max_docs: int
+
+
+class SweepRequest(BaseModel):
+    """A grid of cached runs: every (model, ablation, probe, data) combination, ``params`` for each point."""
+
+    model_config = ConfigDict(extra="forbid")
+    models: list[Annotated[str, StringConstraints(pattern=f"^{REF_PATTERN}$", max_length=512)]] = Field(
+        min_length=1, max_length=256, description="model refs")
+    probes: list[Literal[USER_PROBES]] = Field(min_length=1, max_length=64)  # type: ignore[valid-type]
+    ablations: list[Annotated[str, StringConstraints(max_length=4096)]] = Field(
+        [""], min_length=1, max_length=1024, description="ablations in the text form; '' = none")
+    data: list[Annotated[str, StringConstraints(pattern=f"^{REF_PATTERN}$", max_length=512)] | None] = Field(
+        [None], min_length=1, max_length=256, description="dataset refs; null = the probe's default")
+    params: dict[str, Any] = Field(default_factory=dict, description="probe params for every point")
 
 
 class QueueFull(Exception):
@@ -162,11 +187,74 @@ class Runs:
         for listener in listeners:
             listener.put(final)
 
+    def start_sweep(self, work, listener: _Listener) -> _SweepJob:
+        """Admit a sweep (one job of the queue; QueueFull when it is full): ``work(job)`` runs on the pool
+        and returns the final message; ``job.token`` is set when its client leaves."""
+        job = _SweepJob(listener)
+        with self.lock:
+            if len(self.admitted) >= self.max_queue:
+                raise QueueFull
+            self.admitted.add(job)
+        self.pool.submit(self._sweep, job, work)
+        return job
+
+    def _sweep(self, job: _SweepJob, work) -> None:
+        with self.lock:
+            job.started = True
+        try:
+            final = work(job)
+        except Exception as e:  # noqa: BLE001 - reported to the client
+            final = {"error": _line(e)}
+        with self.lock:
+            job.final = final
+            self.admitted.discard(job)
+        job.listener.put(final)
+
     def shutdown(self) -> None:
         with self.lock:
             for job in self.admitted:
                 job.token.cancel("run: cancelled, the server is shutting down; nothing was stored")
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _SweepJob:
+    def __init__(self, listener: _Listener) -> None:
+        from backend.runner import CancelToken
+
+        self.listener, self.token = listener, CancelToken()
+        self.started = False
+        self.final: dict | None = None
+
+    def detach(self) -> None:
+        if self.final is None:
+            self.token.cancel("sweep: cancelled, its client disconnected")
+
+
+class _Dask:
+    """The server's Dask client, made on first use: to ``HYBRIDSCOPE_DASK_SCHEDULER`` (set by the
+    operator), else to a LocalCluster of ``n_workers`` workers on 127.0.0.1; closed with the server."""
+
+    def __init__(self, n_workers: int) -> None:
+        self.n_workers, self.lock = n_workers, threading.Lock()
+        self.stack: contextlib.ExitStack | None = None
+        self.client = None
+
+    def get(self):
+        from backend.dask_sweep import cluster_client
+
+        with self.lock:
+            if self.client is None:
+                stack = contextlib.ExitStack()
+                self.client = stack.enter_context(cluster_client(os.environ.get("HYBRIDSCOPE_DASK_SCHEDULER") or None,
+                                                                 self.n_workers))
+                self.stack = stack
+            return self.client
+
+    def close(self) -> None:
+        with self.lock:
+            if self.stack is not None:
+                self.stack.close()
+            self.stack = self.client = None
 
 
 class _RunStream(StreamingResponse):
@@ -242,15 +330,18 @@ def make_app(store: str | None = None, host: str | None = None, extra_hosts: tup
     lim = limits_for(device)
     runner = Runner(store, remote=True)
     runs = Runs(runner, int(lim["workers"]), int(lim["max_queue"]), float(lim["max_run_seconds"]))
+    dask = _Dask(int(lim["workers"]))
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
         runs.shutdown()
+        await run_in_threadpool(dask.close)
 
     app = FastAPI(title="HybridScope backend", version="1", lifespan=lifespan)
     app.add_middleware(RequestBodyLimitMiddleware, max_body_size=int(lim["max_body_bytes"]))
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host, extra_hosts), www_redirect=False)
-    app.state.runs = runs
+    app.state.runs, app.state.dask = runs, dask
 
     @app.exception_handler(RequestValidationError)
     async def one_line_422(request, exc: RequestValidationError) -> JSONResponse:
@@ -322,6 +413,73 @@ def make_app(store: str | None = None, host: str | None = None, extra_hosts: tup
                     return
 
         return _RunStream(lines(), lambda: runs.detach(job, listener))
+
+    sweep_doc = {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": SweepRequest.model_json_schema()}}}}
+
+    @app.post("/sweeps", openapi_extra=sweep_doc, response_class=StreamingResponse,
+              responses={200: {"description": "NDJSON lines: progress, one per settled point, then the points "
+                                              "or the error", "content": ndjson},
+                         **_errors(400, 413, 422, 429)})
+    async def submit_sweep(request: Request):
+        from backend.dask_sweep import grid, sweep
+
+        try:
+            body = loads(await request.body(), "body", max_bytes=int(lim["max_body_bytes"]))
+        except ValueError as e:
+            raise HTTPException(400, _line(e)) from None
+        if not isinstance(body, dict):
+            raise HTTPException(422, f"sweep: Input should be a valid dictionary (a grid object), "
+                                     f"got {type(body).__name__}")
+        try:
+            req = SweepRequest.model_validate(body)
+        except ValueError as e:
+            errs = getattr(e, "errors", lambda: [])() or [{}]
+            loc = ".".join(str(x) for x in errs[0].get("loc", ())) or "sweep"
+            raise HTTPException(422, f"{loc}: {errs[0].get('msg', _line(e))}") from None
+        n = len(req.models) * len(req.probes) * len(req.ablations) * len(req.data)
+        if n > int(lim["max_sweep_points"]):
+            raise HTTPException(400, f"sweep: {n} points asked, at most {lim['max_sweep_points']} allowed "
+                                     "(max_sweep_points of this backend; make the grid smaller)")
+        try:
+            specs = grid(req.models, req.probes, req.ablations, req.data, req.params)
+        except (SpecError, ValueError, TypeError) as e:
+            raise HTTPException(422, _line(e)) from None
+        for spec in specs:
+            why = limit_message(spec, lim)
+            if why:
+                raise HTTPException(400, why)
+        try:  # every point's refs resolve (and pass the config's checks) before anything streams
+            for spec in specs:
+                await run_in_threadpool(runner.run_id, spec)
+        except (ValueError, LookupError, OSError, StoreError) as e:
+            raise HTTPException(422, _line(e)) from None
+        listener = _Listener()
+
+        def work(job: _SweepJob) -> dict:
+            points = sweep(specs, store=str(runner.store.root), client=dask.get, cancel=job.token,
+                           progress=lambda f, m: listener.put({"progress": f, "message": m}), remote=True,
+                           limit_s=float(lim["max_run_seconds"]),
+                           on_point=lambda i, p: listener.put({"point": i, **p.to_dict()}))
+            counts: dict[str, int] = {}
+            for p in points:
+                counts[p.status] = counts.get(p.status, 0) + 1
+            return {"points": [p.to_dict() for p in points], "counts": counts}
+
+        try:
+            job = runs.start_sweep(work, listener)
+        except QueueFull:
+            raise HTTPException(429, f"queue: {runs.max_queue} runs are already queued or running "
+                                     f"(max_queue); retry later", headers={"Retry-After": "5"}) from None
+
+        async def lines():
+            while True:
+                msg = await listener.queue.get()
+                yield json.dumps(msg) + "\n"
+                if "points" in msg or ("error" in msg and "point" not in msg):
+                    return
+
+        return _RunStream(lines(), job.detach)
 
     return app
 
