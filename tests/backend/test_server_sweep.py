@@ -113,3 +113,36 @@ def test_a_sweep_is_a_job_of_the_queue(env, monkeypatch):
     r = client.post("/sweeps", json={"models": ["tiny/SF"], "probes": ["token_loss"], "data": [env["doc"]],
                                      "params": PARAMS})
     assert r.status_code == 429 and r.headers["Retry-After"] == "5" and "max_queue" in r.json()["detail"]
+
+
+def test_a_client_leaving_sets_the_sweeps_cancel_token(env):
+    """What the stream's close does (``job.detach``): the token the sweep engine polls between points is set,
+    the job ends and leaves the queue; a finished sweep's token is left alone."""
+    import asyncio
+    import threading
+
+    from backend.server import _Listener
+
+    app = make_app(env["store"])
+    runs, seen = app.state.runs, threading.Event()
+
+    def work(job) -> dict:
+        seen.set()
+        for _ in range(200):  # what sweep() does: poll cancel.is_set() between points
+            if job.token.is_set():
+                return {"points": [], "counts": {"cancelled": 1}}
+            threading.Event().wait(0.05)
+        return {"error": "not cancelled"}
+
+    async def go() -> tuple:
+        listener = _Listener()
+        job = runs.start_sweep(work, listener)
+        await asyncio.get_running_loop().run_in_executor(None, seen.wait, 5)
+        job.detach()
+        final = await asyncio.wait_for(listener.queue.get(), 10)
+        job.detach()  # after the end: no effect
+        return final, job
+
+    final, job = asyncio.run(go())
+    assert final == {"points": [], "counts": {"cancelled": 1}}
+    assert job.token.reason == "sweep: cancelled, its client disconnected" and runs.counts() == (0, 0)
