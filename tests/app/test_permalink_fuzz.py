@@ -1,7 +1,9 @@
-"""Generated hostile permalinks (seeded, 240 cases, time-bounded): every bad parameter is refused with
-one warning line naming it, falls back to its default, the other parameters survive, the cleaned link
-parses without a warning, nothing raises; a few open the real app (fake backend): no exception,
-nothing submitted, nothing stored."""
+"""Generated hostile permalinks (seeded, 240 + 300 cases, each set time-bounded): every bad parameter is
+refused with one warning line naming it, falls back to its default, the other parameters survive, the
+cleaned link parses without a warning, nothing raises; a few open the real app (fake backend): no
+exception, nothing submitted, nothing stored. The second set adds what only the data can refuse
+(app/links.py: unknown models, layers/heads/documents out of range, page-only parameters on another
+page, unknown paths) and the ambiguous forms (a repeated parameter, a view that disagrees with the path)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import time
 
 import pytest
 
-from app.state import DEFAULT, PARSERS, encode, parse
+from app.links import Catalog, Layout, check
+from app.state import DEFAULT, PARSERS, VIEWS, encode, parse
 from tests.app.conftest import run_app, texts
 
 N_CASES, BUDGET_S = 240, 30.0
@@ -100,3 +103,97 @@ def test_hostile_links_open_the_app_with_warnings_and_submit_nothing(empty_store
     assert texts(at, "warning"), "the bad values are reported"
     assert not env.exists()  # the fake backend was asked for nothing
     assert not (empty_store / "runs").exists() or not any((empty_store / "runs").iterdir())
+
+
+# ------------------------------------------------------------------------------------------------
+# links that only the data can refuse (app/links.py), with the ambiguous forms (repeats, view vs path,
+# unknown paths), mixed with the malformed values above
+# ------------------------------------------------------------------------------------------------
+LINK_CASES, LINK_BUDGET_S = 300, 30.0
+PAGES = list(VIEWS)
+OWNER = {"doc": "token_loss", "start": "token_loss", "layer": "retrieval_heads", "head": "retrieval_heads",
+         "models": "longppl"}
+
+
+def fake_catalog() -> Catalog:
+    """zoo/swa64 (SSSFSSSF, 6 heads) and zoo/gdn (GGGFGGGF: attention in layers 3 and 7, 6 heads)."""
+    swa = Layout((True,) * 8, (6,) * 8)
+    gdn = Layout(tuple(i in (3, 7) for i in range(8)), tuple(6 if i in (3, 7) else 0 for i in range(8)))
+    return Catalog(("zoo/swa64", "zoo/gdn"), {"zoo/swa64": swa, "zoo/gdn": gdn}.get, "zoo/swa64")
+
+
+def link_case(rng: random.Random) -> tuple[str, str | None, dict, dict, int]:
+    """(page, unknown path, query, expected state values of the keys set, expected number of warnings).
+
+    Good values: model A (sometimes), model_b, cmp, and the page's own parameters in range (token_loss:
+    doc < 4, start < 4096; retrieval_heads: layer 3, head < 6 on both models). Bad ones (1-3 keys): a
+    malformed value, an unknown model, a layer/head/doc/start out of range, a page-only parameter on
+    another page; plus sometimes a repeated good parameter, a view that disagrees with the path, an
+    unknown path (Streamlit then runs the Overview)."""
+    lost = rng.choice(["bogus", "admin/../x", "<b>x</b>", "niah2"]) if rng.random() < 0.1 else None
+    page = "overview" if lost else rng.choice(PAGES + ["token_loss", "retrieval_heads"] * 4)
+    good: dict = {"model_b": "zoo/gdn", "cmp": "true"}
+    if rng.random() < 0.5:
+        good["model"] = rng.choice(["zoo/swa64", "zoo/gdn"])
+    if page == "token_loss":
+        good.update(doc=str(rng.randrange(4)), start=str(rng.randrange(4096)))
+    if page == "retrieval_heads":
+        good.update(layer="3", head=str(rng.randrange(6)))
+    if page in ("longppl", "runs"):
+        good["models"] = rng.sample(["zoo/swa64", "zoo/gdn"], rng.randint(1, 2))
+    expect = {"model_b": "zoo/gdn", "cmp": True, "view": page if not lost else "overview"}
+    expect.update({k: (tuple(v) if k == "models" else int(v) if k in OWNER else v)
+                   for k, v in good.items() if k not in ("model_b", "cmp")})
+    query, n = dict(good), int(lost is not None)
+    keys = rng.sample(["model", "model_b", "models", "doc", "start", "layer", "head", "data", "abl"],
+                      rng.randint(1, 3))
+    model_a = "zoo/swa64" if "model" in keys else good.get("model", "zoo/swa64")  # the catalog's default
+    for key in keys:
+        owned = key not in OWNER or OWNER[key] == page or (key == "models" and page == "runs")
+        if not owned:  # any value of a page-only parameter on another page: it does nothing here
+            value = {"doc": "2", "start": "9", "layer": "3", "head": "1", "models": ["zoo/gdn"]}[key]
+        elif rng.random() < 0.4:
+            value = bad_value(rng, key)  # malformed: state.parse refuses it
+        elif key in ("model", "model_b"):
+            value = rng.choice(["zoo/nope", "org/unknown", "tiny/SXF", "zoo/swa64x"])
+        elif key == "models":
+            value = rng.choice([["zoo/nope"], ["zoo/x", "zoo/y"]])
+        elif key == "doc":
+            value = str(rng.choice([4, 5, 999_999]))
+        elif key == "start":
+            value = str(rng.choice([4096, 10_000, 1 << 20]))
+        elif key == "layer":  # out of range, or (GDN) a layer without attention heads
+            value = str(rng.choice([8, 12, 4095] + ([0, 1, 2, 5] if model_a == "zoo/gdn" else [])))
+        elif key == "head":
+            value = str(rng.choice([6, 7, 4095]))
+        else:
+            value = bad_value(rng, key)
+        query[key] = value
+        expect[key] = getattr(DEFAULT, key)
+        n += 1
+    if rng.random() < 0.15:  # a good parameter repeated with another value: the last one counts
+        if query["model_b"] == "zoo/gdn":  # model_b is not one of this case's bad values
+            query["model_b"], n = ["zoo/swa64", "zoo/gdn"], n + 1
+    if page != "overview" and rng.random() < 0.15:
+        query["view"], n = rng.choice([v for v in PAGES if v != page]), n + 1  # the path wins
+    return page, lost, query, expect, n
+
+
+def test_link_fuzz_data_checks_warn_once_fall_back_and_correct_the_link(monkeypatch, tmp_path):
+    monkeypatch.setenv("HYBRIDSCOPE_PRECOMPUTED", str(tmp_path))  # no dashboard defaults: token_loss n_docs=4
+    rng, cat = random.Random(1414), fake_catalog()
+    t0, done = time.monotonic(), 0
+    while done < LINK_CASES and time.monotonic() - t0 < LINK_BUDGET_S:
+        page, lost, query, expect, n = link_case(rng)
+        state, warnings = parse(query, page)
+        state, more = check(state, cat, lost)
+        warnings += more
+        assert len(warnings) == n, (page, lost, query, warnings)
+        assert all("\n" not in w and w.startswith("Ignored ") for w in warnings), warnings
+        got = {k: getattr(state, k) for k in expect}
+        assert got == expect, (page, lost, query, got, expect)
+        again, clean = parse(encode(state), state.view)  # the corrected link re-parses clean
+        again, more = check(again, cat)
+        assert clean == [] and more == [] and again == state, (query, clean, more)
+        done += 1
+    assert done >= 200, f"only {done} cases within {LINK_BUDGET_S} s"
