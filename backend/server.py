@@ -79,16 +79,18 @@ class Limits(BaseModel):
 
 
 class SweepRequest(BaseModel):
-    """A grid of cached runs: every (model, ablation, probe, data) combination, ``params`` for each point."""
+    """A grid of cached runs: every (model, ablation, probe, data) combination, ``params`` for each point.
+    The lists have no maxItems: the grid's size is bounded by ``max_sweep_points`` (400) and the body by
+    ``max_body_bytes`` (413)."""
 
     model_config = ConfigDict(extra="forbid")
     models: list[Annotated[str, StringConstraints(pattern=f"^{REF_PATTERN}$", max_length=512)]] = Field(
-        min_length=1, max_length=256, description="model refs")
-    probes: list[Literal[USER_PROBES]] = Field(min_length=1, max_length=64)  # type: ignore[valid-type]
+        min_length=1, description="model refs")
+    probes: list[Literal[USER_PROBES]] = Field(min_length=1)  # type: ignore[valid-type]
     ablations: list[Annotated[str, StringConstraints(max_length=4096)]] = Field(
-        [""], min_length=1, max_length=1024, description="ablations in the text form; '' = none")
+        [""], min_length=1, description="ablations in the text form; '' = none")
     data: list[Annotated[str, StringConstraints(pattern=f"^{REF_PATTERN}$", max_length=512)] | None] = Field(
-        [None], min_length=1, max_length=256, description="dataset refs; null = the probe's default")
+        [None], min_length=1, description="dataset refs; null = the probe's default")
     params: dict[str, Any] = Field(default_factory=dict, description="probe params for every point")
 
 
