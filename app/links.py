@@ -272,10 +272,9 @@ def check(vs: ViewState, cat: Catalog, unknown_path: str | None = None) -> tuple
     warning line per rejected value (and one for an unknown page path). Never raises."""
     warnings: list[str] = []
     if unknown_path is not None:
-        paths = ", ".join(f"/{p}" for p in VIEWS)
         warnings.append(
-            f"Ignored unknown page “/{shown(unknown_path, 60)}”: the pages are {shown(paths, 300)}. "
-            "Showing the Overview."
+            f"Ignored unknown page “/{shown(unknown_path, 60)}”: no view has this path (the views are listed "
+            "in the sidebar). Showing the Overview."
         )
         vs = replace(vs, view=DEFAULT.view)
     vs = _elsewhere(vs, warnings)  # first: a parameter that does nothing here gets no other warning

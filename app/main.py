@@ -27,6 +27,7 @@ from app.state import VIEWS  # noqa: E402
 
 VIEWS_DIR = Path(__file__).resolve().parent / "views"  # absolute: a test entry script may run this file
 _PENDING = "_hs_pending_warnings"
+_LOST = "_hs_unknown_path"  # the unknown path this session was redirected from (the browser may still report it)
 
 
 def permalink(vs: state.ViewState) -> str:
@@ -34,6 +35,9 @@ def permalink(vs: state.ViewState) -> str:
     pinned = replace(vs, model=run_panel.model_a(vs))
     query = urlencode(state.encode(pinned), doseq=True)
     base = (st.context.url or "").split("?")[0]
+    lost = st.session_state.get(_LOST)  # an unknown path redirected to the Overview: not in the link
+    if lost and base.rstrip("/").endswith("/" + lost):
+        base = base.rstrip("/")[: -len(lost)]
     return f"{base}?{query}" if query else base or "?"
 
 
@@ -57,6 +61,8 @@ def main() -> None:
     pg = st.navigation(list(pages.values()), position="sidebar")
     page_view = next((name for name, p in pages.items() if p is pg), "overview")
     lost = links.unknown_page(p.url_path for p in pages.values())  # Streamlit ran the Overview for it
+    if lost:
+        st.session_state[_LOST] = lost
     vs, warnings, redirect = state.load(page_view, lambda s: links.check(s, links.catalog(), lost))
     if redirect is not None:  # a bad value, an old link form, an unknown path: rewrite the URL first
         st.session_state[_PENDING] = warnings

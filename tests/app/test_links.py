@@ -209,7 +209,7 @@ def test_an_unknown_path_falls_back_to_the_overview_with_one_warning():
     state, warnings = checked({"model": "zoo/gdn", "layer": "3"}, "overview", lost="bogus/<b>x</b>")
     assert len(warnings) == 2 and state == ViewState(model="zoo/gdn")
     w = plain(warnings[0])
-    assert w.startswith("Ignored unknown page “/bogus/<b>x</b>”") and "/retrieval_heads" in w
+    assert w.startswith("Ignored unknown page “/bogus/<b>x</b>”: no view has this path") and "Overview" in w
     assert "<b>" not in warnings[0].replace("\\<", "")  # escaped
     assert "only the Retrieval heads page" in plain(warnings[1])
 
