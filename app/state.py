@@ -10,8 +10,10 @@ The page path is the view (``/niah``); the query holds the rest, only non-defaul
   as ``doc=3.7`` or an option-sized SQL fragment). So :func:`load` checks the URL first with the parsers
   here; when a value is rejected (each gets a warning naming it and the default) or the link uses an old
   form (``?view=niah``, ``cmp=1``, ``models=a|b``), main.py redirects once, before any widget binds, to
-  the cleaned URL on the right page. What only the data can reject (a head the model lacks) the views
-  reject with :func:`fallback`, and the widget's options/bounds agree with them.
+  the cleaned URL on the right page. What only the data can reject (an unknown model, a head the model
+  lacks, a document beyond the probe's ``n_docs``) :mod:`app.links` rejects in the same redirect, from
+  the model info the store holds or a config.json; what needs a run's own rows (a document the dataset
+  lacks) the views reject with :func:`fallback`, and the widget's options/bounds agree with them.
 * **Custom** (:data:`CUSTOM`: abl, abl_b, params): the compact ablation and probe-parameter text forms.
   These are not bound: binding would write whatever is typed, including text that does not parse, into
   the URL. Our callbacks (:func:`bind_value`) validate and canonicalise first (a rejected input stays in
