@@ -22,6 +22,8 @@ sync_api = pytest.importorskip("playwright.sync_api")
 TIMEOUT_MS = 90_000
 # 8 documents of 4096 tokens of the stdlib on a random 12-layer tiny model: ~30 s on a CPU, time to cancel
 SLOW = "/token_loss?model=tiny%2FSSSFSSSFSSSF&data=stdlib&params=n_docs%3D8%3Bmax_tokens%3D4096"
+# closing the tab is noticed by polling the session (up to ~15 s on a loaded machine): a run ~4x longer
+SLOWER = SLOW.replace("SSSFSSSFSSSF", "SSSFSSSFSSSFSSSFSSSFSSSF").replace("max_tokens%3D4096", "max_tokens%3D8192")
 PROGRESS = '[data-testid="stSidebar"] [data-testid="stProgress"]'
 
 
@@ -69,8 +71,8 @@ def stored_runs(store: Path) -> list[Path]:
     return [p for p in runs.rglob("*") if p.is_file() and not p.name.endswith(".lock")] if runs.exists() else []
 
 
-def start_slow_run(page, base: str, proc) -> list[psutil.Process]:
-    page.goto(base + SLOW)
+def start_slow_run(page, base: str, proc, link: str = SLOW) -> list[psutil.Process]:
+    page.goto(base + link)
     page.get_by_role("button", name="Compute token_loss for A").click()
     page.locator(PROGRESS).get_by_text("document", exact=False).wait_for()  # the child is computing
     kids = children(proc)
@@ -99,7 +101,7 @@ def test_cancel_button_stops_the_child_and_stores_nothing(served, page):
 
 def test_closing_the_tab_stops_the_child_and_stores_nothing(served, page):
     proc, base, store = served
-    kids = start_slow_run(page, base, proc)
+    kids = start_slow_run(page, base, proc, SLOWER)
     page.close()
     assert gone(kids, timeout=40)
     assert stored_runs(store) == []
