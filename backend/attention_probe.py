@@ -55,5 +55,5 @@ def row_probs(
             out[layer] = reduce(layer, probs) if reduce else probs
 
     with adapter.capture(names=("q", "k"), layers=layers, on_record=on_record):
-        adapter.decoder()(input_ids=ids)
+        adapter.decoder()(input_ids=ids, use_cache=False)  # HF: no KV cache (4 GiB of k/v at 128K, bf16)
     return out

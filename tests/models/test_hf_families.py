@@ -108,6 +108,20 @@ def test_retrieval_rows_equal_hf_eager_attention(name):
         assert_close(probs, eager[layer][0, :, queries].float(), 1e-5)
 
 
+def test_retrieval_rows_keep_no_kv_cache():
+    """row_probs runs the decoder with use_cache=False: an HF decoder otherwise keeps every layer's k/v in a
+    DynamicCache (4 GiB at 131,072 tokens for the bench's 16-layer Qwen3, bf16)."""
+    model, ids = build(KERNEL[0], attn="eager"), tokens(batch=1, length=20)
+    seen = []
+    dec = model.model
+    handle = dec.register_forward_pre_hook(lambda m, a, kw: seen.append(kw.get("use_cache")), with_kwargs=True)
+    try:
+        row_probs(model, ids, [19])
+    finally:
+        handle.remove()
+    assert seen == [False]
+
+
 def _counting(monkeypatch) -> list[dict]:
     calls: list[dict] = []
     real = kattn.attention
