@@ -133,3 +133,26 @@ def charts(at) -> list:
 
 def texts(at, kind: str) -> list[str]:
     return [str(e.value) for e in getattr(at, kind)]
+
+
+# ---------------------------------------------------------------- browser tests (tests/app/browser.py)
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from tests.app.browser import CHROMIUM, FLAGS
+
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    from tests.app.browser import TIMEOUT_MS
+
+    pg.set_default_timeout(TIMEOUT_MS)
+    yield pg
+    ctx.close()

@@ -7,17 +7,14 @@ cleanly when chromium or playwright is missing.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from app import serve
-from tests.app.conftest import FAKE_APP
+from tests.app.browser import CHROMIUM, TIMEOUT_MS, start_dashboard
 
-CHROMIUM, FLAGS = serve.CHROMIUM, serve.FLAGS
 CHART = '[data-testid="stVegaLiteChart"]'
-TIMEOUT_MS = 60_000
 
 pytestmark = [
     pytest.mark.browser,
@@ -28,35 +25,12 @@ pytestmark = [
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
-def start_server(store: Path, precomputed: Path) -> tuple[subprocess.Popen, str]:
-    """Start the dashboard over ``store``; returns (process, base URL) once /_stcore/health answers."""
-    return serve.start({"HYBRIDSCOPE_STORE": str(store), "HYBRIDSCOPE_PRECOMPUTED": str(precomputed),
-                        "OMP_NUM_THREADS": "1"}, FAKE_APP)
-
-
 @pytest.fixture(scope="module")
 def server(base_store, tmp_path_factory):
     pre = tmp_path_factory.mktemp("precomputed")
-    proc, base = start_server(base_store[0], pre)
+    proc, base = start_dashboard(base_store[0], pre)
     yield base
     serve.stop(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    pg.set_default_timeout(TIMEOUT_MS)
-    yield pg
-    ctx.close()
 
 
 def href(page) -> str:
@@ -140,7 +114,7 @@ def test_compute_button_runs_the_fake_backend_in_the_server(tmp_path, browser):
     a missing run is computed, its traces appear."""
     pre = tmp_path / "precomputed"
     pre.mkdir()
-    proc, base = start_server(tmp_path / "store", pre)
+    proc, base = start_dashboard(tmp_path / "store", pre)
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     try:
         pg = ctx.new_page()

@@ -15,11 +15,9 @@ import pytest
 
 from app import serve
 from tests.app.artifacts import screenshot
-from tests.app.conftest import FAKE_APP
+from tests.app.browser import CHROMIUM, start_dashboard
 
-CHROMIUM, FLAGS = serve.CHROMIUM, serve.FLAGS
 CHART = '[data-testid="stVegaLiteChart"]'
-TIMEOUT_MS = 60_000
 PRE = Path(__file__).resolve().parents[2] / "precomputed"
 
 pytestmark = [
@@ -33,27 +31,9 @@ sync_api = pytest.importorskip("playwright.sync_api")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     store = tmp_path_factory.mktemp("user-store")
-    proc, base = serve.start({"HYBRIDSCOPE_STORE": str(store), "HYBRIDSCOPE_PRECOMPUTED": str(PRE),
-                              "OMP_NUM_THREADS": "1"}, FAKE_APP)
+    proc, base = start_dashboard(store, PRE)
     yield base
     serve.stop(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    pg.set_default_timeout(TIMEOUT_MS)
-    yield pg
-    ctx.close()
 
 
 def wait_charts(page, n: int) -> None:

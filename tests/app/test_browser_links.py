@@ -18,10 +18,8 @@ import pytest
 
 from app import serve
 from tests.app.artifacts import screenshot
-from tests.app.conftest import FAKE_APP
+from tests.app.browser import CHROMIUM, start_dashboard
 
-CHROMIUM, FLAGS = serve.CHROMIUM, serve.FLAGS
-TIMEOUT_MS = 60_000
 PRE = Path(__file__).resolve().parents[2] / "precomputed"
 ALERT = '[data-testid="stAlert"]'
 
@@ -51,27 +49,9 @@ def bundle(root: Path) -> Path:
 def server(tmp_path_factory):
     store = tmp_path_factory.mktemp("user-store")
     pre = bundle(tmp_path_factory.mktemp("precomputed"))
-    proc, base = serve.start({"HYBRIDSCOPE_STORE": str(store), "HYBRIDSCOPE_PRECOMPUTED": str(pre),
-                              "OMP_NUM_THREADS": "1"}, FAKE_APP)
+    proc, base = start_dashboard(store, pre)
     yield base
     serve.stop(proc)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    pg.set_default_timeout(TIMEOUT_MS)
-    yield pg
-    ctx.close()
 
 
 def alerts(page, needle: str) -> list[str]:
