@@ -121,7 +121,7 @@ def test_a_client_leaving_sets_the_sweeps_cancel_token(env):
     import asyncio
     import threading
 
-    from backend.server import _Listener
+    from backend.server_stream import Listener as _Listener
 
     app = make_app(env["store"])
     runs, seen = app.state.runs, threading.Event()
