@@ -7,6 +7,9 @@ peaked, so ablations move logits by O(1), far above the tests' tolerances.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from transformers import (
     Gemma3ForCausalLM,
@@ -92,3 +95,20 @@ def save_checkpoint(model: torch.nn.Module, path, drop_config_keys: tuple[str, .
         for key in drop_config_keys:
             cfg.pop(key, None)
         (path / "config.json").write_text(json.dumps(cfg, indent=2))
+
+
+def write_remote_checkpoint(path, name: str, config_py: str, modeling_py: str, config_class: str,
+                            model_class: str, fields: dict) -> Path:
+    """A remote-code checkpoint at ``path``: the weights of ``build("qwen3", vocab_size=320)`` and a
+    tokenizer, ``configuration_<name>.py`` / ``modeling_<name>.py`` with those texts, and a config.json
+    naming them in ``auto_map`` (model type ``name``), updated with ``fields``."""
+    path = Path(path)
+    save_checkpoint(build("qwen3", vocab_size=320), path)
+    (path / f"configuration_{name}.py").write_text(config_py)
+    (path / f"modeling_{name}.py").write_text(modeling_py)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.update({"model_type": name, "architectures": [model_class], "auto_map": {
+        "AutoConfig": f"configuration_{name}.{config_class}",
+        "AutoModelForCausalLM": f"modeling_{name}.{model_class}"}, **fields})
+    (path / "config.json").write_text(json.dumps(cfg, indent=2))
+    return path

@@ -8,7 +8,6 @@ adapter knows: only the model's own forward output is right). Weights of the tin
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tests import hf_tiny
@@ -91,16 +90,8 @@ class MysteryForCausalLM(Qwen3ForCausalLM):
 
 
 def write_mystery_checkpoint(path, **config) -> Path:
-    """Write the remote-code checkpoint (weights of ``hf_tiny.build("qwen3", vocab_size=320)``, a tokenizer,
-    the two code files, ``auto_map``) to ``path``; ``config`` sets fields of config.json."""
-    path = Path(path)
-    hf_tiny.save_checkpoint(hf_tiny.build("qwen3", vocab_size=320), path)
-    (path / "configuration_mystery_hybrid.py").write_text(CONFIG_PY)
-    (path / "modeling_mystery_hybrid.py").write_text(MODELING_PY)
-    cfg = json.loads((path / "config.json").read_text())
-    cfg.update({"model_type": MODEL_TYPE, "architectures": ["MysteryForCausalLM"], "layer_types": LAYER_TYPES,
-                "mystery_logit_scale": 0.5, "auto_map": {
-                    "AutoConfig": "configuration_mystery_hybrid.MysteryConfig",
-                    "AutoModelForCausalLM": "modeling_mystery_hybrid.MysteryForCausalLM"}, **config})
-    (path / "config.json").write_text(json.dumps(cfg, indent=2))
-    return path
+    """Write the remote-code checkpoint (``hf_tiny.write_remote_checkpoint``) to ``path``; ``config`` sets
+    fields of config.json."""
+    return hf_tiny.write_remote_checkpoint(path, MODEL_TYPE, CONFIG_PY, MODELING_PY, "MysteryConfig",
+                                           "MysteryForCausalLM",
+                                           {"layer_types": LAYER_TYPES, "mystery_logit_scale": 0.5, **config})

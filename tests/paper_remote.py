@@ -8,7 +8,6 @@ weights also load into plain Qwen3 for comparison.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tests import hf_tiny
@@ -73,16 +72,8 @@ class PaperHybridForCausalLM(Qwen3ForCausalLM):
 
 
 def write_paper_checkpoint(path, **config) -> Path:
-    """Write the remote-code checkpoint (weights of ``hf_tiny.build("qwen3", vocab_size=320)``, a tokenizer,
-    the two code files, ``auto_map``) to ``path``; ``config`` sets fields of config.json (e.g. the knobs)."""
-    path = Path(path)
-    hf_tiny.save_checkpoint(hf_tiny.build("qwen3", vocab_size=320), path)
-    (path / "configuration_paper_hybrid.py").write_text(CONFIG_PY)
-    (path / "modeling_paper_hybrid.py").write_text(MODELING_PY)
-    cfg = json.loads((path / "config.json").read_text())
-    cfg.update({"model_type": MODEL_TYPE, "architectures": ["PaperHybridForCausalLM"], "eval_sliding_window": None,
-                "eval_attention_sink_size": 0, "auto_map": {
-                    "AutoConfig": "configuration_paper_hybrid.PaperHybridConfig",
-                    "AutoModelForCausalLM": "modeling_paper_hybrid.PaperHybridForCausalLM"}, **config})
-    (path / "config.json").write_text(json.dumps(cfg, indent=2))
-    return path
+    """Write the remote-code checkpoint (``hf_tiny.write_remote_checkpoint``) to ``path``; ``config`` sets
+    fields of config.json (e.g. the knobs)."""
+    return hf_tiny.write_remote_checkpoint(path, MODEL_TYPE, CONFIG_PY, MODELING_PY, "PaperHybridConfig",
+                                           "PaperHybridForCausalLM",
+                                           {"eval_sliding_window": None, "eval_attention_sink_size": 0, **config})
