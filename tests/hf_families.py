@@ -84,3 +84,12 @@ def build(name: str, attn: str | None = None, source: torch.nn.Module | None = N
 def tokens(seed: int = 0, batch: int = 2, length: int = 24) -> torch.Tensor:
     """Seeded random ids in [3, 128) (above the special ids 0..2), shape [batch, length]."""
     return torch.randint(3, 128, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def zero_rotation(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every rotary ``inv_freq`` buffer zeroed (rotation by angle 0: NoPE's reference)."""
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("inv_freq"):
+                buf.zero_()
+    return model

@@ -19,6 +19,7 @@ import kernels.attention as kattn
 from models.ablation import AblationError
 from models.adapters import ATTN_NAME, adapter_for, supported_model_types
 from models.plan import FULL, SWA, LayerPlan
+from tests.hf_families import zero_rotation
 from tests.hf_tiny import BASE, FAMILIES, LAYER_TYPES, build, tokens
 
 TOL = 1e-5
@@ -177,10 +178,7 @@ def test_smollm3_rope_on_native_nope_layer():
 def test_nope_everywhere_equals_zero_rotary_frequencies(family):
     """Reference: the model's own rotary embedding with inv_freq = 0 gives cos = 1, sin = 0."""
     model, ids = build(family), tokens()
-    ref_model = build(family, source=model)
-    for name, buf in ref_model.model.rotary_emb.named_buffers():
-        if name.endswith("inv_freq"):
-            buf.zero_()
+    ref_model = zero_rotation(build(family, source=model))
     plans = edit(adapter_for(model).native_plans(), {0, 1, 2, 3}, pe="nope")
     out = ablated(model, plans, ids)
     assert_close(out, logits(ref_model, ids))

@@ -20,7 +20,7 @@ from models.adapters import UnsupportedModel, adapter_for, describe
 from models.adapters.hf import HFAdapter
 from models.adapters.hf_attention import LONG_CONTEXT_TOKENS
 from models.apply import apply_ablation
-from tests.hf_families import FAMILIES, build, tokens
+from tests.hf_families import FAMILIES, build, tokens, zero_rotation
 
 NAMES = sorted(FAMILIES)
 KERNEL = [n for n in NAMES if FAMILIES[n].kernel]
@@ -75,11 +75,7 @@ def test_skip_and_head_mask_equal_zeroed_projections(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_nope_equals_zero_rotation_frequencies(name):
     model, ids = build(name), tokens()
-    twin = build(name, source=model)
-    with torch.no_grad():
-        for buf_name, buf in twin.named_buffers():
-            if buf_name.endswith("inv_freq"):
-                buf.zero_()
+    twin = zero_rotation(build(name, source=model))
     want = logits(twin, ids)
     assert not torch.allclose(want, logits(model, ids), atol=1e-3)
     with apply_ablation(model, "pe[all]=nope"):

@@ -23,7 +23,7 @@ from models.adapters import adapter_for, describe
 from models.adapters.recurrent import restrict
 from models.apply import apply_ablation
 from models.plan import FULL, HYBRID, LIGHTNING, MAMBA, MAMBA2, SHORT_CONV, recurrence_window
-from tests.hf_families import tokens
+from tests.hf_families import tokens, zero_rotation
 from tests.hf_hybrids import HYBRIDS, build, recurrent_layers
 
 NAMES = sorted(HYBRIDS)
@@ -249,11 +249,7 @@ def test_hybrid_layer_heads_are_its_attention_heads():
 @pytest.mark.parametrize("name", [n for n in NAMES if HYBRIDS[n].rope])
 def test_nope_equals_zero_rotation_frequencies(name):
     model, ids = build(name), tokens()
-    twin = build(name, source=model)
-    with torch.no_grad():
-        for buf_name, buf in twin.named_buffers():
-            if buf_name.endswith("inv_freq"):
-                buf.zero_()
+    twin = zero_rotation(build(name, source=model))
     want = logits(twin, ids)
     assert not torch.allclose(want, logits(model, ids), atol=1e-3)
     with apply_ablation(model, "pe[full]=nope"):
