@@ -8,6 +8,7 @@ traces (``precompute``, ``rekey``). Each command prints a JSON summary on stdout
     python -m zoo train --variant swa64 --data .data/zoo --out out/zoo --steps 200 [--resume]
     python -m zoo train-all --data .data/zoo --out out/zoo --total-budget-s 400
     python -m zoo precompute --root out/zoo --data .data/zoo
+    python -m zoo longeval --data out/zoo_site --roots out/w_full --evaluator out/w_full/zoo/full --out le.json
     python -m zoo rekey --store precomputed/store [--dashboard precomputed/dashboard.json]  # after a probe
                                                     # version / params default / table schema change
 """
@@ -61,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--max-bytes", type=int, default=None, help="--sources site: largest file kept (default 200000)")
     b.add_argument("--strict-licences", action="store_true",
                    help="--sources site: the bundled build's licence terms only (no BSL-1.0, LLVM exception: no torch)")
+    b.add_argument("--longeval-min-tokens", type=int, default=None,
+                   help="--sources site: smallest document of the long held-out split (default 4096)")
+    b.add_argument("--longeval-every", type=int, default=None,
+                   help="--sources site: hold out documents whose text hash is divisible by N (default 16)")
+    b.add_argument("--longeval-cap", type=int, default=None, help="--sources site: tokens held out (default 1.6M)")
     k = sub.add_parser("pack", help="tokenize a split into a uint16 .npy stream of seq_len rows")
     k.add_argument("--data", required=True, type=Path, help="a build-data output directory")
     k.add_argument("--split", default="train", choices=("train", "val", "test"))
@@ -70,6 +76,19 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--store", required=True, type=Path, help="trace store directory (e.g. precomputed/store)")
     r.add_argument("--dashboard", type=Path, help="also rewrite this dashboard.json (e.g. precomputed/dashboard.json) "
                    "with zoo.precompute.dashboard_defaults of the seven variants")
+    e = sub.add_parser("longeval", help="LongPPL/PPL over training on the long held-out split (zoo.longeval)")
+    e.add_argument("--data", required=True, type=Path, help="a site build-data directory (longeval split)")
+    e.add_argument("--roots", required=True, type=Path, nargs="+", help="train-all --out directories")
+    e.add_argument("--out", required=True, type=Path, help="longeval.json (merged with an earlier one)")
+    e.add_argument("--evaluator", type=Path, help="the model directory whose key tokens are used")
+    e.add_argument("--keys", type=Path, help="key tokens of an earlier call (--keys-out) instead")
+    e.add_argument("--keys-out", type=Path)
+    e.add_argument("--seq-len", type=int, default=4096)
+    e.add_argument("--trunc-len", type=int, default=1024)
+    e.add_argument("--stride", type=int, default=256)
+    e.add_argument("--max-windows", type=int, default=None)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--linear-backend", default="chunked")
     from zoo.cli_train import add_commands
 
     add_commands(sub)
@@ -97,7 +116,8 @@ def _run(args: argparse.Namespace) -> dict:
         m = build_site_data(args.out, args.base, stdlib_root=args.stdlib_root, roots=args.site_root,
                             include_stdlib=not args.no_stdlib, workers=args.workers, max_files=args.max_files,
                             strict_licences=args.strict_licences,
-                            **{k: v for k in ("min_bytes", "max_bytes") if (v := getattr(args, k)) is not None})
+                            **{k: v for k in ("min_bytes", "max_bytes", "longeval_min_tokens", "longeval_every",
+                                                 "longeval_cap") if (v := getattr(args, k)) is not None})
         summary = site_summary(m)
     elif args.cmd == "build-data":
         from zoo.build import build_data
@@ -133,6 +153,15 @@ def _run(args: argparse.Namespace) -> dict:
             text = json.dumps(dashboard_defaults(list(NAMES), PrecomputeConfig()), indent=1) + "\n"
             args.dashboard.write_text(text, encoding="utf-8")
             summary["dashboard"] = str(args.dashboard)
+    elif args.cmd == "longeval":
+        from zoo.longeval import run
+        from zoo.train import pick_device
+
+        r = run(args.data, args.roots, args.out, args.evaluator, args.keys, args.keys_out, args.seq_len,
+                args.trunc_len, args.stride, pick_device(args.device), args.linear_backend, args.max_windows)
+        summary = {"n_key": r["n_key"], "windows": r["windows"], "keys_sha256": r["keys_sha256"],
+                   "variants": {v: [(x["step"], round(x["ppl"], 3), x["longppl"] and round(x["longppl"], 3))
+                                    for x in recs] for v, recs in r["variants"].items()}}
     elif args.cmd != "pack":
         from zoo.cli_train import run_command
 

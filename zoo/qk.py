@@ -147,3 +147,27 @@ def load_point(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(path))
+
+
+def keep_layers(series_dir: Path, layers: list[int]) -> int:
+    """Rewrite every point of ``series_dir`` with only ``layers`` (e.g. an all-full variant's series cut
+    to the hybrids' full-attention positions, 4x smaller); metadata ``layers`` follows; returns points."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    pts = points(series_dir)
+    for _, path in pts:
+        with safe_open(str(path), "pt") as f:
+            meta = dict(f.metadata() or {})
+            have = [int(x) for x in meta.get("layers", "").split(",") if x]
+            missing = sorted(set(layers) - set(have))
+            if missing:
+                raise ValueError(f"layers: {missing} not in the series ({have})")
+            tensors = {k: f.get_tensor(k) for k in f.keys() if int(k.split(".")[1]) in layers}
+        meta["layers"] = ",".join(map(str, sorted(layers)))
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata=meta)
+        tmp.replace(path)
+    if pts:
+        write_index(series_dir)
+    return len(pts)

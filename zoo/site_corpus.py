@@ -18,6 +18,9 @@ depend on the number of workers). Written to ``out``:
 
   train_tokens.npy        uint16 token stream (memory-mapped by zoo.data; rows = consecutive seq_len slices)
   train_doc_ends.npy      int64 end offset of each document in the stream
+  longeval_tokens.npy     uint16 tokens of the long held-out split (LONGEVAL_*: whole site documents of
+  longeval_doc_ends.npy   >= 4,096 tokens, chosen by text hash, left out of the stream; LongPPL's
+  longeval_docs.json      evaluation documents, zoo.longeval), their end offsets and id/source/licence
   tokenizer/, val.jsonl, test.jsonl, train.jsonl.gz   copies of the base (synthetic rows and evaluations
                           read them as before)
   manifest.json           kind "site": the stream's token count and sha256 (``train_tokens.sha256``,
@@ -51,6 +54,15 @@ TOKENS_FILE = "train_tokens.npy"
 DOC_ENDS_FILE = "train_doc_ends.npy"
 COPIED = ("tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json", "tokenizer/special_tokens_map.json",
           "val.jsonl", "test.jsonl", "train.jsonl.gz")
+# The long held-out split (``longeval``): whole site documents of >= LONGEVAL_MIN_TOKENS tokens whose text
+# sha256 (first 8 hex digits) is divisible by LONGEVAL_EVERY, in stream order, until LONGEVAL_CAP tokens;
+# they leave the training stream (LongPPL needs many held-out tokens beyond trunc_len: val/test hold 213K)
+LONGEVAL_MIN_TOKENS = 4096
+LONGEVAL_EVERY = 16
+LONGEVAL_CAP = 1_600_000
+LONGEVAL_TOKENS_FILE = "longeval_tokens.npy"
+LONGEVAL_DOC_ENDS_FILE = "longeval_doc_ends.npy"
+LONGEVAL_DOCS_FILE = "longeval_docs.json"
 OVERLAP_MIN_CHARS = 20
 OVERLAP_FRAC = 0.5
 CHUNK_BYTES = 4 << 20
@@ -143,11 +155,15 @@ def build_site_data(
     min_bytes: int = MIN_BYTES,
     max_bytes: int = MAX_BYTES,
     strict_licences: bool = False,
+    longeval_cap: int = LONGEVAL_CAP,
+    longeval_min_tokens: int = LONGEVAL_MIN_TOKENS,
+    longeval_every: int = LONGEVAL_EVERY,
 ) -> dict:
     """Build the site corpus into ``out`` from ``base`` and this machine's sources; returns the
     manifest (also written). ``roots``: site-packages directories (default :func:`default_roots`);
     ``max_files``: first N candidate files per source (quick builds); ``workers``: processes (default
-    all cores; 0 or 1 = in this process); ``strict_licences``: the bundled build's licence terms only."""
+    all cores; 0 or 1 = in this process); ``strict_licences``: the bundled build's licence terms only;
+    ``longeval_*``: the long held-out split's token cap (0: none), smallest document and hash modulus."""
     t0 = time.perf_counter()
     out, base = Path(out), Path(base)
     if out.resolve() == base.resolve():
@@ -183,6 +199,8 @@ def build_site_data(
     seen: set[str] = set()
     pieces: list[np.ndarray] = []
     ends: list[int] = []
+    longeval: list[tuple[Source, str, np.ndarray]] = []
+    longeval_n = 0
     h = hashlib.sha256()
     n_workers = (os.cpu_count() or 1) if workers is None else workers
     pool = None
@@ -196,7 +214,7 @@ def build_site_data(
     try:
         for res in results:
             for reason, digest, ids in res:
-                src, _ = owners[k]
+                src, doc_id = owners[k]
                 k += 1
                 if src is not base_src:  # the base's documents stay as its build chose them
                     if digest in heldout_hashes:  # whatever else is wrong with it
@@ -207,6 +225,12 @@ def build_site_data(
                     src.exclude(reason)
                     continue
                 seen.add(digest)
+                if (src is not base_src and longeval_n < longeval_cap and len(ids) >= longeval_min_tokens
+                        and int(digest[:8], 16) % longeval_every == 0):
+                    longeval.append((src, doc_id, ids))
+                    longeval_n += len(ids)
+                    src.exclude("longeval")
+                    continue
                 pieces += [ids, eos]
                 h.update(ids.tobytes())
                 h.update(eos.tobytes())
@@ -235,6 +259,12 @@ def build_site_data(
     del mm
     tmp.replace(out / TOKENS_FILE)
     np.save(out / DOC_ENDS_FILE, np.asarray(ends, dtype="<i8"))
+    np.save(out / LONGEVAL_TOKENS_FILE, np.concatenate([d[2] for d in longeval]).astype("<u2")
+            if longeval else np.zeros(0, dtype="<u2"))
+    np.save(out / LONGEVAL_DOC_ENDS_FILE, np.cumsum([len(d[2]) for d in longeval], dtype="<i8"))
+    (out / LONGEVAL_DOCS_FILE).write_text(json.dumps(
+        [{"id": i, "source": s.name, "version": s.version, "licence": s.licence, "tokens": len(t)}
+         for s, i, t in longeval], indent=0) + "\n", encoding="utf-8")
     t_write = time.perf_counter() - t0 - t_collect - t_tok
 
     manifest = {
@@ -263,7 +293,10 @@ def build_site_data(
         ],
         "refused_packages": refused,
         "splits": {s: man["splits"][s] for s in ("val", "test") if s in man.get("splits", {})},
-        "sha256": {rel: sha256_file(out / rel) for rel in (*COPIED, DOC_ENDS_FILE)},
+        "longeval": {"tokens_file": LONGEVAL_TOKENS_FILE, "doc_ends": LONGEVAL_DOC_ENDS_FILE,
+                     "docs_file": LONGEVAL_DOCS_FILE, "docs": len(longeval), "tokens": longeval_n,
+                     "min_tokens": longeval_min_tokens, "every": longeval_every, "cap": longeval_cap},
+        "sha256": {rel: sha256_file(out / rel) for rel in (*COPIED, DOC_ENDS_FILE, LONGEVAL_TOKENS_FILE)},
         "seconds": {"collect": round(t_collect, 1), "read_check_tokenize": round(t_tok, 1),
                     "write": round(t_write, 1), "total": round(time.perf_counter() - t0, 1)},
     }

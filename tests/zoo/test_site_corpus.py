@@ -249,3 +249,27 @@ def test_site_licence_terms(tmp_path) -> None:
     assert [rel for rel, _ in srcs[0].files] == ["pypi/boostish:boostish/m.py"]
     srcs, refused = package_sources([tmp_path], 2000, 200_000, None, frozenset())
     assert not srcs and "BSL-1.0" in refused["boostish"]
+
+
+def test_site_longeval_split_leaves_the_stream(site, tmp_path, data_dir, tree) -> None:
+    """Long held-out documents: chosen by text hash among site documents of >= LONGEVAL_MIN_TOKENS,
+    removed from the training stream (nothing else changes), stored as tokens with ids/sources; the cap
+    stops the split; with the real thresholds the small fake files hold nothing out."""
+    import zoo.site_corpus as sc
+
+    out, m = site
+    assert m["longeval"]["docs"] == 0 and len(np.load(out / sc.LONGEVAL_TOKENS_FILE)) == 0
+    kw = {"longeval_min_tokens": 1, "longeval_every": 1}
+    m2 = _build(tmp_path / "le", data_dir, tree, workers=0, longeval_cap=1, **kw)  # the first site doc only
+    held = json.loads((tmp_path / "le" / sc.LONGEVAL_DOCS_FILE).read_text(encoding="utf-8"))
+    assert [d["source"] for d in held] == ["stdlib"] and m2["longeval"]["docs"] == 1
+    toks = np.load(tmp_path / "le" / sc.LONGEVAL_TOKENS_FILE)
+    assert list(np.load(tmp_path / "le" / sc.LONGEVAL_DOC_ENDS_FILE)) == [len(toks)] == [held[0]["tokens"]]
+    tok = backend_of(out / "tokenizer")
+    assert tok.decode(toks.tolist(), skip_special_tokens=False) == (tree["stdlib"] / "newmod.py").read_text()
+    docs, docs2 = _docs(out), _docs(tmp_path / "le")
+    assert len(docs2) == len(docs) - 1 and not any(np.array_equal(d[:-1], toks) for d in docs2)
+    by = {s["source"]: s for s in m2["sources"]}
+    assert by["stdlib"]["excluded"]["longeval"] == 1 and by["base"]["docs"] == len(docs) - 5
+    m3 = _build(tmp_path / "all", data_dir, tree, workers=0, longeval_cap=10**9, **kw)  # every site doc
+    assert m3["longeval"]["docs"] == 5 and len(_docs(tmp_path / "all")) == len(docs) - 5
