@@ -86,9 +86,12 @@ def applied(model: torch.nn.Module, S: dict):
 def decoder_forward(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     from models.adapters import adapter_for
 
-    # use_cache=False: HF decoders default to config.use_cache and keep every layer's k/v in a DynamicCache
-    # (16 layers x 256 MiB at 131,072 tokens, bf16: the routed 8.1 vs native 3.85 GiB of the first GPU run)
-    return adapter_for(model).decoder()(input_ids=ids, use_cache=False).last_hidden_state
+    # called inside ``applied``: the adapter runs it without a KV cache (models.adapters.no_cache; HF decoders
+    # otherwise keep every layer's k/v: 16 x 256 MiB at 131,072 tokens bf16, the first run's 8.1 vs 3.85 GiB)
+    out = adapter_for(model).decoder()(input_ids=ids)
+    if out.past_key_values is not None:
+        raise RuntimeError("decoder_forward: the decoder kept a KV cache inside adapter.apply")
+    return out.last_hidden_state
 
 
 def rows_map(model: torch.nn.Module, ids: torch.Tensor) -> dict:

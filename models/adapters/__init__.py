@@ -8,6 +8,7 @@ usual way satisfies. ``describe(config)`` says what an adapter supports from a c
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 import torch
@@ -17,6 +18,7 @@ from models.adapters import cohere2, exaone4, gpt_oss, hf_hybrid, llama4, native
 from models.adapters.base import REGISTRY, ModelAdapter, UnsupportedModel, model_state
 from models.adapters.hf import HFAdapter
 from models.adapters.hf_attention import ATTN_NAME
+from models.adapters.no_cache import no_kv_cache
 from models.adapters.paper import PaperAdapter, has_knobs
 
 __all__ = [
@@ -61,13 +63,15 @@ def layer_info(model: nn.Module):
 def own_logits(model: nn.Module, ids: torch.Tensor, last: int | None = None) -> torch.Tensor:
     """The model's own forward output logits [B, L, vocab] (whatever head it applies: logit scaling,
     softcapping, remote code's own): the loss head of a model :func:`layer_info` does not know. ``last``:
-    only the last ``last`` positions (``logits_to_keep`` where the forward takes it). No KV cache (where
-    the forward takes ``use_cache``)."""
-    extra = {"use_cache": False, **({"logits_to_keep": last} if last else {})}
+    only the last ``last`` positions (``logits_to_keep`` where the forward takes it). No KV cache
+    (:func:`~models.adapters.no_cache.no_kv_cache`, where the forward takes ``use_cache``)."""
+    extra = {"logits_to_keep": last} if last else {}
     params = inspect.signature(model.forward).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         extra = {k: v for k, v in extra.items() if k in params}
-    logits = model(input_ids=ids, **extra).logits
+    with contextlib.ExitStack() as stack:
+        no_kv_cache(stack, [model])
+        logits = model(input_ids=ids, **extra).logits
     return logits[:, -last:] if last else logits
 
 

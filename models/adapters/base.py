@@ -15,6 +15,8 @@ What every adapter offers (subclasses fill in the family specifics, the ``_`` me
 * ``native_plans()`` / ``current_plans()``,
 * ``apply(plans)``: the model follows ``plans`` inside the block and is exactly restored after,
 * ``capture(names, layers, on_record)``: q / k / mixer_out of chosen layers during forwards,
+* inside either, forwards of the model and its decoder keep no KV cache unless the caller asks for one
+  (:mod:`models.adapters.no_cache`: the one place HybridScope sets ``use_cache=False``),
 * ``attention_scale(layer)``, ``attention_module(layer)``, ``decoder()`` and ``lm_head()`` (the
   loss head: probes run the decoder once and the head on the positions they need).
 """
@@ -31,6 +33,7 @@ from typing import ClassVar
 from torch import nn
 
 from models.ablation_text import AblationError
+from models.adapters.no_cache import no_kv_cache
 from models.capture import CAPTURE_NAMES, Capture
 from models.plan import ATTENTION_KINDS, LayerPlan, ModelInfo, check_plans, native_plans
 
@@ -146,6 +149,13 @@ class ModelAdapter:
         """The model without its LM head: ``decoder()(input_ids=...).last_hidden_state``."""
         return self.model.get_decoder()
 
+    def forward_modules(self) -> list[nn.Module]:
+        """The modules HybridScope calls forwards of: the model and its decoder (:func:`no_kv_cache`)."""
+        try:
+            return [self.model, self.decoder()]
+        except AttributeError:  # no decoder of its own (a stand-in model): the model is called whole
+            return [self.model]
+
     def lm_head(self) -> nn.Module:
         """The LM head module: hidden states of the final norm -> raw logits."""
         return self.model.get_output_embeddings()
@@ -177,7 +187,8 @@ class ModelAdapter:
         """The model follows ``plans`` inside the block; everything is restored on exit (also on error).
 
         Plans are validated (:func:`models.plan.check_plans`) before the model changes; a second
-        apply on a model that is inside one raises :class:`AblationError`.
+        apply on a model that is inside one raises :class:`AblationError`. Forwards inside the block keep
+        no KV cache unless the caller passes ``use_cache`` / ``past_key_values`` (:func:`no_kv_cache`).
         """
         plans = tuple(plans)
         info = self.info()
@@ -190,6 +201,7 @@ class ModelAdapter:
         try:
             with contextlib.ExitStack() as stack:
                 self._apply(plans, info, stack, **options)
+                no_kv_cache(stack, self.forward_modules())
                 yield
         finally:
             with state.lock:
@@ -203,7 +215,8 @@ class ModelAdapter:
         """Record ``names`` at ``layers`` (None = all) for forwards run inside the block.
 
         With ``on_record(layer_idx, name, tensor)`` tensors are streamed to the callback as each layer
-        produces them and not kept. Enter any ablation (``apply``) first, then the capture.
+        produces them and not kept. Enter any ablation (``apply``) first, then the capture. Forwards
+        inside the block keep no KV cache unless the caller asks for one (:func:`no_kv_cache`).
         """
         names = tuple(names)
         bad = [n for n in names if n not in CAPTURE_NAMES]
@@ -224,6 +237,7 @@ class ModelAdapter:
             cap = Capture(names, layers, on_record)
             with contextlib.ExitStack() as stack:
                 self._capture(cap, stack)
+                no_kv_cache(stack, self.forward_modules())
                 yield cap
         finally:
             with state.lock:
