@@ -2,13 +2,17 @@
 toggles apply, from configs alone (no weight is read; :func:`backend.model_support.support`).
 
 ``rows()`` is the ``--json`` output (one :func:`support` dict per ref, plus the ``tiny/<pattern>`` refs
-described by the layer kinds their letters stand for); ``table(rows)`` the readable form.
+described by the layer kinds their letters stand for); ``table(rows)`` the readable form. Each model is
+``supported`` (every probe; its toggles listed), ``plain_probes_only`` (its layers are unknown to the
+adapters: the empty ablation of token_loss / longppl / niah still runs through its own forward) or
+``refused`` (nothing runs), with the reason in both forms.
 """
 
 from __future__ import annotations
 
 from backend.model_refs import list_models
 from backend.model_support import support
+from models.adapters import PLAIN_ONLY, REFUSED, SUPPORTED
 from models.plan import CHUNKED, FULL, LAYER_LETTERS, SWA
 
 TINY_REF = "tiny/<pattern of F,S,M,G>"
@@ -36,9 +40,15 @@ def layers_text(kinds: list[str]) -> str:
 
 
 def notes_text(row: dict) -> str:
-    if not row["supported"]:
+    """The notes cell: for a model whose layers the adapters do not know, which probes still run and why
+    there are no toggles (``plain probes only (token_loss, longppl, niah): <reason>``); for a model nothing
+    runs on, ``not supported: <reason>``; else remote code, what the attention kernel lacks, ..."""
+    status = row.get("status") or (SUPPORTED if row["supported"] else REFUSED)
+    if status == REFUSED:
         return f"not supported: {row['reason']}"
     notes = ["remote code"] if row.get("remote_code") else []
+    if status == PLAIN_ONLY:
+        return "; ".join([*notes, f"plain probes only ({', '.join(row['plain_probes'])}): {row['reason']}"])
     if row.get("kernel_gaps"):
         notes.append("no window/sinks changes on attention layers (kernel lacks " + "; ".join(row["kernel_gaps"]) + ")")
     if row["ref"] == TINY_REF:

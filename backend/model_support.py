@@ -19,7 +19,7 @@ import os
 
 import models.hf_optional  # noqa: F401  (before models.adapters: transformers without its scipy/sklearn imports)
 from backend.model_refs import ModelRef, ModelRefError, resolve
-from models.adapters import UnsupportedModel, adapter_class_for, describe
+from models.adapters import REFUSED, UnsupportedModel, adapter_class_for, describe
 
 REMOTE_CODE_ENV = "HYBRIDSCOPE_TRUST_REMOTE_CODE"
 
@@ -80,9 +80,15 @@ def load_config(ref: ModelRef):
 def support(ref_str: str) -> dict:
     """What ``python -m backend models`` prints for one model ref, from its config alone (no weight is
     read): ``{"ref", "model_type", "adapter", "supported", "layer_types", "toggles", "kernel_gaps",
-    "remote_code", "reason"}``; ``reason`` is the one line naming what is missing (None when supported)."""
+    "remote_code", "reason", "status", "plain_probes"}``. ``status`` is ``supported`` (every probe and the
+    listed toggles), ``plain_probes_only`` (the adapters do not know its layers: the empty ablation of the
+    ``plain_probes`` still runs, through the model's own forward and head; ``reason`` says why there are no
+    toggles) or ``refused`` (nothing runs; ``reason`` says why). ``reason`` is None when supported."""
+    from backend.probes.registry import PLAIN_PROBES
+
     out = {"ref": ref_str, "model_type": None, "adapter": None, "supported": False, "layer_types": [],
-           "toggles": [], "kernel_gaps": [], "remote_code": False, "reason": None}
+           "toggles": [], "kernel_gaps": [], "remote_code": False, "reason": None, "status": REFUSED,
+           "plain_probes": []}
     try:
         ref = resolve(ref_str)
         out["remote_code"] = needs_remote_code(ref) is not None
@@ -93,7 +99,9 @@ def support(ref_str: str) -> dict:
         config = load_config(ref)
     except (OSError, ValueError) as e:
         return {**out, "reason": f"config: cannot be read ({_line(e)})"}
-    return {**out, "model_type": getattr(config, "model_type", None), **describe(config)}
+    described = describe(config)
+    plain = list(PLAIN_PROBES) if described["status"] != REFUSED else []
+    return {**out, "model_type": getattr(config, "model_type", None), **described, "plain_probes": plain}
 
 
 def _line(e: BaseException) -> str:
@@ -103,18 +111,28 @@ def _line(e: BaseException) -> str:
 def check_spec(spec) -> None:
     """Refuse, before loading weights, an ablation the config already rules out (AblationError or
     UnsupportedModel, one line each); remote code the operator did not allow is refused here too (a
-    ModelRefError). The empty ablation needs no adapter: plain probes (``PLAIN_PROBES``: token_loss,
-    longppl, niah) run on any causal LM that loads, through its own forward and head; a probe that reads
-    the model's layers (retrieval heads, sweeps, ...) on a model whose layers the adapters do not know is
-    refused here, one line naming what is missing."""
+    ModelRefError), and so is a model no probe can run (``refusal_for``: e.g. bidirectional attention). The
+    empty ablation needs no adapter: plain probes (``PLAIN_PROBES``: token_loss, longppl, niah) run on any
+    causal LM that loads, through its own forward and head; a probe that reads the model's layers
+    (retrieval heads, sweeps, ...) on a model whose layers the adapters do not know is refused here, one
+    line naming what is missing."""
     from backend.probes.registry import PLAIN_PROBES, PROBES
 
     ref = resolve(spec.model)
     check_remote_code(ref)
-    if spec.ablation.is_empty and not PROBES[spec.probe].layers:
-        return
-    config = load_config(ref)
+    plain = spec.ablation.is_empty and not PROBES[spec.probe].layers
+    try:
+        config = load_config(ref)
+    except (OSError, ValueError):
+        if plain:
+            return  # loading says what is wrong with it
+        raise
     cls = adapter_class_for(config)
+    refusal = cls.refusal_for(config)  # nothing runs on it, not even the plain probes
+    if refusal is not None:
+        raise UnsupportedModel(f"model: {spec.model!r} cannot run in HybridScope: {refusal}")
+    if plain:
+        return
     try:
         info = cls.info_for(config)
     except UnsupportedModel as e:

@@ -22,8 +22,8 @@ from models.adapters.no_cache import no_kv_cache
 from models.adapters.paper import PaperAdapter, has_knobs
 
 __all__ = [
-    "ATTN_NAME", "ModelAdapter", "UnsupportedModel", "adapter_class_for", "adapter_for", "describe", "layer_info",
-    "model_state", "own_logits", "supported_model_types",
+    "ATTN_NAME", "PLAIN_ONLY", "REFUSED", "SUPPORTED", "ModelAdapter", "UnsupportedModel", "adapter_class_for",
+    "adapter_for", "describe", "layer_info", "model_state", "own_logits", "supported_model_types",
 ]
 
 
@@ -75,15 +75,26 @@ def own_logits(model: nn.Module, ids: torch.Tensor, last: int | None = None) -> 
     return logits[:, -last:] if last else logits
 
 
+# what describe() says HybridScope can run on a model: every probe and toggle; only the plain probes (the
+# empty ablation through the model's own forward and head: the adapters do not know its layers); nothing
+SUPPORTED, PLAIN_ONLY, REFUSED = "supported", "plain_probes_only", "refused"
+
+
 def describe(config) -> dict:
-    """What HybridScope can do with a model of this config, without loading weights: its layer types,
-    the ablation fields that apply, what its attention needs that the kernel lacks (so window / sinks
-    changes on attention layers are refused), and (``supported: False``) the one line naming what is
-    missing."""
+    """What HybridScope can do with a model of this config, without loading weights: ``status``
+    (:data:`SUPPORTED`, :data:`PLAIN_ONLY` or :data:`REFUSED`), its layer types, the ablation fields that
+    apply, what its attention needs that the kernel lacks (so window / sinks changes on attention layers
+    are refused), and where not supported (``supported: False``) the one line naming what is missing:
+    why there are no toggles (plain probes only) or why nothing runs (refused)."""
     cls = adapter_class_for(config)
+    refusal = cls.refusal_for(config)
+    if refusal is not None:
+        return {"adapter": cls.family, "supported": False, "status": REFUSED, "reason": refusal, "toggles": [],
+                "kernel_gaps": []}
     try:
         info = cls.info_for(config)
     except UnsupportedModel as e:
-        return {"adapter": cls.family, "supported": False, "reason": str(e), "toggles": [], "kernel_gaps": []}
-    return {"adapter": cls.family, "supported": True, "layer_types": list(info.layer_types),
+        return {"adapter": cls.family, "supported": False, "status": PLAIN_ONLY, "reason": str(e), "toggles": [],
+                "kernel_gaps": []}
+    return {"adapter": cls.family, "supported": True, "status": SUPPORTED, "layer_types": list(info.layer_types),
             "toggles": cls.toggles_for(config, info), "kernel_gaps": cls.kernel_gaps(config), "reason": None}

@@ -91,8 +91,17 @@ class ModelAdapter:
         self.check_supported()
 
     # ---- family hooks (override)
+    @classmethod
+    def refusal_for(cls, config) -> str | None:
+        """The one line saying why no probe can run a model of this config at all (not even the plain
+        probes through its own forward), from the config alone; None when it can run."""
+        return None
+
     def check_supported(self) -> None:
-        """Raise ValueError for configurations this adapter cannot reproduce."""
+        """Raise :class:`UnsupportedModel` for configurations this adapter refuses (:meth:`refusal_for`)."""
+        reason = self.refusal_for(self.config)
+        if reason is not None:
+            raise UnsupportedModel(reason)
 
     @classmethod
     def info_for(cls, config) -> ModelInfo:

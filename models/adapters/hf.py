@@ -9,7 +9,7 @@ at least ``long_context`` tokens (default :data:`~models.adapters.hf_attention.L
 16,384): those run HybridScope's kernel with the native plans, so no dense L x L mask is built (equal
 to HF's path within float rounding; ``long_context=None`` keeps HF's path at every length). Family
 files subclass :class:`HFAdapter` for real differences only (:meth:`layer_pe`, :meth:`enable_rope`,
-:meth:`check_supported`).
+:meth:`refusal_for`).
 """
 
 from __future__ import annotations
@@ -80,9 +80,11 @@ class HFAdapter(ModelAdapter):
 
     flag_enables_rope = True  # False where ``use_rope`` also switches other behaviour (Llama 4)
 
-    def check_supported(self) -> None:
-        if getattr(self.text_config(self.config), "use_bidirectional_attention", False):
-            raise UnsupportedModel("config.use_bidirectional_attention: only causal (False) models are supported")
+    @classmethod
+    def refusal_for(cls, config) -> str | None:
+        if getattr(cls.text_config(config), "use_bidirectional_attention", False):
+            return "config.use_bidirectional_attention: only causal (False) models are supported"
+        return None
 
     @classmethod
     def text_config(cls, config):

@@ -83,3 +83,24 @@ def test_what_the_kernel_lacks_is_refused_before_loading(root, tmp_path, monkeyp
     assert runner.store.runs() == []
     with pytest.raises(AssertionError, match="loaded"):  # hook-only toggles pass the check: loading starts
         runner.run(RunSpec.build(model="q3", probe="token_loss", data=data, ablation="pe[full]=nope;skip=1"))
+
+
+def test_a_model_nothing_can_run_is_refused_before_loading_even_for_plain_probes(root, tmp_path, monkeypatch):
+    """A bidirectional-attention config: the listing says refused, and so does the runner, before any weight
+    is read and without storing a run (the plain probes cannot run it either: the adapters refuse it)."""
+    hf_tiny.save_checkpoint(hf_tiny.build("gemma3", vocab_size=320, use_bidirectional_attention=True), root / "g3b")
+    listed = support("g3b")
+    assert (listed["status"], listed["plain_probes"]) == ("refused", [])
+
+    def no_load(*a, **k):
+        raise AssertionError("weights were loaded")
+
+    monkeypatch.setattr(loading, "load", no_load)
+    runner = Runner(tmp_path / "store", read_only_roots=[])
+    (tmp_path / "doc.txt").write_text("the quick brown fox " * 30)
+    spec = RunSpec.build(model="g3b", probe="token_loss", data=f"file:{tmp_path / 'doc.txt'}")
+    with pytest.raises(UnsupportedModel) as e:
+        runner.run(spec)
+    assert str(e.value) == ("model: 'g3b' cannot run in HybridScope: config.use_bidirectional_attention: only "
+                            "causal (False) models are supported")
+    assert runner.store.runs() == [] and runner.computed == []

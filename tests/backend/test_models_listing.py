@@ -19,6 +19,7 @@ from models.plan import FULL, LAYER_LETTERS
 from models.tiny import tiny_config
 from tests.hf_families import BASE, FAMILIES
 from tests.hf_hybrids import HYBRIDS
+from tests.mystery_remote import write_mystery_checkpoint
 from tests.paper_remote import write_paper_checkpoint
 
 ATTENTION = ("llama", "qwen3", "mistral", "gemma2", "gpt_oss", "llama4_text", "cohere2")
@@ -81,6 +82,8 @@ def test_listing_says_support_layers_and_toggles_per_family(root, monkeypatch):
     assert not listed["broken"]["supported"] and listed["broken"]["reason"].startswith("config: cannot be read (")
     paper = listed["paper"]
     assert not paper["supported"] and paper["remote_code"] and "HYBRIDSCOPE_TRUST_REMOTE_CODE=1" in paper["reason"]
+    assert {ref: row["status"] for ref, row in listed.items() if row["status"] != "supported"} == {
+        "paper": "refused", "broken": "refused"}  # nothing runs on them (remote code not allowed, no config)
     tiny = listed[TINY_REF]
     assert tiny["supported"] and tiny["layer_types"] == list(LAYER_LETTERS.values()) and tiny["toggles"] == ALL_TOGGLES
     monkeypatch.setenv("HYBRIDSCOPE_TRUST_REMOTE_CODE", "1")  # the operator allows remote code: its config
@@ -118,3 +121,61 @@ def test_layers_text():
         "4: full×2 mamba2×1 chunked×1")
     assert layers_text([]) == "-"
     assert table([]) == "model  type  adapter  layers  toggles  notes"
+
+
+def test_supported_plain_probes_only_and_refused_are_told_apart(tmp_path, monkeypatch, capsys):
+    """One supported family (every probe, its toggles), one model whose layers the adapters do not know
+    (the remote-code ``mystery_mixer`` checkpoint: the plain probes still run through its own forward) and
+    one refused config (bidirectional attention: nothing runs), in the table and in --json."""
+    r = tmp_path / "roots"
+    fam = FAMILIES["qwen3"]
+    CONFIG_MAPPING[fam.model_type](**{**BASE, **fam.config}).save_pretrained(r / "q3")
+    write_mystery_checkpoint(r / "mystery")
+    g3 = FAMILIES["gemma3_text"]
+    bidi = CONFIG_MAPPING[g3.model_type](**{**BASE, **g3.config, "use_bidirectional_attention": True})
+    bidi.save_pretrained(r / "g3b")
+    monkeypatch.setenv("HYBRIDSCOPE_MODEL_ROOTS", str(r))
+    monkeypatch.setenv("HYBRIDSCOPE_PRECOMPUTED", str(tmp_path / "none"))
+    monkeypatch.setenv("HYBRIDSCOPE_TRUST_REMOTE_CODE", "1")
+    monkeypatch.setattr(loading, "load", _forbidden)
+    monkeypatch.setattr(model_refs, "_file_digest", _forbidden)
+    assert cli.main(["models", "--json"]) == 0
+    listed = by_ref(json.loads(capsys.readouterr().out))
+    assert list(listed) == ["g3b", "mystery", "q3", TINY_REF]
+    unknown = ("config.layer_types[1]: 'mystery_mixer' layers are not supported by the HF adapter (model_type "
+               "'mystery_hybrid'); supported layer types: full_attention, sliding_attention, chunked_attention")
+    bidirectional = "config.use_bidirectional_attention: only causal (False) models are supported"
+    keys = {"ref", "model_type", "adapter", "supported", "layer_types", "toggles", "kernel_gaps", "remote_code",
+            "reason", "status", "plain_probes"}
+    assert all(set(row) == keys for row in listed.values())  # the old keys kept, two added
+    plain = ["token_loss", "longppl", "niah"]
+    assert {k: listed["q3"][k] for k in ("supported", "status", "reason", "plain_probes", "toggles")} == {
+        "supported": True, "status": "supported", "reason": None, "plain_probes": plain, "toggles": ALL_TOGGLES}
+    assert {k: listed["mystery"][k] for k in ("supported", "status", "reason", "plain_probes", "toggles",
+                                               "remote_code", "model_type")} == {
+        "supported": False, "status": "plain_probes_only", "reason": unknown, "plain_probes": plain, "toggles": [],
+        "remote_code": True, "model_type": "mystery_hybrid"}
+    assert {k: listed["g3b"][k] for k in ("supported", "status", "reason", "plain_probes", "toggles")} == {
+        "supported": False, "status": "refused", "reason": bidirectional, "plain_probes": [], "toggles": []}
+
+    assert cli.main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    notes = lines[0].index("notes")
+    cells = {line.split()[0]: line for line in lines[1:]}
+    assert cells["q3"][notes:] == "" and cells["q3"].endswith("window,pe,rf,sinks,skip,heads")
+    assert cells["mystery"][notes:] == (
+        "remote code; plain probes only (token_loss, longppl, niah): " + unknown)
+    assert cells["g3b"][notes:] == "not supported: " + bidirectional
+    assert cells["mystery"].split()[1:5] == ["mystery_hybrid", "HF", "-", "-"]  # no layers, no toggles
+
+
+def test_without_the_remote_code_opt_in_the_unknown_model_is_refused(tmp_path, monkeypatch):
+    write_mystery_checkpoint(tmp_path / "roots" / "mystery")
+    monkeypatch.setenv("HYBRIDSCOPE_MODEL_ROOTS", str(tmp_path / "roots"))
+    monkeypatch.delenv("HYBRIDSCOPE_TRUST_REMOTE_CODE", raising=False)
+    row = by_ref(rows())["mystery"]
+    assert row["status"] == "refused" and row["plain_probes"] == [] and row["remote_code"]
+    assert table([row]).splitlines()[1].endswith(
+        "not supported: model: 'mystery' runs its own code (config.json auto_map: "
+        "modeling_mystery_hybrid.MysteryForCausalLM); HybridScope loads remote code only when the operator sets "
+        "HYBRIDSCOPE_TRUST_REMOTE_CODE=1")
