@@ -39,7 +39,11 @@ if [ "$SMOKE" -eq 1 ]; then
 else
   OUT="${OUT:-$PWD/out/gpu_zoo_v2}"; WORK="${ZOO_WORK:-$PWD/out/zoo_v2}"; SITE="${SITE_DATA:-$PWD/out/zoo_site}"
   TRAIN="${TRAIN:-}"; RETURN="${RETURN:-}"
-  TRAIN_ARGS=(--size 15m --steps "${STEPS:-2800}" --evals "${EVALS:-7}" --compile --linear-backend chunked)
+  # what rounds A-C trained every variant with (zoo_v2_exports/README.md): pinned, so that no trainer default
+  # change gives a later variant other data (the synthetic mix is part of the token stream)
+  TRAIN_ARGS=(--size 15m --steps "${STEPS:-2800}" --evals "${EVALS:-7}" --compile --linear-backend chunked
+              --lr 2e-3 --warmup-steps 30 --synthetic-frac 0.08 --synthetic-long-frac 0 --synthetic-parts 1 --seed 0)
+  CORPUS_SHA256="${CORPUS_SHA256:-a66651d5d0a64b99e4cb2ee2ea652c593a11682a355994d3542df4110150f5a5}"
   SITE_ARGS=()
   LE_ARGS=()
   TOTAL_S=${TOTAL_S:-580}
