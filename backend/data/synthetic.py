@@ -3,10 +3,14 @@
 Each prompt is ``preamble + context + "\\n" + query`` where the context is a haystack with one needle
 inserted at a sentence boundary near ``depth`` (0 = start, 1 = end) of the context. Lengths are in tokens
 of the caller's tokenizer: the haystack is filled so that ``count_tokens(prompt) <= length`` with as
-many haystack sentences as fit. Haystacks: ``"repeat"`` (RULER's/Landmark's repeated filler) or
-``"text"`` (a natural-text haystack cut from the given documents, cycled when too short).
-Everything is seeded per (seed, task, haystack, length, depth, sample), so the same seed gives the
-same samples on any machine.
+many haystack sentences as fit. A probe that teacher-forces the answer (``teacher_forced=True``) gets
+``count_tokens(teacher_forced_text(prompt, answer)) <= length`` instead: the sequence it feeds the
+model, not only the prompt, stays within ``length`` (so its length bucket of the compiled GPU
+attention does not depend on the sampled needle). A generating probe (niah) feeds the prompt alone,
+which is what ``length`` bounds; its decoding steps grow it by the generated tokens. Haystacks:
+``"repeat"`` (RULER's/Landmark's repeated filler) or ``"text"`` (a natural-text haystack cut from the
+given documents, cycled when too short). Everything is seeded per (seed, task, haystack, length,
+depth, sample), so the same seed gives the same samples on any machine.
 """
 
 from __future__ import annotations
@@ -42,6 +46,11 @@ _NOUN = ("anchor badger basket beacon candle canyon cactus comet cottage dragon 
          "otter parrot pepper pillow planet quartz river saddle shovel signal spoon teapot thunder tulip "
          "valley violin wagon walnut window yoga zebra").split()
 _MAX_UNIT = 400  # characters; longer haystack sentences are cut so the fill stays fine-grained
+
+
+def teacher_forced_text(prompt: str, answer: str) -> str:
+    """The sequence a teacher-forcing probe feeds: the prompt, a space, the answer."""
+    return prompt + " " + answer
 
 
 @dataclass(frozen=True)
@@ -155,7 +164,7 @@ def _assemble(task: str, units: list[str], depth: float, key: str, value: str) -
 
 
 def _fit(count: Callable[[str], int], build: Callable[[int], dict], length: int, hint: int | None,
-         stream: _Stream | None = None) -> int:
+         stream: _Stream | None = None, counted: str = "tokens") -> int:
     """Largest n (number of haystack units) with count(build(n)["prompt"]) <= length.
 
     ``hint`` (the answer for a neighbouring depth) is checked first: usually one or two counts suffice.
@@ -167,7 +176,7 @@ def _fit(count: Callable[[str], int], build: Callable[[int], dict], length: int,
 
     if not fits(0):
         raise ValueError(f"length: {length} tokens is too short for the needle and query alone "
-                         f"({count(build(0)['prompt'])} tokens)")
+                         f"({count(build(0)['prompt'])} {counted})")
     if hint is None and stream is not None:
         hint = _guess(count, build, length, stream)
     lo, hi = 0, None  # invariant: fits(lo); hi is None or not fits(hi)
@@ -251,14 +260,21 @@ def _units_for(haystack: str, docs: Sequence[Any] | None) -> list[str]:
 
 def make_sample(task: str, count_tokens: Any, length: int, depth: float, sample: int = 0, seed: int = 0,
                 haystack: str = "repeat", docs: Sequence[Any] | None = None,
-                _units: list[str] | None = None, _hint: dict | None = None) -> Sample:
-    """One passkey (``task="passkey"``) or NIAH (``task="niah"``) prompt of at most ``length`` tokens."""
+                teacher_forced: bool = False, value: str | None = None, _units: list[str] | None = None,
+                _hint: dict | None = None) -> Sample:
+    """One passkey (``task="passkey"``) or NIAH (``task="niah"``) prompt of at most ``length`` tokens;
+    with ``teacher_forced``, prompt plus answer (:func:`teacher_forced_text`) is at most ``length``
+    tokens (``n_tokens`` stays the prompt's count). ``value``: the needle's value (the answer) instead
+    of a random number; keys (and the haystack) are drawn as without it, and the haystack is fitted with
+    this value in place (another value can tokenise to more tokens)."""
     if task not in TASKS:
         raise ValueError(f"task: {task!r} is not allowed; allowed: {', '.join(TASKS)}")
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
         raise ValueError(f"length: must be a positive integer, got {length!r}")
     if not 0.0 <= float(depth) <= 1.0:
         raise ValueError(f"depth: must be in [0, 1], got {depth!r}")
+    if value is not None and (not isinstance(value, str) or not value.strip() or value != value.strip()):
+        raise ValueError(f"value: must be a non-empty string without surrounding whitespace, got {value!r}")
     count = _counted(token_counter(count_tokens))
     units = _units if _units is not None else _units_for(haystack, docs)
     h_rng = random.Random(f"haystack:{seed}:{task}:{haystack}:{length}:{sample}")
@@ -267,24 +283,30 @@ def make_sample(task: str, count_tokens: Any, length: int, depth: float, sample:
     n_expected = 1 if task == "niah" else 2
     for _ in range(100):
         key = f"{rng.choice(_ADJ)}-{rng.choice(_NOUN)}"
-        value = str(rng.randrange(1_000_000, 10_000_000) if task == "niah"
-                    else rng.randrange(10_000, 100_000))
+        drawn = str(rng.randrange(1_000_000, 10_000_000) if task == "niah" else rng.randrange(10_000, 100_000))
+        answer = drawn if value is None else value
 
-        def build(n: int, key: str = key, value: str = value) -> dict:
-            return _assemble(task, stream.take(n), float(depth), key, value)
+        def build(n: int, key: str = key, answer: str = answer) -> dict:
+            return _assemble(task, stream.take(n), float(depth), key, answer)
+
+        def fitted(n: int, answer: str = answer) -> dict:  # the text whose tokens must fit
+            return {"prompt": teacher_forced_text(build(n)["prompt"], answer)}
 
         hint = _hint.get((length, sample)) if _hint is not None else None
-        n = _fit(count, build, length, hint, stream)
+        if teacher_forced:
+            n = _fit(count, fitted, length, hint, stream, "tokens with the answer")
+        else:
+            n = _fit(count, build, length, hint, stream)
         if _hint is not None:
             _hint[(length, sample)] = n
         out = build(n)
         prompt = out["prompt"]
-        if prompt.count(value) == n_expected and (task == "passkey" or prompt.count(key) == _NIAH_KEY_COUNT):
+        if prompt.count(answer) == n_expected and (task == "passkey" or prompt.count(key) == _NIAH_KEY_COUNT):
             break
     else:  # pragma: no cover - needs a haystack full of every candidate number
         raise ValueError("docs: could not place a needle whose answer is unique in this haystack")
-    return Sample(task=task, length=length, depth=float(depth), sample=sample, prompt=prompt, answer=value,
-                  key=key if task == "niah" else value, needle_span=out["answer_spans"][0],
+    return Sample(task=task, length=length, depth=float(depth), sample=sample, prompt=prompt, answer=answer,
+                  key=key if task == "niah" else answer, needle_span=out["answer_spans"][0],
                   answer_spans=out["answer_spans"], needle_sentence_span=out["needle_sentence_span"],
                   context_span=out["context_span"], depth_actual=out["depth_actual"],
                   n_tokens=count(prompt))
@@ -292,14 +314,15 @@ def make_sample(task: str, count_tokens: Any, length: int, depth: float, sample:
 
 def make_grid(task: str, count_tokens: Any, lengths: Sequence[int], depths: Sequence[float],
               samples: int, seed: int = 0, haystack: str = "repeat",
-              docs: Sequence[Any] | None = None) -> list[Sample]:
-    """Samples over lengths x depths x range(samples), in that nesting order (lengths outermost)."""
+              docs: Sequence[Any] | None = None, teacher_forced: bool = False) -> list[Sample]:
+    """Samples over lengths x depths x range(samples), in that nesting order (lengths outermost);
+    ``teacher_forced`` as in :func:`make_sample`."""
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples: must be a positive integer, got {samples!r}")
     count = token_counter(count_tokens)
     units = _units_for(haystack, docs)
     hint: dict = {}  # fitted haystack size per (length, sample), reused across depths
-    return [make_sample(task, count, length, depth, s, seed, haystack, None, units, hint)
+    return [make_sample(task, count, length, depth, s, seed, haystack, None, teacher_forced, None, units, hint)
             for length in lengths for depth in depths for s in range(samples)]
 
 

@@ -64,7 +64,7 @@ PROBES: dict[str, Probe] = {
         ("niah",), _P + "niah:run", makes_inputs=True, layers=False,
     ),
     "retrieval_heads": Probe(
-        P.RetrievalHeadParams, "2", "attention mass from the query onto the needle, per head",
+        P.RetrievalHeadParams, "3", "attention mass from the query onto the needle, per head",
         ("head_scores",), _P + "retrieval_heads:run", makes_inputs=True,
     ),
     "attention_rows": Probe(
@@ -80,7 +80,7 @@ PROBES: dict[str, Probe] = {
         "binned by distance", ("influence",), _P + "gradient_influence:run",
     ),
     "retrieval_probe": Probe(
-        P.RetrievalProbeParams, "1", "logistic-regression probe of the needle's class on each layer's last-token state",
+        P.RetrievalProbeParams, "2", "logistic-regression probe of the needle's class on each layer's last-token state",
         ("layer_probe",), _P + "retrieval_probe:run", makes_inputs=True,
     ),
     "qk_distance": Probe(

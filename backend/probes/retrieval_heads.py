@@ -1,6 +1,10 @@
 """retrieval_heads probe: per layer x head, how much the model retrieves the needle.
 
-For each synthetic sample the prompt is followed by the expected answer (teacher forcing). The
+For each synthetic sample the prompt is followed by the expected answer (teacher forcing). The haystack
+is fitted so that this whole sequence, prompt + " " + answer, has at most ``length`` tokens
+(``make_grid(..., teacher_forced=True)``): every sample of a length then runs at one sequence length
+bucket of the compiled GPU attention, whatever its seed or needle. The same prompts serve every
+metric (``authors`` feeds the prompt alone, a few tokens shorter). The
 *answer rows* are the positions whose next token is an answer token (the last prompt token and
 all but the last answer token). Needle tokens are the context tokens overlapping the needle
 value's character span(s).
@@ -25,9 +29,16 @@ import numpy as np
 import torch
 
 from backend.attention_probe import row_probs
+from backend.data.synthetic import Sample, make_grid, teacher_forced_text
 from backend.probes.context import ProbeContext
-from backend.probes.niah import samples_for
 from models.adapters import adapter_for
+
+
+def samples_for(ctx: ProbeContext) -> list[Sample]:
+    """The probe's samples: NIAH / passkey prompts whose teacher-forced sequence fits ``length``."""
+    p = ctx.params
+    return make_grid(p.task, ctx.lm.codec.count, list(p.lengths), list(p.depths), p.samples, seed=p.seed,
+                     haystack=p.haystack, docs=ctx.docs, teacher_forced=True)
 
 
 def needle_positions(offsets: list[tuple[int, int]], spans) -> list[int]:
@@ -59,7 +70,7 @@ def sample_scores(model, codec, prompt: str, answer: str, spans, metric: str, de
     """{layer: score per head} for one sample."""
     if metric == "authors":
         return sample_scores_authors(model, codec, prompt, answer, device)
-    enc = codec.encode(prompt + " " + answer)
+    enc = codec.encode(teacher_forced_text(prompt, answer))
     ids, offsets = enc.ids, enc.offsets
     start = len(prompt) + 1  # the answer's first character (after the separating space)
     first_answer = next(i for i, (a, b) in enumerate(offsets) if b > start and b > a)

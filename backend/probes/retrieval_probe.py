@@ -90,10 +90,12 @@ def prompts(ctx: ProbeContext, which: str) -> list[tuple[str, int]]:
     for k, value in enumerate(MAGIC[which]):
         for j in range(p.per_class):
             depth = (j + 0.5) / p.per_class
+            # the class's value is placed before the haystack is fitted: another value can tokenise to more
+            # tokens, and a prompt over ``length`` would run in the next length bucket of the compiled GPU
+            # attention (a recompile for new data)
             s = make_sample("niah", ctx.lm.codec.count, p.length, depth, sample=k * p.per_class + j, seed=p.seed,
-                            haystack=p.haystack, docs=ctx.docs)
-            prompt = s.prompt.replace(s.answer, value)  # same length: the needle's span is unchanged
-            out.append((prompt, k))
+                            haystack=p.haystack, docs=ctx.docs, value=value)
+            out.append((s.prompt, k))
     return out
 
 

@@ -155,7 +155,8 @@ def test_retrieval_heads_run_averages_samples_and_reports_recurrent_layers(tmp_p
     expected = {}
     with apply_ablation(model, "window[full]=64"):
         for depth in (0.2, 0.8):
-            s = make_sample("niah", codec.count, 400, depth, 0, seed=5)
+            s = make_sample("niah", codec.count, 400, depth, 0, seed=5, teacher_forced=True)
+            assert len(s.prompt + " " + s.answer) <= 400  # the probe's samples: the teacher-forced text fits
             for layer, v in reference_scores(model, s.prompt, s.answer, s.answer_spans, "mass").items():
                 expected[layer] = expected.get(layer, 0) + v / 2
     kinds = ["sliding_attention", "mamba2", "gated_deltanet", "full_attention"]
