@@ -69,7 +69,7 @@ def evaluator_keys(model: torch.nn.Module, wins: list[np.ndarray], trunc_len: in
     with attention_backend(model, "sdpa"), _autocast(device):
         nlls = _nll(model, wins, device, batch)
         for w, nll in zip(wins, nlls, strict=True):
-            short = short_logprobs(model, torch.tensor([w], device=device), trunc_len, stride)
+            short = short_logprobs(model, torch.from_numpy(np.asarray(w)[None]).to(device), trunc_len, stride)
             keys.append(np.flatnonzero(key_mask(-nll, short, ALPHA, BETA)).astype(np.int32))
     return keys
 
