@@ -68,13 +68,15 @@ def _load(ref: ModelRef, fp: str, device: torch.device) -> LoadedModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from backend.model_support import trust_remote_code
+        from backend.packed_weights import unpacked
 
         trust = trust_remote_code()
+        path = unpacked(ref.path, fp)  # the checkpoint itself unless its weights are xz-packed
         model = AutoModelForCausalLM.from_pretrained(
-            ref.path, local_files_only=True, trust_remote_code=trust, dtype=_dtype(device),
+            path, local_files_only=True, trust_remote_code=trust, dtype=_dtype(device),
             use_safetensors=None if pickle_allowed() else True,
         )
-        codec = HFCodec(AutoTokenizer.from_pretrained(ref.path, local_files_only=True, trust_remote_code=trust))
+        codec = HFCodec(AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust))
     model = model.to(device).eval()
     return LoadedModel(ref, model, codec, fp, device)
 

@@ -5,7 +5,8 @@ is a randomly initialised native model built on the fly from a layer pattern (le
 seed 0; for tests and the demo before the zoo exists); anything else must be a directory under
 one of the model roots (``HYBRIDSCOPE_MODEL_ROOTS``, ``os.pathsep``-separated), inside it once
 symlinks are resolved. Nothing is ever downloaded: a ref that is not on disk is an error. Weights are
-safetensors; pickle checkpoints (``.bin``/``.pt``...) only with ``HYBRIDSCOPE_ALLOW_PICKLE=1``.
+safetensors (or xz-packed safetensors, ``backend.packed_weights``); pickle checkpoints
+(``.bin``/``.pt``...) only with ``HYBRIDSCOPE_ALLOW_PICKLE=1``.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def check_weights(ref: str, path: Path) -> Path:
     """``path`` unless its weights are pickle files only (loading a pickle runs code) and the operator
     did not allow them."""
     names = [p.name for p in path.iterdir() if p.is_file()]
-    if any(n.endswith(SAFETENSORS) for n in names) or pickle_allowed():
+    if any(n.endswith((SAFETENSORS, SAFETENSORS + ".xz")) for n in names) or pickle_allowed():
         return path
     pickles = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
     if pickles:

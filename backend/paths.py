@@ -10,6 +10,8 @@ process) and nothing caches a stale copy:
   (``HYBRIDSCOPE_HOSTED=1``) ``<HYBRIDSCOPE_PERSISTENT_DIR>/hybridscope/store`` when that directory
   (default ``/data``, a Hugging Face Space's persistent storage) exists and is writable, else a user
   cache directory.
+* ``HYBRIDSCOPE_WEIGHTS_CACHE``: where xz-packed checkpoint weights are unpacked (``backend.packed_weights``);
+  default ``<persistent dir>/hybridscope/weights`` hosted, else a user cache directory.
 * ``HYBRIDSCOPE_MODEL_ROOTS``: ``os.pathsep``-separated directories holding user checkpoints.
 * ``HYBRIDSCOPE_DATA_ROOTS``: ``os.pathsep``-separated directories that ``file:`` datasets may be read
   from (see :func:`file_data_roots`).
@@ -71,6 +73,19 @@ def store_root() -> Path:
     return Path(user_cache_dir("hybridscope")) / "store"
 
 
+def weights_cache_root() -> Path:
+    """Unpacked copies of xz-packed checkpoints (``HYBRIDSCOPE_WEIGHTS_CACHE``; see store_root)."""
+    env = os.environ.get("HYBRIDSCOPE_WEIGHTS_CACHE")
+    if env:
+        return Path(env).expanduser()
+    persistent = persistent_dir()
+    if persistent is not None:
+        return persistent / "hybridscope" / "weights"
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("hybridscope")) / "weights"
+
+
 def model_roots() -> list[Path]:
     """Directories under which user checkpoints are looked up (``HYBRIDSCOPE_MODEL_ROOTS``)."""
     env = os.environ.get("HYBRIDSCOPE_MODEL_ROOTS", "")
@@ -112,5 +127,5 @@ def inside(path: Path, root: Path) -> Path | None:
 
 __all__ = [
     "REPO_ROOT", "bundled_data_root", "data_roots", "file_data_roots", "inside", "model_roots",
-    "persistent_dir", "precomputed_root", "precomputed_store", "store_root", "zoo_root",
+    "persistent_dir", "precomputed_root", "precomputed_store", "store_root", "weights_cache_root", "zoo_root",
 ]
