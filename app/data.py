@@ -90,6 +90,7 @@ def invalidate() -> None:
     _runs.clear()
     _known_models.clear()
     _model_info.clear()
+    _provenance.clear()
     _GEN.clear()
     reader().refresh()
 
@@ -253,8 +254,14 @@ def layer_types(run_id: str) -> list[str]:
 
 
 def provenance() -> str | None:
-    """A label when traces are not from trained models: synthetic (fake) or random-init tiny models."""
-    df = query("SELECT model, meta FROM runs")
+    """A label when traces are not from trained models: synthetic (fake) or random-init tiny models
+    (cached per store generation: every rerun shows it, and it reads every run's meta)."""
+    return _provenance(generation(), roots())
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _provenance(gen: str, roots_key: tuple[str, ...]) -> str | None:
+    df = _reader(roots_key).sql("SELECT model, meta FROM runs").to_pandas()
     if df.empty:
         return None
     if df["meta"].fillna("").str.contains('"fake":true').any():

@@ -7,6 +7,7 @@ lacks, page-only parameters, an unknown path), before the widgets, bound to it, 
 it. An old link's ``?view=niah`` is redirected to ``/niah`` with its other parameters. After the page
 rendered, :func:`app.jobs.watch` shows and waits for the session's running computations (progress,
 Cancel); :func:`app.jobs.guard` cancels them when the script run is stopped (the tab closed).
+:func:`app.heap.freeze` keeps Streamlit's garbage collection after each run to what the run allocated.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/, not the 
 
 import streamlit as st  # noqa: E402
 
-from app import data, defaults, jobs, links, run_panel, state  # noqa: E402
+from app import data, defaults, heap, jobs, links, run_panel, state  # noqa: E402
 from app.state import VIEWS  # noqa: E402
 
 VIEWS_DIR = Path(__file__).resolve().parent / "views"  # absolute: a test entry script may run this file
@@ -53,6 +54,7 @@ def sidebar(vs: state.ViewState):
 
 
 def main() -> None:
+    heap.freeze()  # Streamlit's collection after this run then scans only what the run allocates
     st.set_page_config(page_title="HybridScope", page_icon="🔭", layout="wide")
     pages = {
         name: st.Page(VIEWS_DIR / f"{name}.py", title=title, url_path=name, default=name == "overview")

@@ -192,6 +192,10 @@ def missing(
 # sidebar
 # ---------------------------------------------------------------------------------------------
 SAME = "(same as A)"
+# Keys of the sidebar's two expanders (their open state). Their content is drawn only while open, so a
+# rerun (a view switch) neither builds nor sends the editor's and the parameters' widgets; the probe and
+# dataset pickers are drawn always: they are bound to the URL, which drops a bound widget not drawn.
+EDITOR_OPEN, COMPUTE_OPEN = "x_editor", "x_compute"
 
 
 def render(vs: ViewState) -> None:
@@ -218,10 +222,13 @@ def render(vs: ViewState) -> None:
             **state.bind("abl_b", from_widget=str.strip),
         )
         state.show_error("w_abl_b")
-    with st.expander("Ablation editor"):
-        editor(vs)
-    with st.expander("Compute a run"):
-        compute_form(vs)
+    editor_box = st.expander("Ablation editor", key=EDITOR_OPEN, on_change="rerun")
+    if editor_box.open:  # drawn only while open: its widgets hold nothing the URL needs
+        with editor_box:
+            editor(vs)
+    compute_box = st.expander("Compute a run", key=COMPUTE_OPEN, on_change="rerun")
+    with compute_box:
+        compute_form(vs, full=bool(compute_box.open))
 
 
 def _segment(field: str) -> str:
@@ -312,7 +319,9 @@ def defaults_text(probe: str) -> str:
     return f"Defaults for {probe}: dataset {data_ref}; parameters {params}."
 
 
-def compute_form(vs: ViewState) -> None:
+def compute_form(vs: ViewState, full: bool = True) -> None:
+    """The probe and dataset pickers; with ``full`` (the expander is open) also the probe's parameters,
+    the limits and the Run buttons."""
     st.selectbox(
         "Probe",
         [None, *RUN_PROBES],
@@ -330,6 +339,8 @@ def compute_form(vs: ViewState) -> None:
         on_change=_data_changed,
         **state.bound("data"),
     )
+    if not full:
+        return
     st.caption(defaults_text(probe))
     model_cls = PROBES[probe].params
     base = defaults.params_for(probe)

@@ -421,8 +421,18 @@ def write(state: ViewState) -> None:
 
 
 def url_state() -> ViewState:
-    """The state right now (in callbacks: including changes made earlier in this callback)."""
-    return with_widgets(parse(query(), current().view)[0])
+    """The state right now (in callbacks: including changes made earlier in this callback).
+
+    A custom field missing from the URL is the current state's: a navigation click drops the custom
+    fields from the URL (the browser keeps the bound ones only) until :func:`load` restores them, and a
+    callback that runs with that click (a widget of the page being left reporting its value) must not
+    clear them. Every other change of a custom field goes through :func:`write`, URL and state alike."""
+    raw = query()
+    state = parse(raw, current().view)[0]
+    cur = st.session_state.get(CURRENT)
+    if cur is not None:
+        state = replace(state, **{f: getattr(cur, f) for f in CUSTOM if f not in raw})
+    return with_widgets(state)
 
 
 def current() -> ViewState:

@@ -136,19 +136,23 @@ def open_once(ctx, url: str, header: str, n_charts: int, extra: str | None) -> f
     return dt
 
 
-def switch_times(ctx, url: str, targets: list[tuple[str, str, int]], repeats: int) -> list[float]:
-    """Click the sidebar navigation link of each target in turn; the first round is a warm-up."""
+def switch_times(ctx, url: str, targets: list[tuple[str, str, int, str | None]], repeats: int) -> list[float]:
+    """Click the sidebar navigation link of each target in turn; the first round is a warm-up. After
+    each switch (outside the timing) the target's ``check`` text must be on the page: the view kept the
+    link's state (B's ablation), so every switch measures the same page."""
     page = ctx.new_page()
     page.goto(url)
     wait_rendered(page, targets[-1][1], targets[-1][2])
     out = []
     for i in range(repeats + 1):
-        for label, header, n in targets:
+        for label, header, n, check in targets:
             t0 = time.perf_counter()
             page.get_by_test_id("stSidebarNav").get_by_role("link", name=label).click()
             wait_rendered(page, header, n)
             if i:
                 out.append(time.perf_counter() - t0)
+            if check and not page.get_by_text(check, exact=False).count():
+                raise RuntimeError(f"after switch {len(out)} to {label}: {check!r} is not on the page")
     page.close()
     return out
 
@@ -159,11 +163,12 @@ def measure(browser, base: str, app: bool, repeats: int) -> dict[str, float | li
         link = f"{base}/token_loss?model=zoo%2Fswa64&cmp=true&abl_b=rf%5Bfull%5D%3D64&doc=3"
         args = ("Per-token loss", 1, ".hs-tokens")
         urls = [f"{link}&start={512 * i}" for i in range(repeats + 1)]
-        targets = [("NIAH", "Needle in a haystack", 3), ("Per-token loss", "Per-token loss", 1)]
+        targets = [("NIAH", "Needle in a haystack", 3, "[rf[full]=64]: "),  # B's failures expander label
+                   ("Per-token loss", "Per-token loss", 1, "B bench-tl-1")]  # the runs caption
     else:
         args = ("Baseline A", 1, None)
         urls = [f"{base}/?i={i}" for i in range(repeats + 1)]
-        targets = [("Baseline B", "Baseline B", 1), ("Baseline A", "Baseline A", 1)]
+        targets = [("Baseline B", "Baseline B", 1, None), ("Baseline A", "Baseline A", 1, None)]
     cold = open_once(ctx, urls[0], *args)
     opens = [open_once(ctx, u, *args) for u in urls[1:]]
     switches = switch_times(ctx, urls[0], targets, repeats)

@@ -50,9 +50,12 @@ def render(vs: ViewState) -> None:
             (side.run_id,),
             max_rows=1000,
         )
-        with st.expander(f"{side.name}: {len(fails)} failed samples"):
-            st.dataframe(fails, hide_index=True, width="stretch")
-            charts.table_downloads(fails, f"niah failures {side.label}")
+        box = st.expander(f"{side.name}: {len(fails)} failed samples", key=f"niah-fails-{side.label}",
+                          on_change="rerun")
+        if box.open:  # the table is drawn only while open (a closed one still costs the browser a grid)
+            with box:
+                st.dataframe(fails, hide_index=True, width="stretch")
+                charts.table_downloads(fails, f"niah failures {side.label}")
 
 
 if __name__ == "__main__":  # run as a page by st.navigation

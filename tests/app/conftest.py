@@ -119,6 +119,16 @@ def run_app(page: str = "overview", **query: str | list[str]):
     return at
 
 
+def open_panel(at, *keys: str):
+    """``at`` rerun with the sidebar expanders ``keys`` open (``app.run_panel.EDITOR_OPEN`` /
+    ``COMPUTE_OPEN``: their content is drawn only while open), as a click on each would."""
+    for key in keys:
+        at.session_state[key] = True
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
 def link(at) -> dict[str, str | list[str]]:
     """The query of the sidebar permalink (AppTest has no browser to write bound widgets into its URL;
     the permalink is what the app says the URL is), as ``at.query_params`` shows a query: a repeated

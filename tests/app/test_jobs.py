@@ -8,10 +8,11 @@ import time
 import pytest
 
 from app import jobs
+from app.run_panel import COMPUTE_OPEN
 from backend.client import Cancelled, RunFailed
 from backend.limits import cpu_limits, limits_for
 from backend.spec import RunSpec
-from tests.app.conftest import charts, run_app, texts
+from tests.app.conftest import charts, open_panel, run_app, texts
 from tests.app.test_run_panel import plain
 
 SPEC = RunSpec.build(model="tiny/SSSF", probe="niah")
@@ -130,7 +131,7 @@ def test_hosted_dashboard_shows_its_caps_and_refuses_file_data(empty_store, env,
     monkeypatch.setenv("HYBRIDSCOPE_HOSTED", "1")
     monkeypatch.setenv("HYBRIDSCOPE_ALLOW_FILE_DATA", "1")  # even when links may name file: data
     (tmp_path / "docs.txt").write_text("hello world " * 50)
-    at = run_app("token_loss", data=f"file:{tmp_path / 'docs.txt'}")
+    at = open_panel(run_app("token_loss", data=f"file:{tmp_path / 'docs.txt'}"), COMPUTE_OPEN)
     infos = [plain(i) for i in texts(at.sidebar, "info")]
     assert ("Hosted demo: runs of at most 4096 tokens and 4 documents, 1 run at a time per browser tab, "
             "300 s each; file: datasets are off.") in infos, infos

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from app.run_panel import combine, over_limits
+from app.run_panel import COMPUTE_OPEN, EDITOR_OPEN, combine, over_limits
 from backend.spec import RunSpec
-from tests.app.conftest import charts, link, run_app, texts
+from tests.app.conftest import charts, link, open_panel, run_app, texts
 
 
 def plain(text: str) -> str:
@@ -39,7 +39,7 @@ def test_failed_run_is_reported(empty_store, env):
 
 def test_runs_above_the_cpu_limits_are_refused_with_the_limits(empty_store, env, monkeypatch):
     monkeypatch.setenv("HYBRIDSCOPE_MAX_TOKENS", "1000")
-    at = run_app("token_loss", params="max_tokens=4096")
+    at = open_panel(run_app("token_loss", params="max_tokens=4096"), COMPUTE_OPEN)
     errors = [plain(e) for e in texts(at, "error")]
     assert any(
         "Cannot compute it here: 4096 tokens asked, at most 1000 allowed" in e
@@ -67,7 +67,7 @@ def test_over_limits_counts_tokens_lengths_and_docs():
 
 
 def test_ablation_editor_adds_replaces_and_clears(store):
-    at = run_app("longppl")
+    at = open_panel(run_app("longppl"), EDITOR_OPEN)
     at.selectbox(key="ed_field").select("rf").run()
     at.selectbox(key="ed_sel").select("full").run()
     at.number_input(key="ed_rf").set_value(512).run()
@@ -97,7 +97,7 @@ def test_bad_ablation_text_keeps_the_input_and_the_url(store):
 
 
 def test_probe_params_widgets_write_canonical_params(store):
-    at = run_app("token_loss")
+    at = open_panel(run_app("token_loss"), COMPUTE_OPEN)
     at.number_input(key="p_token_loss_max_tokens").set_value(2048).run()
     assert at.query_params["params"] == "max_tokens=2048"
     at.number_input(key="p_token_loss_n_docs").set_value(2).run()
@@ -146,7 +146,7 @@ def test_a_submitted_run_id_is_the_run_shown(own_store, monkeypatch):
             assert spec.canonical() == {"model": "zoo/swa64", "probe": "niah"}
             return older
 
-    at = run_app("niah", model="zoo/swa64")
+    at = open_panel(run_app("niah", model="zoo/swa64"), COMPUTE_OPEN)
     assert f"niah run: A `{newer}`" in [plain(c) for c in texts(at, "caption")]
     monkeypatch.setattr(run_panel, "CLIENT_FACTORY", Cached)
     at.button(key="run-A").click().run()
@@ -163,6 +163,21 @@ def test_a_failed_run_of_the_spec_reports_its_error(empty_store):
     warnings = [plain(w) for w in texts(at, "warning")]
     assert any("The last niah run for **A**: zoo/swa64 failed: CUDA out of memory" in w for w in warnings), warnings
     assert at.button(key="compute-niah-A") is not None  # and it can be computed again
+
+
+def test_closed_panels_draw_no_content_but_keep_the_bound_pickers(store):
+    """The editor and the parameters are drawn only while their expander is open (a rerun builds and
+    sends none of their widgets); the probe and dataset pickers, bound to the URL, are drawn always."""
+    at = run_app("niah", probe="token_loss", data="zoo:val", params="max_tokens=2048")
+    keys = {w.key for kind in ("selectbox", "text_input", "number_input", "button", "radio")
+            for w in getattr(at.sidebar, kind)}
+    assert {"probe", "data", "model", "w_abl"} <= keys
+    assert not {k for k in keys if k.startswith(("ed_", "p_", "run-"))}, keys
+    assert link(at) == {"model": "zoo/gdn", "data": "zoo:val", "probe": "token_loss", "params": "max_tokens=2048"}
+    at = open_panel(at, EDITOR_OPEN, COMPUTE_OPEN)
+    assert at.number_input(key="p_token_loss_max_tokens").value == 2048
+    assert at.selectbox(key="ed_field") is not None and at.button(key="run-A") is not None
+    assert link(at)["params"] == "max_tokens=2048"
 
 
 def test_probe_and_dataset_pickers_write_only_choices_that_differ_from_the_defaults(store):

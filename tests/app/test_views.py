@@ -8,8 +8,9 @@ from urllib.parse import urlencode
 
 import pytest
 
+from app.run_panel import COMPUTE_OPEN
 from app.state import VIEW_PROBE
-from tests.app.conftest import charts, link, run_app, texts
+from tests.app.conftest import charts, link, open_panel, run_app, texts
 
 VIEW_HEADERS = {
     "overview": "What each layer does at long context",
@@ -43,7 +44,7 @@ def test_every_view_renders(store, view):
 
 
 def test_plain_widgets_use_streamlits_binding_and_the_text_forms_do_not(store):
-    at = run_app("retrieval_heads", model="zoo/swa64", cmp="true", layer="3")
+    at = open_panel(run_app("retrieval_heads", model="zoo/swa64", cmp="true", layer="3"), COMPUTE_OPEN)
     for kind, key in [("selectbox", "model"), ("toggle", "cmp"), ("selectbox", "model_b"), ("selectbox", "probe"),
                       ("selectbox", "data"), ("selectbox", "layer"), ("selectbox", "head")]:
         assert getattr(at, kind)(key=key).proto.query_param_key == key, key
@@ -72,6 +73,42 @@ def test_navigation_keeps_the_state(store):
     click_nav(at, "overview")
     assert link(at) == {"model": "zoo/swa64", "abl": "rf[full]=64", "cmp": "true"}
     assert texts(at, "header") == [VIEW_HEADERS["overview"]]
+
+
+def test_a_callback_in_the_rerun_of_a_navigation_click_keeps_the_other_custom_fields(store):
+    """The browser drops the custom fields from the URL of a navigation click; a widget callback that
+    runs with the click (here: Ablation A edited) changes its own field only, the others (abl_b) stay."""
+    at = run_app("token_loss", model="zoo/swa64", cmp="true", abl_b="rf[full]=64")
+    at.text_input(key="w_abl").input("rf[full]=64")
+    click_nav(at, "niah")
+    assert not at.exception and at.warning.len == 0
+    assert link(at) == {"model": "zoo/swa64", "abl": "rf[full]=64", "cmp": "true", "abl_b": "rf[full]=64"}
+    assert at.query_params == {"abl": "rf[full]=64", "abl_b": "rf[full]=64"}
+    captions = texts(at, "caption")
+    assert any(c.startswith("niah runs: A ") and ", B " in c for c in captions), captions
+
+
+def test_the_sidebar_says_when_traces_are_synthetic(store):
+    at = run_app("niah")
+    assert any("Some traces here are synthetic" in c for c in texts(at.sidebar, "caption"))
+
+
+def test_no_provenance_note_on_an_empty_store(empty_store):
+    at = run_app("niah")
+    assert not any(c.startswith("⚠️") for c in texts(at.sidebar, "caption"))
+
+
+def test_niah_failure_tables_are_drawn_only_when_opened(store):
+    at = run_app("niah", model="zoo/swa64", cmp="true")
+    labels = [e.label for e in at.expander]
+    fails = [lab for lab in labels if lab.endswith("failed samples")]
+    assert len(fails) == 2 and at.dataframe.len == 0  # closed: no table built or sent
+    at.session_state["niah-fails-A"] = True
+    at.run()
+    assert at.dataframe.len == 1
+    n = int(fails[0].split(": ")[-1].split()[0])
+    table = at.dataframe[0].value
+    assert len(table) == n and list(table.columns) == ["length", "depth", "sample", "expected", "predicted"]
 
 
 @pytest.mark.parametrize(
