@@ -78,7 +78,14 @@ def _parser() -> argparse.ArgumentParser:
                    "with zoo.precompute.dashboard_defaults of the seven variants")
     e = sub.add_parser("longeval", help="LongPPL/PPL over training on the long held-out split (zoo.longeval)")
     e.add_argument("--data", required=True, type=Path, help="a site build-data directory (longeval split)")
-    e.add_argument("--roots", required=True, type=Path, nargs="+", help="train-all --out directories")
+    e.add_argument("--roots", type=Path, nargs="+", help="train-all --out directories (or --models)")
+    e.add_argument("--models", type=Path, nargs="+", help="finding 2: score these model directories (final "
+                   "exports, keyed by directory name) unrestricted and restricted (--restrict-ks)")
+    e.add_argument("--restrict-ks", type=int, nargs="+", default=None,
+                   help="--models: receptive fields k of the restricted layer groups (e.g. 256)")
+    e.add_argument("--restrict", nargs="+", choices=("full", "efficient"), default=["full", "efficient"],
+                   help="--models: the layer groups restricted to each k (default both)")
+    e.add_argument("--batch", type=int, default=8, help="--models: windows per forward")
     e.add_argument("--out", required=True, type=Path, help="longeval.json (merged with an earlier one)")
     e.add_argument("--evaluator", type=Path, help="the model directory whose key tokens are used")
     e.add_argument("--keys", type=Path, help="key tokens of an earlier call (--keys-out) instead")
@@ -153,10 +160,26 @@ def _run(args: argparse.Namespace) -> dict:
             text = json.dumps(dashboard_defaults(list(NAMES), PrecomputeConfig()), indent=1) + "\n"
             args.dashboard.write_text(text, encoding="utf-8")
             summary["dashboard"] = str(args.dashboard)
+    elif args.cmd == "longeval" and args.models:
+        from zoo.longeval import run_restricted
+        from zoo.train import pick_device
+
+        if args.roots or not args.restrict_ks:
+            raise ValueError("longeval: --models takes --restrict-ks and no --roots")
+        r = run_restricted(args.data, args.models, args.out, args.restrict_ks, args.restrict, args.keys,
+                           args.evaluator, args.seq_len, args.trunc_len, args.stride, pick_device(args.device),
+                           args.linear_backend, args.max_windows, args.batch)
+        summary = {"n_key": r["n_key"], "windows": r["windows"], "models": {
+            name: {"unrestricted": round(m["unrestricted"]["longppl"] or float("nan"), 4),
+                   **{f"{g}@{k}": round(x["longppl_ratio"] or float("nan"), 4)
+                      for g, ks in m["restricted"].items() for k, x in ks.items()}}
+            for name, m in r["models"].items()}}
     elif args.cmd == "longeval":
         from zoo.longeval import run
         from zoo.train import pick_device
 
+        if not args.roots or args.restrict_ks:
+            raise ValueError("longeval: pass --roots (checkpoints over training) or --models with --restrict-ks")
         r = run(args.data, args.roots, args.out, args.evaluator, args.keys, args.keys_out, args.seq_len,
                 args.trunc_len, args.stride, pick_device(args.device), args.linear_backend, args.max_windows)
         summary = {"n_key": r["n_key"], "windows": r["windows"], "keys_sha256": r["keys_sha256"],

@@ -13,6 +13,28 @@ evaluation checkpoint of every variant under the train-all roots (``runs/<v>/che
 bf16 exports) and the final export (``zoo/<v>``), so each variant gets a LongPPL curve over training
 even though the evaluator finishes training with it, not before it. ``--keys`` reuses the key tokens
 of an earlier call (``--keys-out``), so later rounds score on exactly the same tokens.
+
+Finding 2 (receptive-field restriction, :func:`score_restricted` / :func:`run_restricted`)::
+
+    python -m zoo longeval --data SITE --models DIR... --keys keys.npz --restrict-ks 256 \
+        [--restrict full efficient] [--max-windows N] --out restrict.json
+
+scores the named model directories (final exports; each keyed by its directory name) unrestricted and
+with the *full-attention* layers, or the *efficient* layers (SWA and recurrent), restricted to a receptive
+field of k tokens, for every k of ``--restrict-ks``. The restriction is the ablation engine's, exactly as
+the sweep probe applies it (``backend.probes.sweep.groups``: ``Ablation(receptive_field={<layers>: k})``
+through ``models.apply.apply_ablation``): an attention layer runs with window min(native window, k), a
+recurrent layer with its state restarted so that nothing older than k tokens reaches its output. A
+group the model lacks (``full`` has no efficient layers) is left out of its record. Windows: the first
+``--max-windows`` of the split (all by default) with their key tokens from ``--keys`` (which must cover
+every window of the split; sliced to the first N) or, with ``--evaluator``, key tokens found on them.
+The output JSON: the keys' meta, ``windows`` / ``n_key`` actually used, ``ks``, ``restrict`` and
+``models.<name>`` = {path, layer_types, groups (the selectors of each group), unrestricted: {ppl,
+longppl, n_key, n_targets, seconds}, restricted: {group: {str(k): {the same, ablation (text form),
+longppl_ratio, ppl_ratio (restricted / unrestricted), noop}}}}; it is rewritten after every model.
+A restriction whose resolved plans are the unrestricted ones (``backend.ablation_match.same_effect``: an
+SWA-128 layer restricted to 256 keeps its window 128) is not run again: it gets the unrestricted numbers
+and ``noop: true``.
 """
 
 from __future__ import annotations
@@ -76,10 +98,13 @@ def evaluator_keys(model: torch.nn.Module, wins: list[np.ndarray], trunc_len: in
 
 @torch.no_grad()
 def score(model: torch.nn.Module, wins: list[np.ndarray], keys: list[np.ndarray], device: torch.device,
-          batch: int = 8) -> dict[str, Any]:
-    """{ppl, longppl, n_key, n_targets} of ``model`` on the windows and the evaluator's key tokens."""
+          batch: int = 8, ablation: Any = None) -> dict[str, Any]:
+    """{ppl, longppl, n_key, n_targets} of ``model`` on the windows and the evaluator's key tokens, with
+    ``ablation`` (a :class:`models.ablation.Ablation`, its text form, or None) applied."""
+    from models.apply import apply_ablation
+
     model.eval()
-    with attention_backend(model, "sdpa"), _autocast(device):
+    with attention_backend(model, "sdpa"), _autocast(device), apply_ablation(model, ablation):
         nlls = _nll(model, wins, device, batch)
     total = sum(float(n.sum()) for n in nlls)
     n_targets = sum(len(n) for n in nlls)
@@ -87,6 +112,44 @@ def score(model: torch.nn.Module, wins: list[np.ndarray], keys: list[np.ndarray]
     n_key = sum(len(k) for k in keys)
     return {"ppl": math.exp(total / n_targets), "longppl": math.exp(key_sum / n_key) if n_key else None,
             "n_key": n_key, "n_targets": n_targets}
+
+
+GROUPS = ("full", "efficient")
+
+
+def restriction_groups(model: torch.nn.Module) -> dict[str, list[str]]:
+    """group ("full" / "efficient") -> the receptive-field selectors of its layers (empty: no such layer),
+    exactly the sweep probe's groups."""
+    from backend.probes.sweep import groups
+    from models.adapters import adapter_for
+
+    return groups(adapter_for(model).info())
+
+
+def restriction(model: torch.nn.Module, group: str, k: int):
+    """The :class:`models.ablation.Ablation` restricting ``group``'s layers of ``model`` to receptive field
+    ``k`` (the sweep probe's ``rf[<layers>]=k``), or None when the model has no such layer."""
+    from models.ablation import Ablation
+
+    if group not in GROUPS:
+        raise ValueError(f"restrict: {group!r} is not a layer group; allowed: {', '.join(GROUPS)}")
+    selectors = restriction_groups(model)[group]
+    return Ablation(receptive_field=dict.fromkeys(selectors, k)) if selectors else None
+
+
+def score_restricted(model: torch.nn.Module, wins: list[np.ndarray], keys: list[np.ndarray],
+                     device: torch.device, group: str | None, k: int | None, batch: int = 8) -> dict[str, Any]:
+    """:func:`score` with ``group``'s layers restricted to receptive field ``k`` (``group`` None:
+    unrestricted); adds ``ablation`` (the text form; "" unrestricted). ValueError when the model has
+    no layer of ``group``."""
+    ab = None
+    if group is not None:
+        if k is None:
+            raise ValueError("restrict: a layer group needs a receptive field k")
+        ab = restriction(model, group, k)
+        if ab is None:
+            raise ValueError(f"restrict: the model has no {group} layers ({', '.join(model.config.layer_types)})")
+    return {**score(model, wins, keys, device, batch, ablation=ab), "ablation": ab.to_text() if ab else ""}
 
 
 def keys_sha256(keys: list[np.ndarray]) -> str:
@@ -180,4 +243,83 @@ def run(data: Path, roots: list[Path], out: Path, evaluator: Path | None, keys_i
             result["variants"][v] = recs
     result["seconds"] = round(time.perf_counter() - t0, 1)
     out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    return result
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def run_restricted(data: Path, models: list[Path], out: Path, ks: list[int], restrict: list[str],
+                   keys_in: Path | None, evaluator: Path | None, seq_len: int, trunc_len: int, stride: int,
+                   device: torch.device, linear_backend: str, max_windows: int | None = None,
+                   batch: int = 8) -> dict:
+    """Finding 2: every model of ``models`` unrestricted and with each group of ``restrict`` restricted to
+    each k of ``ks`` (see the module docstring for the output); writes ``out`` after every model."""
+    from backend.ablation_match import same_effect
+    from models.ablation import Ablation
+    from models.adapters import adapter_for
+
+    t0 = time.perf_counter()
+    bad = [g for g in restrict if g not in GROUPS]
+    if bad or not restrict:
+        raise ValueError(f"restrict: {bad or restrict!r}; allowed: one or more of {', '.join(GROUPS)}")
+    if not ks or any(k < 1 for k in ks):
+        raise ValueError(f"restrict-ks: {ks!r}; allowed: one or more integers >= 1")
+    names = [Path(m).name for m in models]
+    if len(set(names)) != len(names):
+        raise ValueError(f"models: directory names must be distinct (they key the output): {names}")
+    wins = windows(data, seq_len, max_windows)
+    if keys_in is not None:
+        keys, meta = load_keys(keys_in)
+        n_all = len(windows(data, seq_len))
+        if len(keys) != n_all or meta.get("seq_len", seq_len) != seq_len:
+            raise ValueError(f"keys: {keys_in} has {len(keys)} windows of {meta.get('seq_len')} tokens, the data "
+                             f"{n_all} of {seq_len}")
+        keys = keys[: len(wins)]
+        meta = {**meta, "keys": str(keys_in), "windows_total": n_all}
+    elif evaluator is not None:
+        ev = load_model(evaluator, device, linear_backend)
+        keys = evaluator_keys(ev, wins, trunc_len, stride, device)
+        meta = {"evaluator": str(evaluator), "trunc_len": trunc_len, "stride": stride, "seq_len": seq_len,
+                "alpha": ALPHA, "beta": BETA}
+        del ev
+    else:
+        raise ValueError("keys: pass --keys (an earlier call's key tokens) or --evaluator")
+    result: dict[str, Any] = {**meta, "data": str(data), "windows": len(wins),
+                              "keys_sha256_used": keys_sha256(keys), "n_key": int(sum(len(k) for k in keys)),
+                              "ks": list(ks), "restrict": list(restrict), "device": str(device),
+                              "linear_backend": linear_backend, "models": {}}
+    for path, name in zip(models, names, strict=True):
+        m = load_model(Path(path), device, linear_backend)
+        groups = restriction_groups(m)
+        info = adapter_for(m).info()
+        t = time.perf_counter()
+        base = score_restricted(m, wins, keys, device, None, None, batch)
+        base["seconds"] = round(time.perf_counter() - t, 1)
+        rec: dict[str, Any] = {"path": str(path), "layer_types": list(m.config.layer_types), "groups": groups,
+                               "unrestricted": base, "restricted": {}}
+        print(f"[longeval] {name} unrestricted: ppl {base['ppl']:.4f} longppl {base['longppl']} "
+              f"({base['seconds']} s)", flush=True)
+        for g in restrict:
+            if not groups[g]:
+                print(f"[longeval] {name}: no {g} layers, skipped", flush=True)
+                continue
+            rec["restricted"][g] = {}
+            for k in ks:
+                t = time.perf_counter()
+                ab = restriction(m, g, k)
+                if same_effect(ab, Ablation(), info):  # e.g. SWA-128 layers restricted to 256: same plans
+                    r = {**base, "ablation": ab.to_text(), "noop": True}
+                else:
+                    r = {**score_restricted(m, wins, keys, device, g, k, batch), "noop": False}
+                r.update(seconds=round(time.perf_counter() - t, 1), longppl_ratio=_ratio(r["longppl"], base["longppl"]),
+                         ppl_ratio=_ratio(r["ppl"], base["ppl"]))
+                rec["restricted"][g][str(k)] = r
+                print(f"[longeval] {name} {r['ablation']}: ppl {r['ppl']:.4f} (x{r['ppl_ratio']:.4f}) longppl "
+                      f"{r['longppl']} (x{r['longppl_ratio']}) ({r['seconds']} s)", flush=True)
+        result["models"][name] = rec
+        del m
+        result["seconds"] = round(time.perf_counter() - t0, 1)
+        out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     return result
