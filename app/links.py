@@ -11,7 +11,8 @@ and falls back to its default; main.py then redirects once to the corrected link
 * **page-only parameters** (:data:`app.state.PAGE_FIELDS`) belong to one page and are checked against
   that page's probe: ``layer`` / ``head`` (Retrieval heads) against model A's layer layout (the layer
   must exist and have attention heads, the head must exist in it), ``doc`` / ``start`` (Per-token loss)
-  against the token_loss parameters of the view (``n_docs``, ``max_tokens``). On any other page such a
+  against the token_loss parameters of the view (``n_docs``, ``max_tokens``); ``scale`` (the Retrieval
+  heads maps' colour scale) needs no data, its parser checks it. On any other page such a
   parameter does nothing, and is ignored with a warning.
 * **unknown paths**: Streamlit runs the Overview for a path that is no page; :func:`unknown_page` names
   that path, :func:`check` warns about it, and the redirect puts the Overview's path in the link.

@@ -2,7 +2,7 @@
 
 The page path is the view (``/niah``); the query holds the rest, only non-default values, in two kinds:
 
-* **Bound** (:data:`BOUND`: model, cmp, model_b, data, probe, doc, start, layer, head, models): each is
+* **Bound** (:data:`BOUND`: model, cmp, model_b, data, probe, doc, start, layer, head, scale, models): each is
   a plain widget with ``key`` = the parameter name and Streamlit's own ``bind="query-params"``
   (:func:`bound`). Streamlit seeds the widget from the URL, the browser writes the user's changes into
   the URL, and a value equal to the widget's default leaves the URL. What the binding cannot do is our
@@ -71,6 +71,7 @@ BUILTIN_DATA = ("zoo:test", "zoo:val", "stdlib")
 MAX_VALUE_LEN = 512
 MAX_INT = {"doc": 1_000_000, "start": 1 << 20, "layer": 4095, "head": 4095}
 MAX_MODELS = 16
+SCALES = ("shared", "per-map")  # colour scale of the retrieval-head maps: one for every map, or one per map
 _UINT = re.compile(r"[0-9]{1,9}")  # ASCII digits only (\d also takes "１２")
 
 
@@ -91,6 +92,7 @@ class ViewState:
     start: int = 0  # first token shown in the per-token view
     layer: int | None = None
     head: int | None = None
+    scale: str = SCALES[0]  # retrieval-head maps: "shared" colour scale, or "per-map"
     models: tuple[str, ...] = ()  # model filter of the comparison views (empty = all)
 
     @property
@@ -111,6 +113,7 @@ PAGE_FIELDS = {  # bound widgets that live on one page (the others are in the si
     "start": ("token_loss",),
     "layer": ("retrieval_heads",),
     "head": ("retrieval_heads",),
+    "scale": ("retrieval_heads",),
     "models": ("longppl", "runs"),
 }
 
@@ -188,6 +191,12 @@ def _probe(raw: str) -> str:
     return raw
 
 
+def _scale(raw: str) -> str:
+    if raw not in SCALES:
+        raise ValueError(f"must be one of {', '.join(SCALES)}")
+    return raw
+
+
 def _models(raw: str | list[str]) -> tuple[str, ...]:
     """Repeated parameters (``models=a&models=b``, what the bound multiselect writes) or an old link's
     ``a|b``."""
@@ -211,6 +220,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "start": _uint("start"),
     "layer": _uint("layer"),
     "head": _uint("head"),
+    "scale": _scale,
     "models": _models,
 }
 
@@ -511,7 +521,7 @@ def show_error(key: str) -> None:
 
 
 __all__ = [
-    "BOUND", "CUSTOM", "DEFAULT", "FIELDS", "VIEWS", "VIEW_PROBE", "ViewState", "bind", "bind_value", "bound",
+    "BOUND", "CUSTOM", "DEFAULT", "FIELDS", "SCALES", "VIEWS", "VIEW_PROBE", "ViewState", "bind", "bind_value", "bound",
     "current", "encode", "fallback", "format_params", "ignored", "load", "parse", "parse_params", "update",
     "with_changes", "write",
 ]

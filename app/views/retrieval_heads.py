@@ -1,6 +1,7 @@
 """Retrieval heads: layer x head map of attention mass on the needle, one lane per layer type (layers
 without attention shown as such, never as zeros); a selected head shows its attention rows (top keys
-over the long context) and entropy."""
+over the long context) and entropy. The maps' colour scale starts at chance level and is shared by every
+map (default) or, with ``scale=per-map`` in the link, each map's own."""
 
 from __future__ import annotations
 
@@ -34,6 +35,16 @@ def shared_max(maps: list[pd.DataFrame]) -> float:
     shown = [float(d["score"].max()) for d in maps if d["score"].notna().any()]
     store_top = float(df["top"].iloc[0]) if not df.empty and pd.notna(df["top"].iloc[0]) else 0.0
     return max([store_top, *shown]) or 1.0
+
+
+def map_tops(maps: dict[str, pd.DataFrame], scale: str) -> dict[str, float]:
+    """The brightest value of each map's colour scale: with ``scale="shared"`` the same for every map
+    (:func:`shared_max`), with ``"per-map"`` the map's own strongest head (1.0 for a map without scores)."""
+    if scale != "per-map":
+        top = shared_max(list(maps.values()))
+        return dict.fromkeys(maps, top)
+    return {label: (float(d["score"].max()) if d["score"].notna().any() else 0.0) or 1.0
+            for label, d in maps.items()}
 
 
 def _head_layer(vs: ViewState, layers: list[int]) -> int:
@@ -171,11 +182,30 @@ def render(vs: ViewState) -> None:
     _pick(scores, vs)
     selected = (vs.layer, vs.head) if vs.layer is not None and vs.head is not None else None
     maps = {side.label: _scores(side.run_id) for side in found if side.run_id}
-    top, chance = shared_max(list(maps.values())), findings.retrieval_chance()
-    st.caption(
-        f"Colour scale shared by every model in the store: chance level ({chance:g}, uniform attention over "
-        f"the context) and below is darkest, the strongest head of any model ({top:.3f}) brightest."
+    chance = findings.retrieval_chance()
+    st.radio(
+        "Colour scale",
+        state.SCALES,
+        horizontal=True,
+        help="shared: one absolute scale for every map (colours compare across models); per-map: each map "
+        "from chance to its own strongest head (shows the pattern inside a weak model; colours do not "
+        "compare across maps)",
+        **state.bound("scale"),
     )
+    tops = map_tops(maps, vs.scale)
+    if vs.scale == "per-map":
+        st.caption(
+            f"Colour scale per map: chance level ({chance:g}, uniform attention over the context) and below "
+            "is darkest, each map's own strongest head brightest ("
+            + ", ".join(f"{label} {top:.3f}" for label, top in tops.items())
+            + "). Colours do not compare across maps."
+        )
+    else:
+        st.caption(
+            f"Colour scale shared by every model in the store: chance level ({chance:g}, uniform attention "
+            f"over the context) and below is darkest, the strongest head of any model "
+            f"({next(iter(tops.values())):.3f}) brightest."
+        )
     for side in found:
         if side.run_id:
             key = f"heads-{side.label}"
@@ -185,7 +215,7 @@ def render(vs: ViewState) -> None:
                 maps[side.label],
                 side.name,
                 selected,
-                score_max=top,
+                score_max=tops[side.label],
                 chance=chance,
                 st_kwargs={"key": key, "on_select": lambda k=key: _on_click(k), "selection_mode": "pick"},
             )

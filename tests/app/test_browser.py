@@ -97,6 +97,24 @@ def test_toggle_changes_url_and_reload_restores_view(server, page):
     page.wait_for_function("location.pathname.endsWith('/niah') && location.search.includes('cmp=true')")
 
 
+def test_colour_scale_toggle_writes_the_url_and_the_link_restores_it(server, page):
+    page.goto(f"{server}/retrieval_heads?model=zoo%2Fswa64&cmp=true")
+    wait_charts(page, 2)
+    page.get_by_text("Colour scale shared by every model").wait_for()
+    page.get_by_text("per-map", exact=True).click()
+    page.wait_for_function("location.search.includes('scale=per-map')")
+    page.get_by_text("Colour scale per map").wait_for()
+    url = href(page)
+    page.goto("about:blank")
+    page.goto(url)
+    page.get_by_text("Colour scale per map").wait_for()
+    wait_charts(page, 2)
+    assert page.get_by_role("radio", name="per-map").is_checked() and href(page) == url
+    page.get_by_text("shared", exact=True).click()
+    page.wait_for_function("!location.search.includes('scale=')")  # the default leaves the URL
+    page.get_by_text("Colour scale shared by every model").wait_for()
+
+
 def test_malformed_link_shows_warning_and_falls_back(server, page):
     page.goto(f"{server}/?view=bogus&head=1%3BDROP%20TABLE%20runs&cmp=maybe")
     page.get_by_text("unknown view").wait_for()

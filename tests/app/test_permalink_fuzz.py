@@ -42,6 +42,8 @@ def bad_value(rng: random.Random, key: str) -> str | list[str]:
         return rng.choice(["key_tokens", "rm -rf", "NIAH", "niah ", junk])
     if key == "view":
         return rng.choice(["bogus", "../admin", "<script>", junk])
+    if key == "scale":
+        return rng.choice(["log", "Shared", "per map", "per-map ", "shared;", junk])
     if key == "models":
         many = [f"zoo/m{i}" for i in range(rng.randint(17, 40))]
         return rng.choice([many, ["zoo/a", "../b"], ["zoo/a", "a" * 600], "|".join(many)])
