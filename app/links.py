@@ -20,7 +20,7 @@ and falls back to its default; main.py then redirects once to the corrected link
 A model's layout comes without torch: the ``model_info`` its newest run stored, a native
 ``config.json`` (:func:`app.data.model_info`), an HF ``config.json`` (``num_hidden_layers``,
 ``num_attention_heads``, ``layer_types``) or a ``tiny/`` pattern. When the layout is unknown the view
-checks the selection against the run's data instead (:func:`app.state.fallback`).
+checks the selection against the run's data instead (:func:`app.session.fallback`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """HybridScope dashboard: ``streamlit run app/main.py``.
 
 The URL is the permalink: ``st.navigation`` shows one page per view (``app/views/``, paths like
-``/niah``: the path is the view), and :mod:`app.state` checks the query (warning about and dropping bad
-values), then :mod:`app.links` what only the data can reject (unknown models, layers / heads the model
+``/niah``: the path is the view), and :func:`app.session.load` checks the query with the permalink
+model of :mod:`app.state` (warning about and dropping bad values), then :mod:`app.links` what only the data can reject (unknown models, layers / heads the model
 lacks, page-only parameters, an unknown path), before the widgets, bound to it, take their values from
 it. An old link's ``?view=niah`` is redirected to ``/niah`` with its other parameters. After the page
 rendered, :func:`app.jobs.watch` shows and waits for the session's running computations (progress,
@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/, not the 
 
 import streamlit as st  # noqa: E402
 
-from app import data, defaults, heap, jobs, links, run_panel, state  # noqa: E402
+from app import data, defaults, heap, jobs, links, run_panel, session, state  # noqa: E402
 from app.state import VIEWS  # noqa: E402
 
 VIEWS_DIR = Path(__file__).resolve().parent / "views"  # absolute: a test entry script may run this file
@@ -65,18 +65,18 @@ def main() -> None:
     lost = links.unknown_page(p.url_path for p in pages.values())  # Streamlit ran the Overview for it
     if lost:
         st.session_state[_LOST] = lost
-    vs, warnings, redirect = state.load(page_view, lambda s: links.check(s, links.catalog(), lost))
+    vs, warnings, redirect = session.load(page_view, lambda s: links.check(s, links.catalog(), lost))
     if redirect is not None:  # a bad value, an old link form, an unknown path: rewrite the URL first
         st.session_state[_PENDING] = warnings
         st.switch_page(pages[redirect[0]], query_params=redirect[1])
-    state.write(vs)
+    session.write(vs)
     problem = defaults.problem()
     for w in st.session_state.pop(_PENDING, []) + warnings + ([state.shown(problem, 300)] if problem else []):
         st.warning(w, icon="⚠️")
     slot = sidebar(vs)
     pg.run()
     with slot.popover("🔗 Permalink", help="This view's link with the model pinned (copy with the icon)"):
-        st.code(permalink(state.current()), language=None, wrap_lines=True)
+        st.code(permalink(session.current()), language=None, wrap_lines=True)
     jobs.watch(run_panel.finished)
 
 

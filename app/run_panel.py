@@ -18,7 +18,7 @@ from typing import Any
 
 import streamlit as st
 
-from app import data, defaults, jobs, probe_params, state
+from app import data, defaults, jobs, probe_params, session, state
 from app.state import BUILTIN_DATA, RUN_PROBES, VIEW_PROBE, ViewState
 from backend.client import Client, default_client
 from backend.limits import over_limits  # the one definition of what fits a backend
@@ -204,24 +204,24 @@ def render(vs: ViewState) -> None:
         st.info(caps, icon="ℹ️")
     jobs.slot()
     opts = model_options(vs)
-    st.selectbox("Model A", opts, **state.bound("model"))
+    st.selectbox("Model A", opts, **session.bound("model"))
     st.text_input(
         "Ablation A",
         placeholder="none, e.g. rf[full]=512",
         help="compact text form, e.g. " + TEXT_EXAMPLE,
-        **state.bind("abl", from_widget=str.strip),
+        **session.bind("abl", from_widget=str.strip),
     )
-    state.show_error("w_abl")
-    st.toggle("Compare A vs B", **state.bound("cmp"))
+    session.show_error("w_abl")
+    st.toggle("Compare A vs B", **session.bound("cmp"))
     if vs.cmp:
-        st.selectbox("Model B", [None, *opts], format_func=lambda v: v or SAME, **state.bound("model_b"))
+        st.selectbox("Model B", [None, *opts], format_func=lambda v: v or SAME, **session.bound("model_b"))
         st.text_input(
             "Ablation B",
             placeholder="none, e.g. pe[full]=nope",
             help="compact text form, e.g. " + TEXT_EXAMPLE,
-            **state.bind("abl_b", from_widget=str.strip),
+            **session.bind("abl_b", from_widget=str.strip),
         )
-        state.show_error("w_abl_b")
+        session.show_error("w_abl_b")
     editor_box = st.expander("Ablation editor", key=EDITOR_OPEN, on_change="rerun")
     if editor_box.open:  # drawn only while open: its widgets hold nothing the URL needs
         with editor_box:
@@ -269,13 +269,13 @@ def editor(vs: ViewState) -> None:
     name = "abl" if side == "A" else "abl_b"
     if c1.button("Add", key="ed_add"):
         try:
-            state.update(**{name: combine(getattr(vs, name), segment)})
+            session.update(**{name: combine(getattr(vs, name), segment)})
         except (AblationError, ValueError) as e:
             st.error(state.shown(e, 300))
         else:
             st.rerun()
     if c2.button("Clear", key="ed_clear"):
-        state.update(**{name: ""})
+        session.update(**{name: ""})
         st.rerun()
 
 
@@ -285,17 +285,17 @@ def _param_widget(probe: str, name: str, info: Any, value: Any, apply: Callable[
     lo = next((m.ge for m in info.metadata if hasattr(m, "ge")), None)
     hi = next((m.le for m in info.metadata if hasattr(m, "le")), None)
     if typing.get_origin(ann) is tuple:
-        st.text_input(name, help="comma-separated", **state.bind_value(key, ",".join(map(str, value)), apply))
+        st.text_input(name, help="comma-separated", **session.bind_value(key, ",".join(map(str, value)), apply))
     elif typing.get_origin(ann) is typing.Literal:
-        st.selectbox(name, list(args), **state.bind_value(key, value, apply))
+        st.selectbox(name, list(args), **session.bind_value(key, value, apply))
     elif ann is int:
-        st.number_input(name, min_value=lo, max_value=hi, step=1, **state.bind_value(key, int(value), apply))
+        st.number_input(name, min_value=lo, max_value=hi, step=1, **session.bind_value(key, int(value), apply))
     elif ann is float:
-        st.number_input(name, step=0.5, **state.bind_value(key, float(value), apply))
+        st.number_input(name, step=0.5, **session.bind_value(key, float(value), apply))
     else:
         help = "empty = the default shown; none = unset" if value else "empty = default"
-        st.text_input(name, help=help, **state.bind_value(key, value or "", apply))
-    state.show_error(key)
+        st.text_input(name, help=help, **session.bind_value(key, value or "", apply))
+    session.show_error(key)
 
 
 VIEW_DEFAULT = "(this view's)"  # constant labels: Streamlit's binding keys a selectbox value by its label
@@ -304,12 +304,12 @@ DATA_DEFAULT = "(default)"
 
 def _probe_changed() -> None:
     chosen = st.session_state.get("probe")
-    state.update(probe=None if chosen == VIEW_PROBE[state.current().view] else chosen)
+    session.update(probe=None if chosen == VIEW_PROBE[session.current().view] else chosen)
 
 
 def _data_changed() -> None:
     chosen = st.session_state.get("data")
-    state.update(data=None if chosen == defaults.data_for(state.url_state().effective_probe) else chosen)
+    session.update(data=None if chosen == defaults.data_for(session.url_state().effective_probe) else chosen)
 
 
 def defaults_text(probe: str) -> str:
@@ -328,7 +328,7 @@ def compute_form(vs: ViewState, full: bool = True) -> None:
         format_func=lambda p: p or VIEW_DEFAULT,
         on_change=_probe_changed,
         help=f"this view's probe: {VIEW_PROBE[vs.view]}",
-        **state.bound("probe"),
+        **session.bound("probe"),
     )
     probe = vs.effective_probe
     data_opts = [None, *BUILTIN_DATA, *([vs.data] if vs.data and vs.data not in BUILTIN_DATA else [])]
@@ -337,7 +337,7 @@ def compute_form(vs: ViewState, full: bool = True) -> None:
         data_opts,
         format_func=lambda d: d or DATA_DEFAULT,
         on_change=_data_changed,
-        **state.bound("data"),
+        **session.bound("data"),
     )
     if not full:
         return
@@ -351,10 +351,10 @@ def compute_form(vs: ViewState, full: bool = True) -> None:
     for name, info in model_cls.model_fields.items():
 
         def apply(v: Any, name: str = name) -> None:
-            texts = dict(seg.split("=", 1) for seg in state.url_state().params.split(";") if seg)
+            texts = dict(seg.split("=", 1) for seg in session.url_state().params.split(";") if seg)
             texts[name] = v.strip() if isinstance(v, str) else str(v)
             merged = ";".join(f"{k}={t}" for k, t in texts.items() if t != "")
-            state.update(params=probe_params.canonical(merged, probe, base))
+            session.update(params=probe_params.canonical(merged, probe, base))
 
         _param_widget(probe, name, info, current[name], apply)
     lim = limits()

@@ -1,24 +1,29 @@
-"""View state <-> URL query parameters (the permalink), with validation of every parameter.
+"""View state <-> URL query parameters (the permalink): the model, with validation of every parameter.
 
 The page path is the view (``/niah``); the query holds the rest, only non-default values, in two kinds:
 
 * **Bound** (:data:`BOUND`: model, cmp, model_b, data, probe, doc, start, layer, head, scale, models): each is
   a plain widget with ``key`` = the parameter name and Streamlit's own ``bind="query-params"``
-  (:func:`bound`). Streamlit seeds the widget from the URL, the browser writes the user's changes into
-  the URL, and a value equal to the widget's default leaves the URL. What the binding cannot do is our
-  contract for bad links: it silently drops a value it cannot parse (and accepts some we refuse, such
-  as ``doc=3.7`` or an option-sized SQL fragment). So :func:`load` checks the URL first with the parsers
-  here; when a value is rejected (each gets a warning naming it and the default) or the link uses an old
-  form (``?view=niah``, ``cmp=1``, ``models=a|b``), main.py redirects once, before any widget binds, to
-  the cleaned URL on the right page. What only the data can reject (an unknown model, a head the model
-  lacks, a document beyond the probe's ``n_docs``) :mod:`app.links` rejects in the same redirect, from
-  the model info the store holds or a config.json; what needs a run's own rows (a document the dataset
-  lacks) the views reject with :func:`fallback`, and the widget's options/bounds agree with them.
+  (:func:`app.session.bound`). Streamlit seeds the widget from the URL, the browser writes the user's
+  changes into the URL, and a value equal to the widget's default leaves the URL. What the binding cannot
+  do is our contract for bad links: it silently drops a value it cannot parse (and accepts some we
+  refuse, such as ``doc=3.7`` or an option-sized SQL fragment). So :func:`app.session.load` checks the
+  URL first with the parsers here; when a value is rejected (each gets a warning naming it and the
+  default) or the link uses an old form (``?view=niah``, ``cmp=1``, ``models=a|b``), main.py redirects
+  once, before any widget binds, to the cleaned URL on the right page. What only the data can reject (an
+  unknown model, a head the model lacks, a document beyond the probe's ``n_docs``) :mod:`app.links`
+  rejects in the same redirect, from the model info the store holds or a config.json; what needs a run's
+  own rows (a document the dataset lacks) the views reject with :func:`app.session.fallback`, and the
+  widget's options/bounds agree with them.
 * **Custom** (:data:`CUSTOM`: abl, abl_b, params): the compact ablation and probe-parameter text forms.
   These are not bound: binding would write whatever is typed, including text that does not parse, into
-  the URL. Our callbacks (:func:`bind_value`) validate and canonicalise first (a rejected input stays in
-  its widget with the error) and write the URL themselves (:func:`write`). ``params`` holds overrides of
-  the dashboard defaults (``app.defaults``), so the embedded demo needs none.
+  the URL. Our callbacks (:func:`app.session.bind_value`) validate and canonicalise first (a rejected
+  input stays in its widget with the error) and write the URL themselves (:func:`app.session.write`).
+  ``params`` holds overrides of the dashboard defaults (``app.defaults``), so the embedded demo needs none.
+
+This module is the model alone (it never imports Streamlit): :class:`ViewState`, the parsers,
+:func:`parse`, :func:`encode`, :func:`with_changes` and the warning text (:func:`ignored`,
+:func:`shown`). :mod:`app.session` binds it to a Streamlit session (the URL, the widgets, session state).
 
 Malformed or hostile values never raise. No value from the URL is ever put into SQL text.
 """
@@ -31,8 +36,6 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
-
-import streamlit as st
 
 from app import defaults
 from app.probe_params import canonical, format_params, parse_params
@@ -225,7 +228,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _legacy(query: Mapping[str, Any]) -> bool:
+def legacy_form(query: Mapping[str, Any]) -> bool:
     """Whether a link uses a form this app no longer writes (it is rewritten by one redirect)."""
     models = query.get("models")
     return (
@@ -249,7 +252,7 @@ def ignored(key: str, value: Any, reason: Any, using: str | None = None) -> str:
     return f"Ignored URL parameter “{key}={shown(value)}”: {shown(reason, 160)}. Using {using}."
 
 
-def _text(raw: Any) -> str:
+def value_text(raw: Any) -> str:
     return "|".join(map(str, raw)) if isinstance(raw, list | tuple) else str(raw)
 
 
@@ -283,7 +286,7 @@ def parse(query: Mapping[str, Any], page: str = DEFAULT.view) -> tuple[ViewState
                 raise ValueError(f"longer than {MAX_VALUE_LEN} characters")
             value = PARSERS[key](raw)
         except ValueError as e:
-            warnings.append(ignored(key, _text(raw), e, f"the page ({page})" if key == "view" else None))
+            warnings.append(ignored(key, value_text(raw), e, f"the page ({page})" if key == "view" else None))
             continue
         if key == "view" and page != DEFAULT.view and value != page:
             warnings.append(ignored(key, value, f"this page's path (/{page}) is the view", f"the page ({page})"))
@@ -348,180 +351,7 @@ def with_changes(state: ViewState, **changes: Any) -> ViewState:
     return parse(encoded, candidate.view)[0]
 
 
-# ---------------------------------------------------------------------------------------------
-# Streamlit glue
-# ---------------------------------------------------------------------------------------------
-CURRENT = "_hs_state"
-_SYNCED = "_hs_synced"
-
-
-def query() -> dict[str, str | list[str]]:
-    """``st.query_params`` as a dict: every value of ``models`` (a list), of any other key its value, or
-    the list of its values when it is repeated (:func:`parse` resolves those)."""
-    qp = st.query_params
-    out: dict[str, str | list[str]] = {}
-    for k in qp:
-        values = qp.get_all(k)
-        out[k] = values if k == "models" or len(values) > 1 else qp[k]
-    return out
-
-
-def _to_widget(field: str, value: Any) -> Any:
-    return list(value) if field == "models" else value
-
-
-def _from_widget(field: str, value: Any) -> Any:
-    if field == "models":
-        return tuple(value or ())
-    if field in ("doc", "start"):
-        return int(value or 0)
-    if field in ("layer", "head"):
-        return None if value is None else int(value)
-    return value
-
-
-def _owned(field: str, view: str) -> bool:
-    return view in PAGE_FIELDS.get(field, (view,))
-
-
-def with_widgets(state: ViewState) -> ViewState:
-    """``state`` with the values of the bound widgets of its page (they win over the URL: the browser
-    updates the URL after the widget). Widgets of another page are not read: their values leave the
-    URL on a page switch."""
-    ss = st.session_state
-    got = {f: _from_widget(f, ss[f]) for f in BOUND if f in ss and _owned(f, state.view)}
-    return replace(state, **got)
-
-
-def load(
-    page: str, check: Callable[[ViewState], tuple[ViewState, list[str]]] | None = None
-) -> tuple[ViewState, list[str], tuple[str, dict] | None]:
-    """(state, warnings, redirect) of this run of page ``page``.
-
-    ``redirect`` is (view, query) when the URL must be rewritten first: a rejected value (warned about),
-    or an old link form (``?view=``, ``cmp=1``, ``models=a|b``, a repeated parameter). A navigation link
-    keeps the custom fields of the page it leaves (Streamlit keeps the bound sidebar values itself).
-    ``check`` (:func:`app.links.check`) then checks the URL's state against what the dashboard knows
-    (models, their layers and heads, the page's probe); what it rejects redirects too.
-    """
-    raw = query()
-    state, warnings = parse(raw, page)
-    prev = st.session_state.get(CURRENT)
-    if prev is not None and prev.view != page:
-        state = replace(state, **{f: getattr(prev, f) for f in CUSTOM if f not in raw})
-    if check is not None:
-        state, more = check(state)
-        warnings = warnings + more
-    view = state.view
-    if warnings or _legacy(raw):
-        return state, warnings, (view, encode(state))
-    return with_widgets(state), warnings, None
-
-
-def write(state: ViewState) -> None:
-    """Make ``state`` current and the URL hold its custom fields (non-default only). The bound fields
-    are Streamlit's: its binding keeps them in the URL."""
-    st.session_state[CURRENT] = state
-    want = encode(state)
-    for key in CUSTOM:
-        if key in want and st.query_params.get(key) != want[key]:
-            st.query_params[key] = want[key]
-        elif key not in want and key in st.query_params:
-            del st.query_params[key]
-
-
-def url_state() -> ViewState:
-    """The state right now (in callbacks: including changes made earlier in this callback).
-
-    A custom field missing from the URL is the current state's: a navigation click drops the custom
-    fields from the URL (the browser keeps the bound ones only) until :func:`load` restores them, and a
-    callback that runs with that click (a widget of the page being left reporting its value) must not
-    clear them. Every other change of a custom field goes through :func:`write`, URL and state alike."""
-    raw = query()
-    state = parse(raw, current().view)[0]
-    cur = st.session_state.get(CURRENT)
-    if cur is not None:
-        state = replace(state, **{f: getattr(cur, f) for f in CUSTOM if f not in raw})
-    return with_widgets(state)
-
-
-def current() -> ViewState:
-    return st.session_state.get(CURRENT, DEFAULT)
-
-
-def update(**changes: Any) -> ViewState:
-    """Apply validated changes (raises ValueError on bad values): custom fields to the URL, bound
-    fields to their widgets (call it from a callback, before the widgets of the run exist)."""
-    state = with_changes(url_state(), **changes)
-    for f in BOUND:
-        if f in changes:
-            st.session_state[f] = _to_widget(f, getattr(state, f))
-    write(state)
-    return state
-
-
-def fallback(field: str, reason: str) -> ViewState:
-    """A URL value that the data rejects (e.g. a head out of range): warn and reset to the default.
-    Call it before the field's widget exists in this run."""
-    state = current()
-    st.warning(ignored(field, _text(getattr(state, field)), reason))
-    state = replace(state, **{field: getattr(DEFAULT, field)})
-    if field in BOUND:
-        st.session_state[field] = _to_widget(field, getattr(DEFAULT, field))
-    write(state)
-    return state
-
-
-def bound(field: str, **kwargs: Any) -> dict[str, Any]:
-    """Widget kwargs that bind ``field`` to its query parameter with Streamlit's own binding."""
-    assert field in BOUND, field
-    return {"key": field, "bind": "query-params", **kwargs}
-
-
-def error_key(name: str) -> str:
-    return f"_hs_err_{name}"
-
-
-def bind_value(key: str, value: Any, apply: Callable[[Any], None]) -> dict[str, Any]:
-    """``key``/``on_change`` kwargs that tie a custom-field widget to a value held in the URL.
-
-    The widget is set to ``value`` whenever that value changed since the widget last synced (so a
-    permalink or another widget can move it); a user change calls ``apply(widget_value)``, which
-    updates the URL and may raise ValueError: then the widget keeps the rejected input and the
-    message is kept under ``error_key(key)`` for the caller to show.
-    """
-    synced = st.session_state.setdefault(_SYNCED, {})
-    if key not in st.session_state or synced.get(key) != value:
-        st.session_state[key] = value
-        synced[key] = value
-
-    def on_change() -> None:
-        try:
-            apply(st.session_state[key])
-        except ValueError as e:
-            st.session_state[error_key(key)] = str(e)
-        else:
-            st.session_state.pop(error_key(key), None)
-            synced[key] = st.session_state[key]
-
-    return {"key": key, "on_change": on_change}
-
-
-def bind(field: str, from_widget: Callable[[Any], Any] = lambda v: v) -> dict[str, Any]:
-    """:func:`bind_value` for one custom field (widget key ``w_<field>``)."""
-    assert field in CUSTOM, field
-    return bind_value(f"w_{field}", getattr(current(), field), lambda v: update(**{field: from_widget(v)}))
-
-
-def show_error(key: str) -> None:
-    """Show the message of a rejected widget input, if any."""
-    msg = st.session_state.get(error_key(key))
-    if msg:
-        st.error(shown(msg, 300))
-
-
 __all__ = [
-    "BOUND", "CUSTOM", "DEFAULT", "FIELDS", "SCALES", "VIEWS", "VIEW_PROBE", "ViewState", "bind", "bind_value", "bound",
-    "current", "encode", "fallback", "format_params", "ignored", "load", "parse", "parse_params", "update",
-    "with_changes", "write",
+    "BOUND", "CUSTOM", "DEFAULT", "FIELDS", "PAGE_FIELDS", "SCALES", "VIEWS", "VIEW_PROBE", "ViewState", "encode",
+    "format_params", "ignored", "legacy_form", "parse", "parse_params", "shown", "value_text", "with_changes",
 ]

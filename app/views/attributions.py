@@ -8,7 +8,7 @@ import html
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, state
+from app import charts, data, session, state
 from app.state import ViewState
 from app.views import header, side_runs
 
@@ -59,4 +59,4 @@ def render(vs: ViewState) -> None:
 
 
 if __name__ == "__main__":  # run as a page by st.navigation
-    render(state.current())
+    render(session.current())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, run_panel, state
+from app import charts, data, run_panel, session
 from app.state import ViewState
 from app.views import find, header, side_runs
 
@@ -22,7 +22,7 @@ def render(vs: ViewState) -> None:
     )
     models = data.known_models()
     opts = sorted(set(models) | set(vs.models))
-    st.multiselect("Models (empty = all)", opts, **state.bound("models"))
+    st.multiselect("Models (empty = all)", opts, **session.bound("models"))
     side_runs(vs, "longppl")  # prompts to compute A/B when missing
 
     summary = _filter(data.longppl_summary(), vs.models)
@@ -75,4 +75,4 @@ def render(vs: ViewState) -> None:
 
 
 if __name__ == "__main__":  # run as a page by st.navigation
-    render(state.current())
+    render(session.current())

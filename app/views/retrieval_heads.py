@@ -9,7 +9,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, findings, run_panel, state
+from app import charts, data, findings, run_panel, session, state
 from app.charts import ATTENTION, kind_label
 from app.state import ViewState
 from app.views import Side, header, side_runs
@@ -57,11 +57,11 @@ def _check_selection(vs: ViewState, scores: pd.DataFrame) -> ViewState:
     their options say the same to Streamlit's binding)."""
     n_layers = int(scores["layer"].max()) + 1
     if vs.layer is not None and vs.layer >= n_layers:
-        vs = state.fallback("layer", f"the model has layers 0..{n_layers - 1}")
+        vs = session.fallback("layer", f"the model has layers 0..{n_layers - 1}")
     if vs.layer is not None:
         kinds = scores[scores["layer"] == vs.layer]
         if not kinds["layer_type"].isin(ATTENTION).any():
-            vs = state.fallback(
+            vs = session.fallback(
                 "layer",
                 f"layer {vs.layer} is {kind_label(kinds['layer_type'].iloc[0])}: it has no attention heads",
             )
@@ -70,7 +70,7 @@ def _check_selection(vs: ViewState, scores: pd.DataFrame) -> ViewState:
         layer = _head_layer(vs, layers)
         n_heads = int(scores[scores["layer"] == layer]["head"].max()) + 1
         if vs.head >= n_heads:
-            vs = state.fallback("head", f"layer {layer} has heads 0..{n_heads - 1}")
+            vs = session.fallback("head", f"layer {layer} has heads 0..{n_heads - 1}")
     return vs
 
 
@@ -88,10 +88,10 @@ def _pick(scores: pd.DataFrame, vs: ViewState) -> None:
         [None, *layers],
         format_func=lambda v: none if v is None else str(v),
         help="Attention layers: " + ", ".join(f"{layer} {kind_label(kinds[layer])}" for layer in layers),
-        **state.bound("layer"),
+        **session.bound("layer"),
     )
     heads = sorted(attn[attn["layer"] == _head_layer(vs, layers)]["head"].unique().tolist())
-    c2.selectbox("Head", [None, *heads], format_func=lambda v: none if v is None else str(v), **state.bound("head"))
+    c2.selectbox("Head", [None, *heads], format_func=lambda v: none if v is None else str(v), **session.bound("head"))
 
 
 def _on_click(key: str) -> None:
@@ -99,7 +99,7 @@ def _on_click(key: str) -> None:
     points = (sel or {}).get("selection", {}).get("pick") or []
     if points:
         try:
-            state.update(layer=int(points[0]["layer"]), head=int(points[0]["head"]))
+            session.update(layer=int(points[0]["layer"]), head=int(points[0]["head"]))
         except (KeyError, TypeError, ValueError):
             pass
 
@@ -190,7 +190,7 @@ def render(vs: ViewState) -> None:
         help="shared: one absolute scale for every map (colours compare across models); per-map: each map "
         "from chance to its own strongest head (shows the pattern inside a weak model; colours do not "
         "compare across maps)",
-        **state.bound("scale"),
+        **session.bound("scale"),
     )
     tops = map_tops(maps, vs.scale)
     if vs.scale == "per-map":
@@ -224,4 +224,4 @@ def render(vs: ViewState) -> None:
 
 
 if __name__ == "__main__":  # run as a page by st.navigation
-    render(state.current())
+    render(session.current())

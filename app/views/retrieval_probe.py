@@ -7,7 +7,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, state
+from app import charts, data, session
 from app.state import ViewState
 from app.views import header, side_runs
 
@@ -56,4 +56,4 @@ def render(vs: ViewState) -> None:
 
 
 if __name__ == "__main__":  # run as a page by st.navigation
-    render(state.current())
+    render(session.current())

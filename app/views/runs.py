@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, state
+from app import charts, data, session, state
 from app.state import RUN_PROBES, ViewState
 from app.views import header
 from backend.schema import TABLES
@@ -97,7 +97,7 @@ def render(vs: ViewState) -> None:
     df = data.runs()
     models = sorted(set(df["model"].dropna()) | set(vs.models))
     c1, c2, c3 = st.columns(3)
-    c1.multiselect("Models", models, **state.bound("models"))
+    c1.multiselect("Models", models, **session.bound("models"))
     probes = c2.multiselect("Probes", sorted(set(df["probe"].dropna())), key="runs_probes")
     status = c3.multiselect("Status", ["ok", "error"], key="runs_status")
     if vs.models:
@@ -116,4 +116,4 @@ def render(vs: ViewState) -> None:
 
 
 if __name__ == "__main__":  # run as a page by st.navigation
-    render(state.current())
+    render(session.current())

@@ -11,7 +11,7 @@ import html
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, state
+from app import charts, data, session
 from app.state import ViewState
 from app.views import Side, header, side_runs
 
@@ -83,13 +83,13 @@ def _legend(delta: bool) -> None:
 def _text(vs: ViewState, a: Side, b: Side | None) -> None:
     n_docs, n_pos = _extent(a.run_id)
     if vs.doc > n_docs:
-        vs = state.fallback("doc", f"run A has documents 0..{n_docs}")
+        vs = session.fallback("doc", f"run A has documents 0..{n_docs}")
     if vs.start > max(n_pos, 0):
-        vs = state.fallback("start", f"document has positions 0..{n_pos}")
+        vs = session.fallback("start", f"document has positions 0..{n_pos}")
     c1, c2 = st.columns(2)
-    c1.number_input("Document", 0, max(n_docs, 0), **state.bound("doc"))
+    c1.number_input("Document", 0, max(n_docs, 0), **session.bound("doc"))
     c2.number_input(
-        f"First token (shows {WINDOW})", 0, max(n_pos, 0), step=WINDOW // 2, **state.bound("start")
+        f"First token (shows {WINDOW})", 0, max(n_pos, 0), step=WINDOW // 2, **session.bound("start")
     )
     ta = _tokens(a.run_id, vs.doc, vs.start)
     if ta.empty:
@@ -132,4 +132,4 @@ def render(vs: ViewState) -> None:
 
 
 if __name__ == "__main__":  # run as a page by st.navigation
-    render(state.current())
+    render(session.current())

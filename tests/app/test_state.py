@@ -187,3 +187,16 @@ def test_with_changes_validates_and_drops_params_that_do_not_fit_a_new_probe():
         with_changes(s, abl="window[bogus]=1")
     with pytest.raises(ValueError, match="integer in"):
         with_changes(s, head=10_000)
+
+
+def test_the_permalink_model_needs_no_streamlit():
+    """app/state.py is the model alone; app/session.py binds it to a Streamlit session."""
+    import subprocess
+    import sys
+
+    from tests.app.conftest import ROOT
+
+    code = "import sys, app.state; print(sorted(m for m in sys.modules if m.split('.')[0] == 'streamlit'))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
