@@ -151,8 +151,11 @@ def switch_times(ctx, url: str, targets: list[tuple[str, str, int, str | None]],
             wait_rendered(page, header, n)
             if i:
                 out.append(time.perf_counter() - t0)
-            if check and not page.get_by_text(check, exact=False).count():
-                raise RuntimeError(f"after switch {len(out)} to {label}: {check!r} is not on the page")
+            if check:  # may come after the charts: waited for here, outside the timing
+                try:
+                    page.get_by_text(check, exact=False).first.wait_for(timeout=30_000)
+                except Exception as e:  # noqa: BLE001 - playwright's timeout: say which state was lost
+                    raise RuntimeError(f"after switch {len(out)} to {label}: {check!r} is not on the page") from e
     page.close()
     return out
 
