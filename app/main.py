@@ -1,14 +1,13 @@
 """HybridScope dashboard: ``streamlit run app/main.py``.
 
-The URL is the permalink: ``st.navigation`` shows one page per view (``app/views/``, paths like
-``/niah``: the path is the view), and :func:`app.session.load` checks the query with the permalink
-model of :mod:`app.state` (warning about and dropping bad values), then :mod:`app.links` what only the data can reject (unknown models, layers / heads the model
-lacks, page-only parameters, an unknown path), before the widgets, bound to it, take their values from
-it. An old link's ``?view=niah`` is redirected to ``/niah`` with its other parameters. After the page
-rendered, :func:`app.jobs.watch` shows and waits for the session's running computations (progress,
+The URL is the permalink: ``st.navigation`` shows one page per view (``app/views/``, paths like ``/niah``: the
+path is the view), and :func:`app.session.load` checks the query with the permalink model of :mod:`app.state`
+(warning about and dropping bad values), then :mod:`app.links` what only the data can reject (unknown models,
+layers / heads the model lacks, page-only parameters, an unknown path), before the widgets, bound to it, take
+their values from it. An old link's ``?view=niah`` is redirected to ``/niah`` with its other parameters. After
+the page rendered, :func:`app.jobs.watch` shows and waits for the session's running computations (progress,
 Cancel); :func:`app.jobs.guard` cancels them when the script run is stopped (the tab closed).
-:func:`app.heap.freeze` keeps Streamlit's garbage collection after each run to what the run allocated.
-"""
+:func:`app.heap.freeze` keeps Streamlit's garbage collection after each run to what the run allocated."""
 
 from __future__ import annotations
 
