@@ -59,31 +59,28 @@ def persistent_dir() -> Path | None:
     return path if path.is_dir() and os.access(path, os.W_OK | os.X_OK) else None
 
 
-def store_root() -> Path:
-    """The user trace store (``HYBRIDSCOPE_STORE``; else hosted, the persistent storage when there is
-    one; else a user cache directory)."""
-    env = os.environ.get("HYBRIDSCOPE_STORE")
+def _user_dir(env_var: str, name: str) -> Path:
+    """``$env_var`` if set; else hosted, ``<persistent dir>/hybridscope/<name>``; else a user cache dir."""
+    env = os.environ.get(env_var)
     if env:
         return Path(env).expanduser()
     persistent = persistent_dir()
     if persistent is not None:
-        return persistent / "hybridscope" / "store"
+        return persistent / "hybridscope" / name
     from platformdirs import user_cache_dir
 
-    return Path(user_cache_dir("hybridscope")) / "store"
+    return Path(user_cache_dir("hybridscope")) / name
+
+
+def store_root() -> Path:
+    """The user trace store (``HYBRIDSCOPE_STORE``; else hosted, the persistent storage when there is
+    one; else a user cache directory)."""
+    return _user_dir("HYBRIDSCOPE_STORE", "store")
 
 
 def weights_cache_root() -> Path:
     """Unpacked copies of xz-packed checkpoints (``HYBRIDSCOPE_WEIGHTS_CACHE``; see store_root)."""
-    env = os.environ.get("HYBRIDSCOPE_WEIGHTS_CACHE")
-    if env:
-        return Path(env).expanduser()
-    persistent = persistent_dir()
-    if persistent is not None:
-        return persistent / "hybridscope" / "weights"
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("hybridscope")) / "weights"
+    return _user_dir("HYBRIDSCOPE_WEIGHTS_CACHE", "weights")
 
 
 def model_roots() -> list[Path]:

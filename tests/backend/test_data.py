@@ -102,6 +102,11 @@ class ListEncoder:
 
 
 def bpe():
+    return train_bpe([syn.FILLER, syn.NIAH_PREAMBLE, syn.NIAH_QUERY, TEXT_DOCS[0]])
+
+
+def train_bpe(texts: list[str]):
+    """A small byte-level BPE (vocab 400) trained on ``texts`` x 5: real multi-character tokens."""
     tokenizers = pytest.importorskip("tokenizers")
     from tokenizers import models, pre_tokenizers, trainers
 
@@ -109,7 +114,7 @@ def bpe():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    tok.train_from_iterator([syn.FILLER, syn.NIAH_PREAMBLE, syn.NIAH_QUERY, TEXT_DOCS[0]] * 5, trainer)
+    tok.train_from_iterator(list(texts) * 5, trainer)
     return tok
 
 

@@ -26,6 +26,7 @@ from backend.data import synthetic as syn
 from backend.runner import Runner
 from backend.spec import RunSpec
 from kernels.attention import effective_mask, flex_bucketed, flex_length_bucket
+from tests.backend.test_data import train_bpe
 
 TEXT_DOCS = [
     "Rivers carve valleys over long ages. Rain feeds them in spring! Do they ever rest? Rarely.\n"
@@ -36,16 +37,7 @@ TEXT_DOCS = [
 
 
 def bpe():
-    tokenizers = pytest.importorskip("tokenizers")
-    from tokenizers import models, pre_tokenizers, trainers
-
-    tok = tokenizers.Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    tok.train_from_iterator([syn.FILLER, syn.NIAH_PREAMBLE, syn.NIAH_QUERY, syn.PASSKEY_NEEDLE, *TEXT_DOCS] * 5,
-                            trainer)
-    return tok
+    return train_bpe([syn.FILLER, syn.NIAH_PREAMBLE, syn.NIAH_QUERY, syn.PASSKEY_NEEDLE, *TEXT_DOCS])
 
 
 def forced_tokens(count, s: syn.Sample) -> int:
